@@ -1,0 +1,79 @@
+//! The engine's one error type.
+
+use datafusion::error::DataFusionError;
+
+/// Everything that can go wrong opening, reading or writing a tokenledger data location.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The `--data` value is neither a directory nor an `s3://bucket/prefix` URL, or does not exist.
+    #[error("data location {location:?}: {reason}")]
+    Location { location: String, reason: String },
+
+    /// A Parquet file cannot be read as the table it sits under.
+    #[error("{table} file {file}: column {column:?} {problem}")]
+    Schema {
+        table: String,
+        file: String,
+        column: String,
+        problem: String,
+    },
+
+    /// Input handed to a writer or importer was not usable.
+    #[error("{0}")]
+    Input(String),
+
+    /// Planning or execution failed inside DataFusion (bad SQL, unknown table, …).
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+
+    /// The object store (local disk or S3) failed.
+    #[error(transparent)]
+    ObjectStore(#[from] object_store::Error),
+
+    /// Writing or reading Parquet failed.
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    /// Building Arrow arrays failed.
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    /// Local I/O failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Result with [`EngineError`].
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+impl EngineError {
+    /// Strips DataFusion's wrapping ("External error: ", "Object Store error: ", context) so a
+    /// user sees the one sentence that says what was wrong.
+    pub fn user_message(&self) -> String {
+        match self {
+            EngineError::DataFusion(e) => datafusion_message(e),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn datafusion_message(e: &DataFusionError) -> String {
+    // A schema problem found while listing arrives wrapped in ObjectStore/External layers;
+    // report our own message, not the layers around it.
+    if let Some(inner) = find_engine_error(e) {
+        return inner.to_string();
+    }
+    e.find_root().to_string()
+}
+
+fn find_engine_error(e: &DataFusionError) -> Option<&EngineError> {
+    use std::error::Error;
+    let mut source: Option<&(dyn Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(found) = err.downcast_ref::<EngineError>() {
+            return Some(found);
+        }
+        source = err.source();
+    }
+    None
+}

@@ -1,0 +1,18 @@
+//! tokenledger's engine: the decision-trace tables, a catalog over local disk or S3, the session
+//! every front end queries through, and the Parquet writers (including the trace generator).
+//!
+//! Data flows one way: storage ([`location`]) → catalog ([`files`], [`schema`]) → session
+//! ([`session`]) → the CLI or the Flight SQL server.
+
+pub mod error;
+pub mod files;
+pub mod generate;
+pub mod import;
+pub mod location;
+pub mod schema;
+pub mod session;
+pub mod writer;
+
+pub use error::{EngineError, Result};
+pub use location::DataLocation;
+pub use session::{SessionOptions, TraceSession};

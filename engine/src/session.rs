@@ -1,0 +1,163 @@
+//! Sessions: a DataFusion `SessionContext` with the trace tables of one data location registered,
+//! and tokenledger's functions. Every front end (CLI, Flight) gets its session from here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+
+use crate::error::Result;
+use crate::files::TableFileStore;
+use crate::location::{DataLocation, S3Overrides};
+use crate::schema::{TABLES, TableDef};
+
+/// The catalog and schema that hold the trace tables (what BI tools show).
+pub const CATALOG: &str = "tokenledger";
+/// See [`CATALOG`].
+pub const SCHEMA: &str = "public";
+
+/// How to open a session.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Settings applied over the `AWS_*` environment for S3 locations.
+    pub s3: S3Overrides,
+    /// Query parallelism; `None` = number of cores.
+    pub target_partitions: Option<usize>,
+    /// How long a table's file listing may be reused before the store is listed again.
+    /// `None` keeps it for the life of the session (fine for one-shot CLI queries).
+    pub listing_ttl: Option<Duration>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            s3: Vec::new(),
+            target_partitions: None,
+            listing_ttl: None,
+        }
+    }
+}
+
+/// A session over one data location.
+pub struct TraceSession {
+    /// The DataFusion context with tables and functions registered.
+    pub ctx: SessionContext,
+    /// Where the data lives.
+    pub location: DataLocation,
+    store: Arc<TableFileStore>,
+}
+
+impl TraceSession {
+    /// Opens `location` for reading: checks it exists, connects the object store and registers
+    /// the four trace tables (an absent table directory reads as an empty table).
+    pub async fn open(location: DataLocation, options: &SessionOptions) -> Result<Self> {
+        location.require_exists()?;
+        let raw_store = location.open_store(&options.s3)?;
+        let table_dirs = TABLES
+            .iter()
+            .map(|t| (location.table_dir(t.name), *t))
+            .collect();
+        let ctx = new_context(options)?;
+        let footer_cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+        let store = Arc::new(TableFileStore::new(
+            raw_store,
+            table_dirs,
+            Some(footer_cache),
+        ));
+        ctx.register_object_store(
+            location.store_url().as_ref(),
+            Arc::clone(&store) as Arc<dyn ObjectStore>,
+        );
+        for table in TABLES {
+            register_table(&ctx, &location, table)?;
+        }
+        tokenledger_udfs::register_all(&ctx);
+        Ok(TraceSession {
+            ctx,
+            location,
+            store,
+        })
+    }
+
+    /// Files, bytes and rows of each table, in [`TABLES`] order.
+    pub async fn table_summaries(&self) -> Result<Vec<TableSummary>> {
+        let mut summaries = Vec::with_capacity(TABLES.len());
+        for table in TABLES {
+            let dir = self.location.table_dir(table.name);
+            let files: Vec<_> = self
+                .store
+                .list(Some(&dir))
+                .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".parquet")))
+                .try_collect()
+                .await?;
+            let rows = self.ctx.table(table.name).await?.count().await?;
+            summaries.push(TableSummary {
+                table: table.name,
+                files: files.len(),
+                bytes: files.iter().map(|f| f.size).sum(),
+                rows,
+            });
+        }
+        Ok(summaries)
+    }
+}
+
+/// Size of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSummary {
+    /// Table name.
+    pub table: &'static str,
+    /// Parquet files read.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// Rows across them.
+    pub rows: usize,
+}
+
+/// A context with tokenledger's settings and no tables; used by [`TraceSession::open`] and by
+/// anything that needs to run SQL outside a data location (importers, tests).
+pub fn new_context(options: &SessionOptions) -> Result<SessionContext> {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_create_default_catalog_and_schema(true);
+    if let Some(partitions) = options.target_partitions {
+        config = config.with_target_partitions(partitions);
+    }
+    // Pipelines choose their own sub-folders (dates, hosts): read files at any depth.
+    config
+        .options_mut()
+        .execution
+        .listing_table_ignore_subdirectory = false;
+    let parquet = &mut config.options_mut().execution.parquet;
+    // Clients (Flight SQL, CSV/JSON output) want plain Utf8; the table schema declares Utf8, so
+    // reading views first would only add a conversion.
+    parquet.schema_force_view_types = false;
+    // Evaluate filters while decoding, so selective queries skip whole pages of other columns.
+    parquet.pushdown_filters = true;
+    parquet.reorder_filters = true;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_list_cache_ttl(options.listing_ttl)
+        .build_arc()?;
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+fn register_table(
+    ctx: &SessionContext,
+    location: &DataLocation,
+    table: &'static TableDef,
+) -> Result<()> {
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new(location.table_url(table.name)?)
+        .with_listing_options(options)
+        .with_schema(table.schema());
+    ctx.register_table(table.name, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! Parquet writers: how tokenledger lays out the files it writes (generator, importers).
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use object_store::ObjectStore;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::error::Result;
+
+/// Rows per row group: small enough that min/max statistics on a sorted column prune well,
+/// large enough that a scan reads long runs.
+pub const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Writer settings for trace tables: zstd, page-level statistics (column and offset indexes, so
+/// readers can skip pages as well as row groups), and the sort order recorded in the footer.
+pub fn writer_properties(schema: &SchemaRef, sorted_by: &[&str]) -> WriterProperties {
+    let sorting: Vec<SortingColumn> = sorted_by
+        .iter()
+        .filter_map(|name| schema.index_of(name).ok())
+        .map(|idx| SortingColumn {
+            column_idx: idx as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
+        .build()
+}
+
+/// One Parquet file being written batch by batch to an object store (local disk or S3).
+pub struct StreamingParquetFile {
+    writer: AsyncArrowWriter<BufWriter>,
+}
+
+impl StreamingParquetFile {
+    /// Starts a file of `schema` rows at `path`.
+    pub fn create(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        schema: &SchemaRef,
+        props: WriterProperties,
+    ) -> Result<Self> {
+        let sink = BufWriter::new(store, path);
+        let writer = AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(props))?;
+        Ok(StreamingParquetFile { writer })
+    }
+
+    /// Appends a batch.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).await?;
+        Ok(())
+    }
+
+    /// Writes the footer; the file is visible to readers only after this.
+    pub async fn close(self) -> Result<()> {
+        self.writer.close().await?;
+        Ok(())
+    }
+}

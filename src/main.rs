@@ -1,0 +1,233 @@
+//! `tokenledger`: query agent decision traces by what they cost and what they bought.
+
+mod output;
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use datafusion::sql::parser::DFParser;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokenledger_engine::generate::{GenOptions, generate};
+use tokenledger_engine::import::import_csv;
+use tokenledger_engine::schema::{self, TABLES};
+use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
+
+use crate::output::Format;
+
+/// Columnar analytics over LLM agent decision traces: what each token buys.
+#[derive(Parser, Debug)]
+#[command(name = "tokenledger", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The data location flag shared by every reading command.
+#[derive(clap::Args, Debug)]
+struct DataArg {
+    /// Local directory or s3://bucket/prefix holding spans/, outcomes/, model_prices/, baselines/.
+    /// S3 is configured like the AWS CLI (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION,
+    /// AWS_ENDPOINT_URL, …).
+    #[arg(long, env = "TOKENLEDGER_DATA", default_value = "testdata/sample")]
+    data: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run SQL over the trace tables.
+    Query {
+        #[command(flatten)]
+        data: DataArg,
+        /// The SQL to run (one or more statements). Omit it to read SQL from -f or stdin.
+        sql: Option<String>,
+        /// Read SQL from this file.
+        #[arg(short = 'f', long = "file", conflicts_with = "sql")]
+        file: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Write the result here instead of stdout (required for parquet).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// List the tables with their files, bytes and rows.
+    Tables {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Generate a synthetic, deterministic trace data set.
+    Gen {
+        /// Where to write: a local directory or s3://bucket/prefix.
+        #[arg(long)]
+        out: String,
+        /// Work items to simulate (about 14 spans each).
+        #[arg(long, default_value_t = 10_000)]
+        work_items: u64,
+        /// Random seed: the same seed writes the same bytes.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Length of the simulated period in days.
+        #[arg(long, default_value_t = 84)]
+        days: u32,
+    },
+    /// Load a CSV file into a table (as one Parquet file named after the CSV).
+    Import {
+        #[command(flatten)]
+        data: DataArg,
+        /// Target table: spans, outcomes, model_prices or baselines.
+        #[arg(long)]
+        table: String,
+        /// CSV files with a header row of column names.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOKENLEDGER_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.user_message());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), EngineError> {
+    match command {
+        Command::Query {
+            data,
+            sql,
+            file,
+            format,
+            output,
+        } => {
+            let sql = read_sql(sql, file)?;
+            let session = open(&data).await?;
+            run_sql(&session, &sql, format, output.as_deref()).await
+        }
+        Command::Tables { data } => {
+            let session = open(&data).await?;
+            let summaries = session.table_summaries().await?;
+            println!(
+                "{:<14} {:>12} {:>7} {:>14}",
+                "table", "rows", "files", "bytes"
+            );
+            for s in summaries {
+                println!(
+                    "{:<14} {:>12} {:>7} {:>14}",
+                    s.table, s.rows, s.files, s.bytes
+                );
+            }
+            Ok(())
+        }
+        Command::Gen {
+            out,
+            work_items,
+            seed,
+            days,
+        } => {
+            let location = DataLocation::parse(&out)?;
+            let store = location.open_store(&[])?;
+            let options = GenOptions {
+                work_items,
+                seed,
+                days,
+                ..GenOptions::default()
+            };
+            let progress = ProgressBar::new(work_items).with_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} work items {per_sec} eta {eta}")
+                    .expect("static progress template"),
+            );
+            let started = Instant::now();
+            let summary = generate(store, &location, &options, &progress).await?;
+            progress.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "wrote {} work items, {} spans in {} files to {location} in {secs:.2} s ({:.0} spans/s)",
+                summary.work_items,
+                summary.spans,
+                summary.files,
+                summary.spans as f64 / secs
+            );
+            Ok(())
+        }
+        Command::Import { data, table, files } => {
+            let table = schema::table(&table).ok_or_else(|| {
+                let names: Vec<_> = TABLES.iter().map(|t| t.name).collect();
+                EngineError::Input(format!(
+                    "unknown table {table:?}; tables are {}",
+                    names.join(", ")
+                ))
+            })?;
+            let location = DataLocation::parse(&data.data)?;
+            let store = location.open_store(&[])?;
+            for file in files {
+                let rows = import_csv(Arc::clone(&store), &location, table, &file).await?;
+                eprintln!("{}: {rows} rows into {}", file.display(), table.name);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn open(data: &DataArg) -> Result<TraceSession, EngineError> {
+    TraceSession::open(DataLocation::parse(&data.data)?, &SessionOptions::default()).await
+}
+
+fn read_sql(sql: Option<String>, file: Option<PathBuf>) -> Result<String, EngineError> {
+    let sql = match (sql, file) {
+        (Some(sql), _) if sql != "-" => sql,
+        (_, Some(path)) => std::fs::read_to_string(&path).map_err(|e| {
+            EngineError::Input(format!("cannot read SQL file {}: {e}", path.display()))
+        })?,
+        _ if std::io::stdin().is_terminal() => {
+            return Err(EngineError::Input(
+                "no SQL given: pass it as an argument, with -f FILE, or on stdin".into(),
+            ));
+        }
+        _ => {
+            let mut sql = String::new();
+            std::io::stdin().read_to_string(&mut sql)?;
+            sql
+        }
+    };
+    if sql.trim().is_empty() {
+        return Err(EngineError::Input("the SQL is empty".into()));
+    }
+    Ok(sql)
+}
+
+/// Runs each statement in `sql`; results are printed in order.
+async fn run_sql(
+    session: &TraceSession,
+    sql: &str,
+    format: Format,
+    output: Option<&std::path::Path>,
+) -> Result<(), EngineError> {
+    let statements = DFParser::parse_sql(sql).map_err(datafusion::error::DataFusionError::from)?;
+    if statements.is_empty() {
+        return Err(EngineError::Input("the SQL holds no statement".into()));
+    }
+    let state = session.ctx.state();
+    for statement in statements {
+        let plan = state.statement_to_plan(statement).await?;
+        let frame = session.ctx.execute_logical_plan(plan).await?;
+        let stream = frame.execute_stream().await?;
+        output::write(stream, format, output).await?;
+    }
+    Ok(())
+}
