@@ -61,6 +61,8 @@ pub struct Model {
     pub tier: Tier,
     /// Probability of a correct answer on an input of difficulty 0.
     pub skill: f64,
+    /// How much harder inputs hurt this model (bigger models degrade less).
+    pub difficulty_sensitivity: f64,
     /// Milliseconds per output token.
     pub ms_per_output_token: f64,
     /// Median reasoning tokens per call (0 = not a reasoning model).
@@ -103,6 +105,7 @@ pub static CHAT_MODELS: [Model; 3] = [
         span_name: "chat gpt-4.1-mini",
         tier: Tier::Small,
         skill: 0.84,
+        difficulty_sensitivity: 1.3,
         ms_per_output_token: 6.0,
         reasoning_median: 0.0,
         prices: &[
@@ -116,6 +119,7 @@ pub static CHAT_MODELS: [Model; 3] = [
         span_name: "chat claude-sonnet-4-5",
         tier: Tier::Medium,
         skill: 0.92,
+        difficulty_sensitivity: 1.0,
         ms_per_output_token: 14.0,
         reasoning_median: 0.0,
         prices: &[price(Y2025, 3.00, 0.30, 15.00)],
@@ -126,6 +130,7 @@ pub static CHAT_MODELS: [Model; 3] = [
         span_name: "chat claude-opus-4-1",
         tier: Tier::Large,
         skill: 0.97,
+        difficulty_sensitivity: 0.6,
         ms_per_output_token: 22.0,
         reasoning_median: 900.0,
         prices: &[price(Y2025, 15.00, 1.50, 75.00)],
@@ -139,6 +144,7 @@ pub static EMBEDDING_MODEL: Model = Model {
     span_name: "embeddings text-embedding-3-small",
     tier: Tier::Small,
     skill: 1.0,
+    difficulty_sensitivity: 0.0,
     ms_per_output_token: 0.0,
     reasoning_median: 0.0,
     prices: &[Price {

@@ -391,7 +391,8 @@ impl Simulator<'_> {
         out: &mut Vec<SpanRow>,
     ) -> (AttemptEnd, i64) {
         let wf = self.workflow;
-        let p = (a.model.skill - wf.hardness * difficulty).clamp(0.05, 0.99);
+        let p = (a.model.skill - wf.hardness * a.model.difficulty_sensitivity * difficulty)
+            .clamp(0.05, 0.99);
         let succeeds = self.rng.chance(p);
         // A third of failures are technical (timeouts, rate limits, bad JSON) and stop the attempt.
         let error_turn_draw = self.rng.unit();

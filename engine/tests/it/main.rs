@@ -1,1 +1,6 @@
-mod x {}
+//! The engine's integration tests (one binary: each links all of DataFusion).
+
+mod catalog;
+mod generate;
+mod slt;
+mod support;

@@ -1,0 +1,76 @@
+//! Helpers shared by the engine's tests.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use tokenledger_engine::writer::{StreamingParquetFile, writer_properties};
+use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("engine/ has a parent")
+        .to_path_buf()
+}
+
+/// Opens a session over a local directory.
+pub async fn open(dir: &std::path::Path) -> TraceSession {
+    TraceSession::open(
+        DataLocation::parse(dir.to_str().unwrap()).unwrap(),
+        &SessionOptions::default(),
+    )
+    .await
+    .expect("session opens")
+}
+
+/// Writes `batch` as a Parquet file at `dir/relative`.
+pub async fn write_file(
+    dir: &std::path::Path,
+    relative: &str,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+) {
+    let path = dir.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let store = Arc::new(LocalFileSystem::new());
+    let object_path = Path::from_absolute_path(&path).unwrap();
+    let mut file =
+        StreamingParquetFile::create(store, object_path, schema, writer_properties(schema, &[]))
+            .unwrap();
+    file.write(batch).await.unwrap();
+    file.close().await.unwrap();
+}
+
+/// Runs `sql` and returns the rows as strings (NULL for nulls), for compact assertions.
+pub async fn rows(session: &TraceSession, sql: &str) -> Vec<Vec<String>> {
+    let batches = session.ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    stringify(&batches)
+}
+
+/// Formats batches as rows of strings.
+pub fn stringify(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
+        }
+    }
+    out
+}
