@@ -53,6 +53,9 @@ enum Command {
         /// Write the result here instead of stdout (required for parquet).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Print each statement's wall time and row count to stderr.
+        #[arg(long)]
+        timing: bool,
     },
     /// List the tables with their files, bytes and rows.
     Tables {
@@ -114,10 +117,11 @@ async fn run(command: Command) -> Result<(), EngineError> {
             file,
             format,
             output,
+            timing,
         } => {
             let sql = read_sql(sql, file)?;
             let session = open(&data).await?;
-            run_sql(&session, &sql, format, output.as_deref()).await
+            run_sql(&session, &sql, format, output.as_deref(), timing).await
         }
         Command::Tables { data } => {
             let session = open(&data).await?;
@@ -217,17 +221,25 @@ async fn run_sql(
     sql: &str,
     format: Format,
     output: Option<&std::path::Path>,
+    timing: bool,
 ) -> Result<(), EngineError> {
-    let statements = DFParser::parse_sql(sql).map_err(datafusion::error::DataFusionError::from)?;
+    let statements = DFParser::parse_sql(sql)?;
     if statements.is_empty() {
         return Err(EngineError::Input("the SQL holds no statement".into()));
     }
     let state = session.ctx.state();
     for statement in statements {
+        let started = Instant::now();
         let plan = state.statement_to_plan(statement).await?;
         let frame = session.ctx.execute_logical_plan(plan).await?;
         let stream = frame.execute_stream().await?;
-        output::write(stream, format, output).await?;
+        let rows = output::write(stream, format, output).await?;
+        if timing {
+            eprintln!(
+                "{rows} rows in {:.3} ms",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
     }
     Ok(())
 }

@@ -37,10 +37,15 @@ const FOOTER_SIZE_HINT: usize = 64 * 1024;
 pub struct TableFileStore {
     inner: Arc<dyn ObjectStore>,
     tables: Arc<Vec<(Path, &'static TableDef)>>,
-    checked: Arc<Mutex<HashMap<FileVersion, Result<(), Arc<EngineError>>>>>,
+    checked: Arc<Mutex<CheckCache>>,
     /// The session's footer cache: footers read for checking are not read again by the scan.
     footer_cache: Option<Arc<FileMetadataCache>>,
+    /// Put before object paths in messages, so users see `/data/x.parquet` or `s3://b/x.parquet`.
+    display_prefix: Arc<str>,
 }
+
+/// The verdict on each file version checked so far.
+type CheckCache = HashMap<FileVersion, Result<(), Arc<EngineError>>>;
 
 /// A file's identity for caching a schema check: a rewritten file gets checked again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -66,16 +71,19 @@ impl From<&ObjectMeta> for FileVersion {
 impl TableFileStore {
     /// Wraps `inner`; `tables` maps each table's directory to its definition. Footers read
     /// while checking go into `footer_cache` (the session's), so scans find them there.
+    /// `display_prefix` turns object paths into what users know (`/`, `s3://bucket/`).
     pub fn new(
         inner: Arc<dyn ObjectStore>,
         tables: Vec<(Path, &'static TableDef)>,
         footer_cache: Option<Arc<FileMetadataCache>>,
+        display_prefix: &str,
     ) -> Self {
         TableFileStore {
             inner,
             tables: Arc::new(tables),
             checked: Arc::default(),
             footer_cache,
+            display_prefix: display_prefix.into(),
         }
     }
 
@@ -115,7 +123,9 @@ async fn check_file(
     footer_cache: Option<Arc<FileMetadataCache>>,
     meta: &ObjectMeta,
     table: &'static TableDef,
+    display_prefix: &str,
 ) -> Result<(), EngineError> {
+    let file = format!("{display_prefix}{}", meta.location);
     let schema = DFParquetMetadata::new(store, meta)
         .with_metadata_size_hint(Some(FOOTER_SIZE_HINT))
         .with_file_metadata_cache(footer_cache)
@@ -123,9 +133,8 @@ async fn check_file(
         .await
         .map_err(|e| {
             EngineError::Input(format!(
-                "{} file {}: not readable as Parquet: {}",
+                "{} file {file}: not readable as Parquet: {}",
                 table.name,
-                meta.location,
                 e.find_root()
             ))
         })?;
@@ -133,7 +142,7 @@ async fn check_file(
         .check_file_schema(&schema)
         .map_err(|p| EngineError::Schema {
             table: table.name.to_string(),
-            file: meta.location.to_string(),
+            file,
             column: p.column,
             problem: p.problem,
         })
@@ -212,6 +221,7 @@ impl ObjectStore for TableFileStore {
         let tables = Arc::clone(&self.tables);
         let checked = Arc::clone(&self.checked);
         let footer_cache = self.footer_cache.clone();
+        let display_prefix = Arc::clone(&self.display_prefix);
         self.inner
             .list(prefix)
             .try_filter(move |meta| futures::future::ready(is_visible(meta, &below)))
@@ -220,6 +230,7 @@ impl ObjectStore for TableFileStore {
                 let tables = Arc::clone(&tables);
                 let checked = Arc::clone(&checked);
                 let footer_cache = footer_cache.clone();
+                let display_prefix = Arc::clone(&display_prefix);
                 async move {
                     let Some((_, table)) = table_for(&tables, &meta.location) else {
                         return Ok(meta);
@@ -236,9 +247,15 @@ impl ObjectStore for TableFileStore {
                     let verdict = match cached {
                         Some(verdict) => verdict,
                         None => {
-                            let verdict = check_file(inner.as_ref(), footer_cache, &meta, table)
-                                .await
-                                .map_err(Arc::new);
+                            let verdict = check_file(
+                                inner.as_ref(),
+                                footer_cache,
+                                &meta,
+                                table,
+                                &display_prefix,
+                            )
+                            .await
+                            .map_err(Arc::new);
                             checked
                                 .lock()
                                 .expect("check cache lock")

@@ -63,19 +63,17 @@ impl DataLocation {
     /// Fails with a clear message when a local directory does not exist. (An S3 prefix is just a
     /// key prefix: an empty one is a valid, empty location.)
     pub fn require_exists(&self) -> Result<()> {
-        if let DataLocation::Local(dir) = self {
-            if !dir.is_dir() {
-                return Err(EngineError::Location {
-                    location: dir.display().to_string(),
-                    reason: if dir.exists() {
-                        "is not a directory".into()
-                    } else {
-                        "does not exist".into()
-                    },
-                });
-            }
+        match self {
+            DataLocation::Local(dir) if !dir.is_dir() => Err(EngineError::Location {
+                location: dir.display().to_string(),
+                reason: if dir.exists() {
+                    "is not a directory".into()
+                } else {
+                    "does not exist".into()
+                },
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The URL DataFusion registers the store under.
@@ -85,6 +83,15 @@ impl DataLocation {
             DataLocation::S3 { bucket, .. } => format!("s3://{bucket}"),
         };
         ObjectStoreUrl::parse(url).expect("static store URL is valid")
+    }
+
+    /// What to put before an object path to show it to a user: `/` for local paths (object_store
+    /// drops the leading slash), `s3://bucket/` for S3 keys.
+    pub fn display_prefix(&self) -> String {
+        match self {
+            DataLocation::Local(_) => "/".to_string(),
+            DataLocation::S3 { bucket, .. } => format!("s3://{bucket}/"),
+        }
     }
 
     /// The object-store path of the location root.

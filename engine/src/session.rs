@@ -22,7 +22,7 @@ pub const CATALOG: &str = "tokenledger";
 pub const SCHEMA: &str = "public";
 
 /// How to open a session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionOptions {
     /// Settings applied over the `AWS_*` environment for S3 locations.
     pub s3: S3Overrides,
@@ -31,16 +31,6 @@ pub struct SessionOptions {
     /// How long a table's file listing may be reused before the store is listed again.
     /// `None` keeps it for the life of the session (fine for one-shot CLI queries).
     pub listing_ttl: Option<Duration>,
-}
-
-impl Default for SessionOptions {
-    fn default() -> Self {
-        SessionOptions {
-            s3: Vec::new(),
-            target_partitions: None,
-            listing_ttl: None,
-        }
-    }
 }
 
 /// A session over one data location.
@@ -68,6 +58,7 @@ impl TraceSession {
             raw_store,
             table_dirs,
             Some(footer_cache),
+            &location.display_prefix(),
         ));
         ctx.register_object_store(
             location.store_url().as_ref(),

@@ -306,7 +306,7 @@ impl Simulator<'_> {
         let mut t = arrival;
         let mut resolved_attempt = None;
         let mut last = None;
-        let mut gave_up = false;
+        let mut stopped = None;
         for number in 1..=MAX_ATTEMPTS {
             let model = &CHAT_MODELS[tier as usize];
             let trace = (u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64());
@@ -325,8 +325,15 @@ impl Simulator<'_> {
                 resolved_attempt = Some(number);
                 break;
             }
-            if number >= 2 && self.rng.chance(0.15) {
-                gave_up = true;
+            // After a failure the agent may hand the item to a person, or the requester may
+            // give up waiting; otherwise it retries.
+            let next = self.rng.unit();
+            if next < 0.25 {
+                stopped = Some("escalated");
+                break;
+            }
+            if number >= 2 && next < 0.35 {
+                stopped = Some("abandoned");
                 break;
             }
             // Back off, and sometimes escalate to a bigger model.
@@ -346,10 +353,10 @@ impl Simulator<'_> {
                 };
                 ("resolved", minutes, self.rng.lognormal(wf.value_usd, 0.35))
             }
-            None if gave_up => ("abandoned", 0.0, 0.0),
-            None => match self.rng.pick(&[0.65, 0.35]) {
-                0 => ("escalated", self.rng.lognormal(25.0, 0.4), 0.0),
-                _ => ("failed", 0.0, 0.0),
+            None => match stopped {
+                Some("escalated") => ("escalated", self.rng.lognormal(25.0, 0.4), 0.0),
+                Some(other) => (other, 0.0, 0.0),
+                None => ("failed", 0.0, 0.0),
             },
         };
         if human_minutes > 0.0 {

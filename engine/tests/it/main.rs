@@ -2,5 +2,6 @@
 
 mod catalog;
 mod generate;
+mod readme;
 mod slt;
 mod support;

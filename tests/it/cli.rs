@@ -1,0 +1,291 @@
+//! The CLI as scripts and people use it: queries, formats, and one clear error per failure.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::peers::{duckdb_csv, ok, repo_root, tokenledger};
+
+const HANDMADE: &str = "testdata/handmade";
+
+fn fails_with(args: &[&str], expected: &str) {
+    let out = tokenledger(args, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {stderr}");
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected {expected:?} in {stderr:?}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr.starts_with("error: ")
+            && !stderr.contains("panicked")
+            && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_sql_unknown_table_and_missing_location_are_one_clear_line() {
+    fails_with(
+        &["query", "--data", HANDMADE, "SELEKT 1"],
+        "SQL error: ParserError",
+    );
+    fails_with(
+        &["query", "--data", HANDMADE, "SELECT * FROM nope"],
+        "table 'tokenledger.public.nope' not found",
+    );
+    fails_with(
+        &["query", "--data", "/no/such/dir", "SELECT 1"],
+        "data location \"/no/such/dir\": does not exist",
+    );
+    fails_with(
+        &["query", "--data", "gs://bucket/x", "SELECT 1"],
+        "only local directories and s3:// locations",
+    );
+    fails_with(
+        &[
+            "query", "--data", HANDMADE, "SELECT 1", "--format", "parquet",
+        ],
+        "--format parquet needs --output FILE",
+    );
+    fails_with(&["tables", "--data", "/no/such/dir"], "does not exist");
+}
+
+#[test]
+fn a_file_with_a_wrong_column_type_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let csv = dir.path().join("bad.csv");
+    // valid_from is fine, but this file was written with text prices.
+    let bad_parquet = dir.path().join("model_prices/2026/bad.parquet");
+    std::fs::create_dir_all(bad_parquet.parent().unwrap()).unwrap();
+    std::fs::write(&csv, "model,valid_from,input_usd_per_mtok,output_usd_per_mtok\nm,2026-01-01T00:00:00Z,cheap,1.0\n").unwrap();
+    // Write the mistyped file with the CLI itself: a query that produces text prices.
+    ok(tokenledger(
+        &[
+            "query",
+            "--data",
+            HANDMADE,
+            "--format",
+            "parquet",
+            "--output",
+            bad_parquet.to_str().unwrap(),
+            "SELECT 'm' AS model, TIMESTAMP '2026-01-01T00:00:00Z' AS valid_from, 'cheap' AS input_usd_per_mtok, 1.0 AS output_usd_per_mtok",
+        ],
+        &[],
+    ));
+    fails_with(
+        &["query", "--data", data, "SELECT * FROM model_prices"],
+        "model_prices file",
+    );
+    let out = tokenledger(
+        &["query", "--data", data, "SELECT * FROM model_prices"],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("model_prices/2026/bad.parquet")
+            && stderr.contains("\"input_usd_per_mtok\" has type Utf8"),
+        "{stderr}"
+    );
+    // The importer refuses the same mistake up front, naming the column.
+    let out = tokenledger(
+        &[
+            "import",
+            "--data",
+            data,
+            "--table",
+            "model_prices",
+            csv.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+}
+
+#[test]
+fn output_formats() {
+    let sql = "SELECT workflow, count(*) AS items, sum(value_usd) AS value FROM outcomes GROUP BY workflow ORDER BY workflow";
+    let csv = ok(tokenledger(
+        &["query", "--data", HANDMADE, "--format", "csv", sql],
+        &[],
+    ));
+    assert_eq!(
+        csv,
+        "workflow,items,value\ninvoice,5,14.0\nsupport_ticket,7,54.0\n"
+    );
+    let json = ok(tokenledger(
+        &["query", "--data", HANDMADE, "--format", "json", sql],
+        &[],
+    ));
+    assert_eq!(
+        json,
+        "{\"workflow\":\"invoice\",\"items\":5,\"value\":14.0}\n{\"workflow\":\"support_ticket\",\"items\":7,\"value\":54.0}\n"
+    );
+    let table = ok(tokenledger(&["query", "--data", HANDMADE, sql], &[]));
+    assert!(
+        table.contains("| support_ticket | 7     | 54.0  |"),
+        "{table}"
+    );
+
+    // Parquet round trip: read back with the parquet crate, not with tokenledger.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.parquet");
+    ok(tokenledger(
+        &[
+            "query",
+            "--data",
+            HANDMADE,
+            "--format",
+            "parquet",
+            "-o",
+            file.to_str().unwrap(),
+            sql,
+        ],
+        &[],
+    ));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("| invoice        | 5     | 14.0  |"),
+        "{text}"
+    );
+}
+
+#[test]
+fn sql_from_a_file_from_stdin_and_several_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("q.sql");
+    std::fs::write(
+        &file,
+        "SELECT count(*) AS n FROM spans;\nSELECT count(*) AS n FROM outcomes;\n",
+    )
+    .unwrap();
+    let out = ok(tokenledger(
+        &[
+            "query",
+            "--data",
+            HANDMADE,
+            "--format",
+            "csv",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert_eq!(out, "n\n60\nn\n12\n");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+        .args(["query", "--data", HANDMADE, "--format", "csv"])
+        .current_dir(repo_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT max(attempt) AS m FROM spans")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "m\n3\n");
+}
+
+#[test]
+fn tables_lists_rows_files_and_bytes() {
+    let out = ok(tokenledger(&["tables", "--data", HANDMADE], &[]));
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let summary: Vec<(&str, &str, &str)> = lines.iter().map(|l| (l[0], l[1], l[2])).collect();
+    assert_eq!(
+        summary,
+        [
+            ("spans", "60", "1"),
+            ("outcomes", "12", "1"),
+            ("model_prices", "4", "1"),
+            ("baselines", "2", "1")
+        ]
+    );
+    let bytes: u64 = lines[0][3].parse().unwrap();
+    assert_eq!(
+        bytes,
+        std::fs::metadata(repo_root().join("testdata/handmade/spans/spans.parquet"))
+            .unwrap()
+            .len()
+    );
+}
+
+#[test]
+fn committed_handmade_parquet_matches_its_csv_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for table in ["spans", "outcomes", "model_prices", "baselines"] {
+        let csv = repo_root().join(format!("testdata/handmade/csv/{table}.csv"));
+        ok(tokenledger(
+            &[
+                "import",
+                "--data",
+                data,
+                "--table",
+                table,
+                csv.to_str().unwrap(),
+            ],
+            &[],
+        ));
+        let sql = format!("SELECT * FROM {table} ORDER BY 1, 2, 3");
+        let fresh = ok(tokenledger(
+            &["query", "--data", data, "--format", "csv", &sql],
+            &[],
+        ));
+        let committed = ok(tokenledger(
+            &["query", "--data", HANDMADE, "--format", "csv", &sql],
+            &[],
+        ));
+        assert_eq!(
+            fresh, committed,
+            "{table}: re-import testdata/handmade/csv/{table}.csv"
+        );
+    }
+}
+
+#[test]
+fn generated_data_matches_an_independent_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    ok(tokenledger(
+        &["gen", "--out", data, "--work-items", "2000", "--seed", "11"],
+        &[],
+    ));
+    let ours = ok(tokenledger(
+        &[
+            "query",
+            "--data",
+            data,
+            "--format",
+            "csv",
+            "SELECT workflow, count(*) AS spans, sum(input_tokens) AS input_tokens, round(sum(cost_usd), 6) AS cost FROM spans GROUP BY 1 ORDER BY 1",
+        ],
+        &[],
+    ));
+    let Some(theirs) = duckdb_csv(
+        "SELECT workflow, count(*) AS spans, sum(input_tokens) AS input_tokens, round(sum(cost_usd), 6) AS cost \
+         FROM read_parquet('spans/**/*.parquet') GROUP BY 1 ORDER BY 1",
+        dir.path(),
+    ) else {
+        return;
+    };
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.lines().count(), 5, "four workflows: {ours}");
+}

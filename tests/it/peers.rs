@@ -1,0 +1,210 @@
+//! Third-party programs the tests run against: the S3-compatible server and the independent
+//! engine (DuckDB). The README's test command installs them into `.venv/`; a plain `cargo test`
+//! finds them there too. Without them these tests fail (a silent skip would hide a missing
+//! check) unless TOKENLEDGER_SKIP_PEERS=1 says to skip them on purpose.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Finds a program in the project venv (then, unless `venv_only`, on PATH). `None` only when
+/// skipping is allowed.
+pub fn peer(program: &str, venv_only: bool) -> Option<PathBuf> {
+    let in_venv = repo_root().join(".venv/bin").join(program);
+    if in_venv.exists() {
+        return Some(in_venv);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(program))
+            .find(|p| p.exists())
+    });
+    if on_path.is_some() && !venv_only {
+        return on_path;
+    }
+    if std::env::var("TOKENLEDGER_SKIP_PEERS").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: {program} not installed and TOKENLEDGER_SKIP_PEERS=1");
+        return None;
+    }
+    panic!(
+        "{program} is not installed: run scripts/test.sh (it creates .venv with the test peers)"
+    );
+}
+
+/// Runs the tokenledger binary with `args` and extra environment.
+pub fn tokenledger(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tokenledger"));
+    command
+        .args(args)
+        .current_dir(repo_root())
+        .env_remove("TOKENLEDGER_DATA")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("tokenledger runs")
+}
+
+/// Stdout of a run that must succeed.
+pub fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "tokenledger failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Access key and secret the test S3 server accepts.
+pub const S3_KEY: &str = "tokenledger-test";
+pub const S3_SECRET: &str = "tokenledger-test-secret";
+
+/// A SeaweedFS S3 server on 127.0.0.1, stopped when dropped.
+pub struct S3Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Starts `weed mini` with `bucket` created, on free loopback ports, and waits until an
+    /// authenticated write succeeds.
+    pub fn start(bucket: &str) -> Option<S3Server> {
+        let weed = peer("weed", false)?;
+        let dir = tempfile::tempdir().unwrap();
+        let s3_port = free_port();
+        let mut args = vec![
+            "mini".to_string(),
+            format!("-dir={}", dir.path().display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-webdav=false".into(),
+            "-admin.ui=false".into(),
+            "-master.telemetry=false".into(),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+            format!("-bucket={bucket}"),
+            format!("-s3.port={s3_port}"),
+        ];
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ] {
+            args.push(format!("-{flag}={}", free_port()));
+        }
+        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
+        let child = Command::new(weed)
+            .args(&args)
+            .current_dir(dir.path())
+            .env("AWS_ACCESS_KEY_ID", S3_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("weed starts");
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            _dir: dir,
+        };
+        server.wait_ready(bucket);
+        Some(server)
+    }
+
+    /// Environment for tokenledger to reach this server the AWS way.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", S3_KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET.to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+        ]
+    }
+
+    fn wait_ready(&self, bucket: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let probe_dir = tempfile::tempdir().unwrap();
+        let csv = probe_dir.path().join("probe.csv");
+        std::fs::write(&csv, "workflow,bpo_unit_price_usd\nprobe,1.0\n").unwrap();
+        let env: Vec<(&str, String)> = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let data = format!("s3://{bucket}/_readiness");
+        loop {
+            let out = tokenledger(
+                &[
+                    "import",
+                    "--data",
+                    &data,
+                    "--table",
+                    "baselines",
+                    csv.to_str().unwrap(),
+                ],
+                &env,
+            );
+            if out.status.success() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let log =
+                    std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
+                panic!(
+                    "S3 server at {} not ready after 60 s: {}\nweed log:\n{log}",
+                    self.endpoint,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs DuckDB (Python package) on `sql` and returns its result as CSV with a header.
+pub fn duckdb_csv(sql: &str, cwd: &Path) -> Option<String> {
+    let python = peer("python3", true)?;
+    let script = "import sys, duckdb\n\
+                  rel = duckdb.sql(sys.argv[1])\n\
+                  print(','.join(rel.columns))\n\
+                  for row in rel.fetchall():\n    print(','.join('' if v is None else str(v) for v in row))\n";
+    let out = Command::new(python)
+        .args(["-c", script, sql])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
