@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use datafusion::sql::parser::DFParser;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenledger_engine::generate::{GenOptions, generate};
-use tokenledger_engine::import::import_csv;
+use tokenledger_engine::import::{import_csv, import_litellm};
 use tokenledger_engine::schema::{self, TABLES};
 use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
 
@@ -77,6 +77,13 @@ enum Command {
         #[arg(long, default_value_t = 84)]
         days: u32,
     },
+    /// List tokenledger's SQL functions with their syntax and meaning.
+    Functions,
+    /// Manage model prices.
+    Prices {
+        #[command(subcommand)]
+        command: PricesCommand,
+    },
     /// Load a CSV file into a table (as one Parquet file named after the CSV).
     Import {
         #[command(flatten)]
@@ -87,6 +94,21 @@ enum Command {
         /// CSV files with a header row of column names.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PricesCommand {
+    /// Import prices from LiteLLM's model_prices_and_context_window.json (USD per token).
+    Import {
+        #[command(flatten)]
+        data: DataArg,
+        /// The LiteLLM JSON file.
+        #[arg(long)]
+        litellm: PathBuf,
+        /// From when the prices apply: YYYY-MM-DD (midnight UTC) or an RFC 3339 time.
+        #[arg(long)]
+        valid_from: String,
     },
 }
 
@@ -169,6 +191,33 @@ async fn run(command: Command) -> Result<(), EngineError> {
             );
             Ok(())
         }
+        Command::Functions => {
+            for (name, kind, doc) in tokenledger_udfs::catalog() {
+                println!(
+                    "{name} ({kind})\n  {}\n  {}\n",
+                    doc.syntax_example, doc.description
+                );
+            }
+            Ok(())
+        }
+        Command::Prices {
+            command:
+                PricesCommand::Import {
+                    data,
+                    litellm,
+                    valid_from,
+                },
+        } => {
+            let valid_from = parse_instant(&valid_from)?;
+            let location = DataLocation::parse(&data.data)?;
+            let store = location.open_store(&[])?;
+            let models = import_litellm(store, &location, &litellm, valid_from).await?;
+            eprintln!(
+                "{}: {models} model prices into model_prices",
+                litellm.display()
+            );
+            Ok(())
+        }
         Command::Import { data, table, files } => {
             let table = schema::table(&table).ok_or_else(|| {
                 let names: Vec<_> = TABLES.iter().map(|t| t.name).collect();
@@ -190,6 +239,24 @@ async fn run(command: Command) -> Result<(), EngineError> {
 
 async fn open(data: &DataArg) -> Result<TraceSession, EngineError> {
     TraceSession::open(DataLocation::parse(&data.data)?, &SessionOptions::default()).await
+}
+
+/// Micros since the epoch of `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time.
+fn parse_instant(value: &str) -> Result<i64, EngineError> {
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        return Ok(date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc()
+            .timestamp_micros());
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_micros())
+        .map_err(|_| {
+            EngineError::Input(format!(
+                "--valid-from {value:?}: expected YYYY-MM-DD or an RFC 3339 time"
+            ))
+        })
 }
 
 fn read_sql(sql: Option<String>, file: Option<PathBuf>) -> Result<String, EngineError> {

@@ -48,12 +48,13 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 impl EngineError {
     /// Strips DataFusion's wrapping ("External error: ", "Object Store error: ", context) so a
-    /// user sees the one sentence that says what was wrong.
+    /// user sees the one sentence that says what was wrong, on one line.
     pub fn user_message(&self) -> String {
-        match self {
+        let message = match self {
             EngineError::DataFusion(e) => datafusion_message(e),
             other => other.to_string(),
-        }
+        };
+        message.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -72,6 +73,9 @@ fn find_engine_error(e: &DataFusionError) -> Option<&EngineError> {
     while let Some(err) = source {
         if let Some(found) = err.downcast_ref::<EngineError>() {
             return Some(found);
+        }
+        if let Some(shared) = err.downcast_ref::<crate::files::SharedError>() {
+            return Some(&shared.0);
         }
         source = err.source();
     }

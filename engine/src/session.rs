@@ -11,10 +11,12 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 
-use crate::error::Result;
+use tokenledger_udfs::PriceBook;
+
+use crate::error::{EngineError, Result};
 use crate::files::TableFileStore;
 use crate::location::{DataLocation, S3Overrides};
-use crate::schema::{TABLES, TableDef};
+use crate::schema::{MODEL_PRICES, TABLES, TableDef};
 
 /// The catalog and schema that hold the trace tables (what BI tools show).
 pub const CATALOG: &str = "tokenledger";
@@ -67,7 +69,8 @@ impl TraceSession {
         for table in TABLES {
             register_table(&ctx, &location, table)?;
         }
-        tokenledger_udfs::register_all(&ctx);
+        let prices = load_prices(&ctx).await;
+        tokenledger_udfs::register_all(&ctx, prices);
         Ok(TraceSession {
             ctx,
             location,
@@ -96,6 +99,20 @@ impl TraceSession {
         }
         Ok(summaries)
     }
+}
+
+/// Reads `model_prices` for `token_cost`. A broken prices table must not stop every other query,
+/// so the error is kept and reported by `token_cost` itself (logged at debug level only: queries
+/// that read the table report it anyway).
+async fn load_prices(ctx: &SessionContext) -> Arc<PriceBook> {
+    let batches = async { ctx.table(MODEL_PRICES.name).await?.collect().await }.await;
+    let book = batches
+        .map_err(|e| EngineError::from(e).user_message())
+        .and_then(|b| PriceBook::from_batches(&b).map_err(|e| e.to_string()));
+    Arc::new(book.unwrap_or_else(|reason| {
+        tracing::debug!("model prices unavailable: {reason}");
+        PriceBook::unavailable(reason)
+    }))
 }
 
 /// Size of one table.

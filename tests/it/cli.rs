@@ -214,7 +214,7 @@ fn tables_lists_rows_files_and_bytes() {
         [
             ("spans", "60", "1"),
             ("outcomes", "12", "1"),
-            ("model_prices", "4", "1"),
+            ("model_prices", "5", "1"),
             ("baselines", "2", "1")
         ]
     );
@@ -288,4 +288,93 @@ fn generated_data_matches_an_independent_engine() {
     };
     assert_eq!(ours, theirs);
     assert_eq!(ours.lines().count(), 5, "four workflows: {ours}");
+}
+
+#[test]
+fn functions_are_listed_with_their_syntax() {
+    let out = ok(tokenledger(&["functions"], &[]));
+    for syntax in [
+        "effective_cost(base_cost, p)",
+        "break_even_rate(cost_per_attempt, unit_price)",
+        "attention_cost_ratio(context_tokens, reference_tokens)",
+        "token_cost(model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, at)",
+        "cost_per_outcome(cost, succeeded)",
+        "marginal_token_utility(value, cost)",
+    ] {
+        assert!(out.contains(syntax), "{syntax} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn litellm_prices_import_and_reprice_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let json = dir.path().join("prices.json");
+    std::fs::write(
+        &json,
+        r#"{"sample_spec": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0},
+            "tiny-model": {"input_cost_per_token": 2e-7, "cache_read_input_token_cost": 5e-8,
+                           "output_cost_per_token": 8e-7, "litellm_provider": "acme", "mode": "chat"}}"#,
+    )
+    .unwrap();
+    ok(tokenledger(
+        &[
+            "prices",
+            "import",
+            "--data",
+            data,
+            "--litellm",
+            json.to_str().unwrap(),
+            "--valid-from",
+            "2026-03-01",
+        ],
+        &[],
+    ));
+    let prices = ok(tokenledger(
+        &[
+            "query",
+            "--data",
+            data,
+            "--format",
+            "csv",
+            "SELECT * FROM model_prices",
+        ],
+        &[],
+    ));
+    assert_eq!(
+        prices,
+        "provider,model,valid_from,input_usd_per_mtok,cached_input_usd_per_mtok,output_usd_per_mtok,reasoning_usd_per_mtok\n\
+         acme,tiny-model,2026-03-01T00:00:00Z,0.2,0.05,0.8,\n"
+    );
+    // 1,000 input (400 cached) and 100 output: 600 x 0.2 + 400 x 0.05 + 100 x 0.8 = 220 µ$; NULL before March.
+    let cost = ok(tokenledger(
+        &[
+            "query",
+            "--data",
+            data,
+            "--format",
+            "csv",
+            "SELECT round(token_cost('tiny-model', 1000, 400, 100, 0, TIMESTAMP '2026-03-02T00:00:00Z'), 12) AS after, \
+                    token_cost('tiny-model', 1000, 400, 100, 0, TIMESTAMP '2026-02-28T00:00:00Z') AS before",
+        ],
+        &[],
+    ));
+    assert_eq!(cost, "after,before\n0.00022,\n");
+    let out = tokenledger(
+        &[
+            "prices",
+            "import",
+            "--data",
+            data,
+            "--litellm",
+            json.to_str().unwrap(),
+            "--valid-from",
+            "March",
+        ],
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--valid-from \"March\": expected YYYY-MM-DD")
+    );
 }

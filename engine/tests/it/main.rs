@@ -5,3 +5,4 @@ mod generate;
 mod readme;
 mod slt;
 mod support;
+mod udfs;

@@ -1,0 +1,375 @@
+//! As-of model pricing: what a call cost at the price valid when it was made.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Builder, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+
+use crate::TOKEN_ECONOMICS;
+
+/// One price period of a model, USD per million tokens, with defaults resolved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PricePeriod {
+    /// Micros since the epoch (UTC) from which this price applies.
+    pub valid_from: i64,
+    pub input: f64,
+    /// Cached input tokens (the input price when the table leaves it NULL).
+    pub cached_input: f64,
+    pub output: f64,
+    /// Reasoning tokens (the output price when the table leaves it NULL).
+    pub reasoning: f64,
+}
+
+impl PricePeriod {
+    /// USD for one call. Cached tokens are part of `input` and reasoning tokens part of `output`
+    /// (OpenTelemetry's convention), so each token is priced exactly once. Counts above their
+    /// total (cached > input) are capped rather than priced negative.
+    pub fn cost(&self, input: i64, cached: i64, output: i64, reasoning: i64) -> f64 {
+        let cached = cached.clamp(0, input.max(0));
+        let reasoning = reasoning.clamp(0, output.max(0));
+        ((input - cached) as f64 * self.input
+            + cached as f64 * self.cached_input
+            + (output - reasoning) as f64 * self.output
+            + reasoning as f64 * self.reasoning)
+            / 1e6
+    }
+}
+
+/// Every model's price periods, for as-of lookups.
+#[derive(Debug, Default)]
+pub struct PriceBook {
+    models: HashMap<String, Vec<PricePeriod>>,
+    /// Why prices could not be loaded; `token_cost` reports it instead of returning NULLs.
+    unavailable: Option<String>,
+}
+
+impl PriceBook {
+    /// Builds the book from `model_prices` rows (columns by name). Rows without a model, start
+    /// or input/output price are skipped. When two rows share model and `valid_from`, the higher
+    /// price wins, so the result does not depend on file order.
+    pub fn from_batches(batches: &[RecordBatch]) -> Result<Self> {
+        let mut models: HashMap<String, Vec<PricePeriod>> = HashMap::new();
+        for batch in batches {
+            let column = |name: &str| -> Result<ArrayRef> {
+                match batch.column_by_name(name) {
+                    Some(c) => Ok(Arc::clone(c)),
+                    None => exec_err!("model_prices has no column {name}"),
+                }
+            };
+            let model = cast(&column("model")?, &DataType::Utf8)?;
+            let model = model.as_string::<i32>();
+            let valid_from = cast(
+                &column("valid_from")?,
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?;
+            let valid_from = valid_from.as_primitive::<TimestampMicrosecondType>();
+            let price =
+                |name| -> Result<ArrayRef> { Ok(cast(&column(name)?, &DataType::Float64)?) };
+            let (input, cached, output, reasoning) = (
+                price("input_usd_per_mtok")?,
+                price("cached_input_usd_per_mtok")?,
+                price("output_usd_per_mtok")?,
+                price("reasoning_usd_per_mtok")?,
+            );
+            let f = |a: &ArrayRef, row: usize| {
+                let a = a.as_primitive::<Float64Type>();
+                a.is_valid(row).then(|| a.value(row))
+            };
+            for row in 0..batch.num_rows() {
+                let (Some(input_price), Some(output_price)) = (f(&input, row), f(&output, row))
+                else {
+                    continue;
+                };
+                if model.is_null(row) || valid_from.is_null(row) {
+                    continue;
+                }
+                models
+                    .entry(model.value(row).to_string())
+                    .or_default()
+                    .push(PricePeriod {
+                        valid_from: valid_from.value(row),
+                        input: input_price,
+                        cached_input: f(&cached, row).unwrap_or(input_price),
+                        output: output_price,
+                        reasoning: f(&reasoning, row).unwrap_or(output_price),
+                    });
+            }
+        }
+        for periods in models.values_mut() {
+            periods.sort_by(|a, b| {
+                a.valid_from
+                    .cmp(&b.valid_from)
+                    .then(a.input.total_cmp(&b.input))
+                    .then(a.output.total_cmp(&b.output))
+            });
+            // Keep the last (highest) of equal starts.
+            periods.reverse();
+            periods.dedup_by_key(|p| p.valid_from);
+            periods.reverse();
+        }
+        Ok(PriceBook {
+            models,
+            unavailable: None,
+        })
+    }
+
+    /// A book that makes `token_cost` fail with `reason` (prices could not be read).
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        PriceBook {
+            models: HashMap::new(),
+            unavailable: Some(reason.into()),
+        }
+    }
+
+    /// The price periods of `model`, oldest first.
+    pub fn periods(&self, model: &str) -> Option<&[PricePeriod]> {
+        self.models.get(model).map(Vec::as_slice)
+    }
+
+    /// The price of `model` valid at `at` (micros, UTC): the latest period starting at or before.
+    pub fn price_at(&self, model: &str, at: i64) -> Option<&PricePeriod> {
+        period_at(self.periods(model)?, at)
+    }
+
+    /// Number of models with prices.
+    pub fn len(&self) -> usize {
+        self.models.len()
+    }
+
+    /// Whether no model has a price.
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+}
+
+fn period_at(periods: &[PricePeriod], at: i64) -> Option<&PricePeriod> {
+    let after = periods.partition_point(|p| p.valid_from <= at);
+    after.checked_sub(1).map(|i| &periods[i])
+}
+
+/// `token_cost(model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, at)`.
+#[derive(Debug)]
+pub struct TokenCost {
+    signature: Signature,
+    prices: Arc<PriceBook>,
+}
+
+impl TokenCost {
+    /// `token_cost` over `prices` (a session's snapshot of the `model_prices` table).
+    pub fn new(prices: Arc<PriceBook>) -> Self {
+        TokenCost {
+            signature: Signature::user_defined(Volatility::Immutable),
+            prices,
+        }
+    }
+}
+
+impl PartialEq for TokenCost {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.prices, &other.prices)
+    }
+}
+
+impl Eq for TokenCost {}
+
+impl Hash for TokenCost {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.prices).hash(state);
+    }
+}
+
+static DOC: LazyLock<Documentation> = LazyLock::new(|| {
+    Documentation::builder(
+        TOKEN_ECONOMICS,
+        "USD for one model call, priced from the model_prices row of that model with the latest \
+         valid_from <= at (as-of pricing: history can be repriced when prices change). Cached \
+         tokens are part of input_tokens and priced at the cached rate, reasoning tokens part of \
+         output_tokens and priced at the reasoning rate (NULL rate = output rate): nothing is \
+         counted twice. NULL for an unknown model, no price valid at `at`, a NULL model or time, \
+         or no token counts; NULL cached or reasoning counts are 0. A literal model prices a \
+         what-if: this traffic on another model.",
+        "token_cost(model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, at)",
+    )
+    .with_argument("model", "Model name as in model_prices.model.")
+    .with_argument("input_tokens", "Prompt tokens, including cached ones.")
+    .with_argument("cached_input_tokens", "Prompt tokens read from cache.")
+    .with_argument("output_tokens", "Completion tokens, including reasoning ones.")
+    .with_argument("reasoning_tokens", "Reasoning tokens.")
+    .with_argument("at", "When the call was made (timestamp).")
+    .with_sql_example(
+        "```sql\n> SELECT sum(coalesce(cost_usd, token_cost(model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, start_time))) FROM spans;\n> SELECT sum(token_cost('gpt-4.1-mini', input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, start_time)) FROM spans WHERE kind = 'llm'; -- what-if\n```",
+    )
+    .build()
+});
+
+fn timestamp_utc() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+impl ScalarUDFImpl for TokenCost {
+    fn name(&self) -> &str {
+        "token_cost"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let ok = arg_types.len() == 6
+            && (arg_types[0].is_string() || arg_types[0].is_null())
+            && arg_types[1..5]
+                .iter()
+                .all(|t| t.is_integer() || t.is_null())
+            && matches!(
+                arg_types[5],
+                DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 | DataType::Null
+            ) | arg_types[5].is_string();
+        if !ok {
+            return plan_err!(
+                "token_cost(model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, at) \
+                 takes text, four integers and a timestamp, got {arg_types:?}"
+            );
+        }
+        Ok(vec![
+            DataType::Utf8,
+            DataType::Int64,
+            DataType::Int64,
+            DataType::Int64,
+            DataType::Int64,
+            timestamp_utc(),
+        ])
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if let Some(reason) = &self.prices.unavailable {
+            return exec_err!("token_cost: model prices are unavailable: {reason}");
+        }
+        let all_scalar = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let rows = if all_scalar { 1 } else { args.number_rows };
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let arrays: Vec<ArrayRef> = arrays
+            .into_iter()
+            .map(|a| if a.len() == rows { a } else { a.slice(0, rows) })
+            .collect();
+        let result = price_rows(&self.prices, &arrays, rows)?;
+        if all_scalar {
+            return Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::try_from_array(&result, 0)?,
+            ));
+        }
+        Ok(ColumnarValue::Array(result))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(&DOC)
+    }
+}
+
+/// The per-batch loop: typed slices, the model looked up once per run of equal names (batches
+/// are usually sorted or clustered by model), and a binary search over that model's periods.
+fn price_rows(prices: &PriceBook, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let model: &StringArray = arrays[0].as_string::<i32>();
+    let tokens: Vec<&Int64Array> = arrays[1..5]
+        .iter()
+        .map(|a| a.as_primitive::<Int64Type>())
+        .collect();
+    let at = arrays[5].as_primitive::<TimestampMicrosecondType>();
+    let count = |i: usize, row: usize| {
+        if tokens[i].is_valid(row) {
+            Some(tokens[i].value(row))
+        } else {
+            None
+        }
+    };
+
+    let mut out = Float64Builder::with_capacity(rows);
+    let mut last: Option<(&str, Option<&[PricePeriod]>)> = None;
+    for row in 0..rows {
+        if model.is_null(row)
+            || at.is_null(row)
+            || (tokens[0].is_null(row) && tokens[2].is_null(row))
+        {
+            out.append_null();
+            continue;
+        }
+        let name = model.value(row);
+        let periods = match last {
+            Some((seen, periods)) if seen == name => periods,
+            _ => {
+                let periods = prices.periods(name);
+                last = Some((name, periods));
+                periods
+            }
+        };
+        match periods.and_then(|p| period_at(p, at.value(row))) {
+            Some(price) => out.append_value(price.cost(
+                count(0, row).unwrap_or(0),
+                count(1, row).unwrap_or(0),
+                count(2, row).unwrap_or(0),
+                count(3, row).unwrap_or(0),
+            )),
+            None => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn period(valid_from: i64, input: f64) -> PricePeriod {
+        PricePeriod {
+            valid_from,
+            input,
+            cached_input: input / 4.0,
+            output: input * 4.0,
+            reasoning: input * 4.0,
+        }
+    }
+
+    #[test]
+    fn as_of_lookup_takes_the_latest_start_at_or_before() {
+        let periods = [period(100, 1.0), period(200, 2.0)];
+        assert_eq!(period_at(&periods, 99), None);
+        assert_eq!(period_at(&periods, 100).unwrap().input, 1.0);
+        assert_eq!(period_at(&periods, 199).unwrap().input, 1.0);
+        assert_eq!(period_at(&periods, 200).unwrap().input, 2.0);
+        assert_eq!(period_at(&periods, i64::MAX).unwrap().input, 2.0);
+    }
+
+    #[test]
+    fn cached_and_reasoning_tokens_are_priced_once() {
+        let p = PricePeriod {
+            valid_from: 0,
+            input: 3.0,
+            cached_input: 0.3,
+            output: 15.0,
+            reasoning: 15.0,
+        };
+        // 10,000 input of which 4,000 cached; 2,000 output of which 500 reasoning.
+        let by_hand = (6_000.0 * 3.0 + 4_000.0 * 0.3 + 1_500.0 * 15.0 + 500.0 * 15.0) / 1e6;
+        assert_eq!(p.cost(10_000, 4_000, 2_000, 500), by_hand);
+        // Inconsistent counts are capped, never negative.
+        assert_eq!(p.cost(100, 500, 0, 0), 100.0 * 0.3 / 1e6);
+    }
+}
