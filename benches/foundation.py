@@ -94,6 +94,7 @@ def main():
     report = "\n".join(lines)
     print(report)
     path = os.path.join(os.path.dirname(__file__), "results", f"{datetime.date.today()}-foundation.md")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(report)
     print(f"written to {path}", file=sys.stderr)

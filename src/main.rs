@@ -13,6 +13,7 @@ use datafusion::sql::parser::DFParser;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenledger_engine::generate::{GenOptions, generate};
 use tokenledger_engine::import::{import_csv, import_litellm};
+use tokenledger_engine::reports;
 use tokenledger_engine::schema::{self, TABLES};
 use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
 
@@ -76,6 +77,19 @@ enum Command {
         /// Length of the simulated period in days.
         #[arg(long, default_value_t = 84)]
         days: u32,
+    },
+    /// Run a report (a view over the trace tables); without a name, list the reports.
+    Report {
+        #[command(flatten)]
+        data: DataArg,
+        /// The report to run.
+        name: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Write the result here instead of stdout (required for parquet).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// List tokenledger's SQL functions with their syntax and meaning.
     Functions,
@@ -190,6 +204,35 @@ async fn run(command: Command) -> Result<(), EngineError> {
                 summary.spans as f64 / secs
             );
             Ok(())
+        }
+        Command::Report { name: None, .. } => {
+            for report in reports::reports() {
+                println!("{:<20} {}", report.name, report.summary());
+            }
+            Ok(())
+        }
+        Command::Report {
+            data,
+            name: Some(name),
+            format,
+            output,
+        } => {
+            let Some(report) = reports::view(&name) else {
+                let names: Vec<_> = reports::reports().map(|r| r.name).collect();
+                return Err(EngineError::Input(format!(
+                    "unknown report {name:?}; reports are {}",
+                    names.join(", ")
+                )));
+            };
+            let session = open(&data).await?;
+            run_sql(
+                &session,
+                &format!("SELECT * FROM {} ORDER BY 1, 2 NULLS FIRST", report.name),
+                format,
+                output.as_deref(),
+                false,
+            )
+            .await
         }
         Command::Functions => {
             for (name, kind, doc) in tokenledger_udfs::catalog() {

@@ -9,6 +9,7 @@ pub mod files;
 pub mod generate;
 pub mod import;
 pub mod location;
+pub mod reports;
 pub mod schema;
 pub mod session;
 pub mod writer;

@@ -71,6 +71,7 @@ impl TraceSession {
         }
         let prices = load_prices(&ctx).await;
         tokenledger_udfs::register_all(&ctx, prices);
+        crate::reports::register_views(&ctx).await?;
         Ok(TraceSession {
             ctx,
             location,

@@ -378,3 +378,51 @@ fn litellm_prices_import_and_reprice_calls() {
             .contains("--valid-from \"March\": expected YYYY-MM-DD")
     );
 }
+
+#[test]
+fn reports_are_listed_and_run() {
+    let list = ok(tokenledger(&["report"], &[]));
+    let names: Vec<&str> = list
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cost_per_outcome",
+            "retry_tail",
+            "context_growth",
+            "routing_candidates",
+            "bpo_comparison",
+            "marginal_utility",
+            "waste",
+            "allocation"
+        ]
+    );
+    assert!(
+        list.lines().all(|l| l.len() > 40),
+        "each report has a one-line summary:\n{list}"
+    );
+
+    let csv = ok(tokenledger(
+        &[
+            "report",
+            "allocation",
+            "--data",
+            HANDMADE,
+            "--format",
+            "csv",
+        ],
+        &[],
+    ));
+    let decisions: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(decisions, ["cap spend", "outsource to BPO"], "{csv}");
+    fails_with(
+        &["report", "nonsense", "--data", HANDMADE],
+        "unknown report \"nonsense\"; reports are cost_per_outcome",
+    );
+}

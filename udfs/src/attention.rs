@@ -2,31 +2,21 @@
 
 use std::sync::LazyLock;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::Result;
-use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::Documentation;
 
 use crate::TOKEN_ECONOMICS;
-use crate::kernel::{PairFunction, eval_pair, show};
+use crate::kernel::{PairFunction, show};
 
 /// `attention_cost_ratio(context_tokens, reference_tokens)` = (context / reference)².
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct AttentionCostRatio {
-    signature: Signature,
-}
-
-impl Default for AttentionCostRatio {
-    fn default() -> Self {
-        AttentionCostRatio {
-            signature: Signature::uniform(2, vec![DataType::Float64], Volatility::Immutable),
-        }
-    }
-}
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+pub struct AttentionCostRatio;
 
 impl PairFunction for AttentionCostRatio {
     const NAME: &'static str = "attention_cost_ratio";
+
+    fn documentation() -> &'static Documentation {
+        &DOC
+    }
 
     fn apply(context: f64, reference: f64) -> f64 {
         let r = context / reference;
@@ -61,25 +51,3 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .with_sql_example("```sql\n> SELECT attention_cost_ratio(16000, 8000);\n-- 4.0\n```")
     .build()
 });
-
-impl ScalarUDFImpl for AttentionCostRatio {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Float64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        eval_pair::<Self>(&args.args, args.number_rows)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        Some(&DOC)
-    }
-}

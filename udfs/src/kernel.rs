@@ -1,13 +1,17 @@
 //! Shared machinery for the scalar functions: arguments as Float64 columns or literals, and a
 //! vectorised element-wise loop that SQL NULLs pass through.
 
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::ColumnarValue;
+use datafusion::logical_expr::{
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 
 /// One Float64 argument: a column or a literal.
 pub(crate) enum F64Arg<'a> {
@@ -33,9 +37,11 @@ impl<'a> F64Arg<'a> {
 
 /// A two-argument function on doubles: what it computes, which inputs give NULL, and which
 /// are errors. `check` and `null_if` see only rows where both inputs are non-null.
-pub(crate) trait PairFunction {
-    /// The SQL name, for error messages.
+pub trait PairFunction: Debug + Default + PartialEq + Eq + Hash + Send + Sync + 'static {
+    /// The SQL name.
     const NAME: &'static str;
+    /// Its documentation.
+    fn documentation() -> &'static Documentation;
     /// The result for two non-null inputs (ignored where `null_if` holds).
     fn apply(a: f64, b: f64) -> f64;
     /// Inputs whose result is NULL rather than a number.
@@ -46,11 +52,46 @@ pub(crate) trait PairFunction {
     }
 }
 
+/// The SQL function of a [`PairFunction`]: both arguments coerced to DOUBLE, result DOUBLE.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct PairUdf<F: PairFunction> {
+    signature: Signature,
+    function: F,
+}
+
+impl<F: PairFunction> Default for PairUdf<F> {
+    fn default() -> Self {
+        PairUdf {
+            signature: Signature::uniform(2, vec![DataType::Float64], Volatility::Immutable),
+            function: F::default(),
+        }
+    }
+}
+
+impl<F: PairFunction> ScalarUDFImpl for PairUdf<F> {
+    fn name(&self) -> &str {
+        F::NAME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        eval_pair::<F>(&args.args, args.number_rows)
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(F::documentation())
+    }
+}
+
 /// Evaluates `F` over two arguments, each a column or a literal.
-pub(crate) fn eval_pair<F: PairFunction>(
-    args: &[ColumnarValue],
-    rows: usize,
-) -> Result<ColumnarValue> {
+fn eval_pair<F: PairFunction>(args: &[ColumnarValue], rows: usize) -> Result<ColumnarValue> {
     let [a, b] = args else {
         return exec_err!("{} takes two arguments, got {}", F::NAME, args.len());
     };

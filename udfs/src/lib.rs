@@ -20,6 +20,7 @@ mod kernel;
 mod marginal;
 mod outcome;
 mod pricing;
+mod state;
 mod success;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use datafusion::logical_expr::{AggregateUDF, DocSection, Documentation, ScalarUD
 use datafusion::prelude::SessionContext;
 
 pub use attention::AttentionCostRatio;
+pub use kernel::{PairFunction, PairUdf};
 pub use marginal::MarginalTokenUtility;
 pub use outcome::CostPerOutcome;
 pub use pricing::{PriceBook, PricePeriod, TokenCost};
@@ -45,9 +47,9 @@ pub const TOKEN_ECONOMICS: DocSection = DocSection {
 /// The scalar functions; `token_cost` prices from `prices`.
 pub fn scalar_functions(prices: Arc<PriceBook>) -> Vec<ScalarUDF> {
     vec![
-        ScalarUDF::from(EffectiveCost::default()),
-        ScalarUDF::from(BreakEvenRate::default()),
-        ScalarUDF::from(AttentionCostRatio::default()),
+        ScalarUDF::from(PairUdf::<EffectiveCost>::default()),
+        ScalarUDF::from(PairUdf::<BreakEvenRate>::default()),
+        ScalarUDF::from(PairUdf::<AttentionCostRatio>::default()),
         ScalarUDF::from(TokenCost::new(prices)),
     ]
 }

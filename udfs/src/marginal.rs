@@ -4,13 +4,14 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{Result, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDFImpl, Documentation, EmitTo, GroupsAccumulator, Signature, Volatility,
+    Accumulator, AggregateUDFImpl, Documentation, GroupsAccumulator, Signature, Volatility,
 };
 
 use crate::TOKEN_ECONOMICS;
+use crate::state::{AggState, StateAccumulator, StateGroups, passes};
 
 /// `marginal_token_utility(value, cost)`: least-squares slope of value on cost.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -41,8 +42,26 @@ struct Comoments {
     retracted: bool,
 }
 
-impl Comoments {
-    fn add(&mut self, x: f64, y: f64) {
+impl AggState for Comoments {
+    /// (cost, value)
+    type Row = (f64, f64);
+
+    /// Rows with a NULL cost or value are skipped.
+    fn rows(
+        values: &[ArrayRef],
+        filter: Option<&BooleanArray>,
+        mut f: impl FnMut(usize, (f64, f64)),
+    ) {
+        let value = values[0].as_primitive::<Float64Type>();
+        let cost = values[1].as_primitive::<Float64Type>();
+        for row in 0..value.len() {
+            if value.is_valid(row) && cost.is_valid(row) && passes(filter, row) {
+                f(row, (cost.value(row), value.value(row)));
+            }
+        }
+    }
+
+    fn add(&mut self, (x, y): (f64, f64)) {
         self.n += 1;
         let n = self.n as f64;
         let dx = x - self.mean_x;
@@ -52,8 +71,8 @@ impl Comoments {
         self.c_xy += dx * (y - self.mean_y);
     }
 
-    /// Undoes [`Comoments::add`] of the same point (for sliding window frames).
-    fn remove(&mut self, x: f64, y: f64) {
+    /// Undoes the `add` of the same point (for sliding window frames).
+    fn remove(&mut self, (x, y): (f64, f64)) {
         if self.n <= 1 {
             *self = Comoments::default();
             return;
@@ -93,7 +112,7 @@ impl Comoments {
     /// The slope, or NULL with fewer than two points or no spread in cost. Adding and merging
     /// keep an all-equal spread at exactly 0; after removals, spread within rounding of the
     /// removed points counts as none.
-    fn slope(&self) -> Option<f64> {
+    fn evaluate(&self) -> Option<f64> {
         let negligible = if self.retracted {
             4.0 * f64::EPSILON * self.n as f64 * self.mean_x * self.mean_x
         } else {
@@ -101,24 +120,28 @@ impl Comoments {
         };
         (self.n >= 2 && self.m2_x > negligible).then(|| self.c_xy / self.m2_x)
     }
-}
 
-/// Calls `f(row, cost, value)` for rows where both are non-null and `filter` passes.
-fn for_each_point(
-    values: &[ArrayRef],
-    filter: Option<&BooleanArray>,
-    mut f: impl FnMut(usize, f64, f64),
-) {
-    let value = values[0].as_primitive::<Float64Type>();
-    let cost = values[1].as_primitive::<Float64Type>();
-    for row in 0..value.len() {
-        if value.is_null(row)
-            || cost.is_null(row)
-            || filter.is_some_and(|m| !m.is_valid(row) || !m.value(row))
-        {
-            continue;
+    fn to_arrays(states: &[Self]) -> Vec<ArrayRef> {
+        vec![
+            Arc::new(states.iter().map(|s| s.n).collect::<UInt64Array>()),
+            Arc::new(states.iter().map(|s| s.mean_x).collect::<Float64Array>()),
+            Arc::new(states.iter().map(|s| s.mean_y).collect::<Float64Array>()),
+            Arc::new(states.iter().map(|s| s.m2_x).collect::<Float64Array>()),
+            Arc::new(states.iter().map(|s| s.c_xy).collect::<Float64Array>()),
+        ]
+    }
+
+    fn from_arrays(arrays: &[ArrayRef], row: usize) -> Self {
+        let f = |i: usize| arrays[i].as_primitive::<Float64Type>().value(row);
+        Comoments {
+            n: arrays[0].as_primitive::<UInt64Type>().value(row),
+            mean_x: f(1),
+            mean_y: f(2),
+            m2_x: f(3),
+            c_xy: f(4),
+            // A partial state's history is not shipped; merged states come from adds only.
+            retracted: false,
         }
-        f(row, cost.value(row), value.value(row));
     }
 }
 
@@ -129,29 +152,6 @@ const STATE: [(&str, DataType); 5] = [
     ("m2_cost", DataType::Float64),
     ("c_cost_value", DataType::Float64),
 ];
-
-fn state_arrays(states: &[Comoments]) -> Vec<ArrayRef> {
-    vec![
-        Arc::new(states.iter().map(|s| s.n).collect::<UInt64Array>()),
-        Arc::new(states.iter().map(|s| s.mean_x).collect::<Float64Array>()),
-        Arc::new(states.iter().map(|s| s.mean_y).collect::<Float64Array>()),
-        Arc::new(states.iter().map(|s| s.m2_x).collect::<Float64Array>()),
-        Arc::new(states.iter().map(|s| s.c_xy).collect::<Float64Array>()),
-    ]
-}
-
-fn state_at(states: &[ArrayRef], row: usize) -> Comoments {
-    let f = |i: usize| states[i].as_primitive::<Float64Type>().value(row);
-    Comoments {
-        n: states[0].as_primitive::<UInt64Type>().value(row),
-        mean_x: f(1),
-        mean_y: f(2),
-        m2_x: f(3),
-        c_xy: f(4),
-        // A partial state's history is not shipped; merged states come from adds only.
-        retracted: false,
-    }
-}
 
 static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     Documentation::builder(
@@ -209,7 +209,7 @@ impl AggregateUDFImpl for MarginalTokenUtility {
     }
 
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(SlopeAccumulator::default()))
+        Ok(Box::new(StateAccumulator::<Comoments>::default()))
     }
 
     fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
@@ -220,118 +220,11 @@ impl AggregateUDFImpl for MarginalTokenUtility {
         &self,
         _args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(SlopeGroups::default()))
+        Ok(Box::new(StateGroups::<Comoments>::default()))
     }
 
     fn documentation(&self) -> Option<&Documentation> {
         Some(&DOC)
-    }
-}
-
-/// One group's accumulator; also serves sliding window frames.
-#[derive(Debug, Default)]
-struct SlopeAccumulator(Comoments);
-
-impl Accumulator for SlopeAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        for_each_point(values, None, |_, x, y| self.0.add(x, y));
-        Ok(())
-    }
-
-    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        for_each_point(values, None, |_, x, y| self.0.remove(x, y));
-        Ok(())
-    }
-
-    fn supports_retract_batch(&self) -> bool {
-        true
-    }
-
-    fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Float64(self.0.slope()))
-    }
-
-    fn size(&self) -> usize {
-        size_of_val(self)
-    }
-
-    fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        state_arrays(&[self.0])
-            .iter()
-            .map(|a| ScalarValue::try_from_array(a, 0))
-            .collect()
-    }
-
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        for row in 0..states[0].len() {
-            self.0.merge(&state_at(states, row));
-        }
-        Ok(())
-    }
-}
-
-/// All groups of a GROUP BY at once.
-#[derive(Debug, Default)]
-struct SlopeGroups {
-    states: Vec<Comoments>,
-}
-
-impl GroupsAccumulator for SlopeGroups {
-    fn update_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        opt_filter: Option<&BooleanArray>,
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.states.resize(total_num_groups, Comoments::default());
-        let states = &mut self.states;
-        for_each_point(values, opt_filter, |row, x, y| {
-            states[group_indices[row]].add(x, y)
-        });
-        Ok(())
-    }
-
-    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let emitted = emit_to.take_needed(&mut self.states);
-        Ok(Arc::new(
-            emitted
-                .iter()
-                .map(Comoments::slope)
-                .collect::<Float64Array>(),
-        ))
-    }
-
-    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
-        Ok(state_arrays(&emit_to.take_needed(&mut self.states)))
-    }
-
-    fn merge_batch(
-        &mut self,
-        values: &[ArrayRef],
-        group_indices: &[usize],
-        total_num_groups: usize,
-    ) -> Result<()> {
-        self.states.resize(total_num_groups, Comoments::default());
-        for (row, &group) in group_indices.iter().enumerate() {
-            self.states[group].merge(&state_at(values, row));
-        }
-        Ok(())
-    }
-
-    /// Each input row as its own partial state (one point, or none).
-    fn convert_to_state(
-        &self,
-        values: &[ArrayRef],
-        opt_filter: Option<&BooleanArray>,
-    ) -> Result<Vec<ArrayRef>> {
-        let mut states = vec![Comoments::default(); values[0].len()];
-        for_each_point(values, opt_filter, |row, x, y| states[row].add(x, y));
-        Ok(state_arrays(&states))
-    }
-
-    fn size(&self) -> usize {
-        self.states.capacity() * size_of::<Comoments>()
     }
 }
 
@@ -354,39 +247,39 @@ mod tests {
             .map(|i| (1.0 + i as f64 * 0.37 % 5.0, 3.0 * i as f64 + (i % 7) as f64))
             .collect();
         let mut whole = Comoments::default();
-        points.iter().for_each(|&(x, y)| whole.add(x, y));
+        points.iter().for_each(|&p| whole.add(p));
         let expected = slope_by_formula(&points);
-        assert!((whole.slope().unwrap() - expected).abs() < 1e-9 * expected.abs());
+        assert!((whole.evaluate().unwrap() - expected).abs() < 1e-9 * expected.abs());
 
         let (mut left, mut right) = (Comoments::default(), Comoments::default());
-        points[..17].iter().for_each(|&(x, y)| left.add(x, y));
-        points[17..].iter().for_each(|&(x, y)| right.add(x, y));
+        points[..17].iter().for_each(|&p| left.add(p));
+        points[17..].iter().for_each(|&p| right.add(p));
         left.merge(&right);
-        assert!((left.slope().unwrap() - expected).abs() < 1e-9 * expected.abs());
+        assert!((left.evaluate().unwrap() - expected).abs() < 1e-9 * expected.abs());
 
         // Remove the first ten points: the slope of the remaining forty.
-        points[..10].iter().for_each(|&(x, y)| whole.remove(x, y));
+        points[..10].iter().for_each(|&p| whole.remove(p));
         let rest = slope_by_formula(&points[10..]);
-        assert!((whole.slope().unwrap() - rest).abs() < 1e-9 * rest.abs());
+        assert!((whole.evaluate().unwrap() - rest).abs() < 1e-9 * rest.abs());
     }
 
     #[test]
     fn two_points_give_the_difference_quotient_and_flat_cost_gives_null() {
         let mut c = Comoments::default();
-        c.add(2.0, 10.0);
-        assert_eq!(c.slope(), None);
-        c.add(4.0, 16.0);
-        assert_eq!(c.slope(), Some(3.0));
+        c.add((2.0, 10.0));
+        assert_eq!(c.evaluate(), None);
+        c.add((4.0, 16.0));
+        assert_eq!(c.evaluate(), Some(3.0));
         let mut flat = Comoments::default();
-        flat.add(1.5, 1.0);
-        flat.add(1.5, 9.0);
-        assert_eq!(flat.slope(), None);
+        flat.add((1.5, 1.0));
+        flat.add((1.5, 9.0));
+        assert_eq!(flat.evaluate(), None);
         // Flat again after a removal, despite rounding residue.
         let mut window = Comoments::default();
         for (x, y) in [(0.1, 5.0), (0.7, 7.0), (0.7, 9.0)] {
-            window.add(x, y);
+            window.add((x, y));
         }
-        window.remove(0.1, 5.0);
-        assert_eq!(window.slope(), None, "{window:?}");
+        window.remove((0.1, 5.0));
+        assert_eq!(window.evaluate(), None, "{window:?}");
     }
 }

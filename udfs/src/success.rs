@@ -7,31 +7,21 @@
 
 use std::sync::LazyLock;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::Result;
-use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::logical_expr::Documentation;
 
 use crate::TOKEN_ECONOMICS;
-use crate::kernel::{PairFunction, eval_pair, show};
+use crate::kernel::{PairFunction, show};
 
 /// `effective_cost(base_cost, p)`: expected cost per resolved item.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct EffectiveCost {
-    signature: Signature,
-}
-
-impl Default for EffectiveCost {
-    fn default() -> Self {
-        EffectiveCost {
-            signature: Signature::uniform(2, vec![DataType::Float64], Volatility::Immutable),
-        }
-    }
-}
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+pub struct EffectiveCost;
 
 impl PairFunction for EffectiveCost {
     const NAME: &'static str = "effective_cost";
+
+    fn documentation() -> &'static Documentation {
+        &EFFECTIVE_COST_DOC
+    }
 
     fn apply(cost: f64, p: f64) -> f64 {
         cost / p
@@ -64,45 +54,17 @@ static EFFECTIVE_COST_DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .build()
 });
 
-impl ScalarUDFImpl for EffectiveCost {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Float64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        eval_pair::<Self>(&args.args, args.number_rows)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        Some(&EFFECTIVE_COST_DOC)
-    }
-}
-
 /// `break_even_rate(cost_per_attempt, unit_price)`: the success rate at which AI and a unit price
 /// cost the same.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct BreakEvenRate {
-    signature: Signature,
-}
-
-impl Default for BreakEvenRate {
-    fn default() -> Self {
-        BreakEvenRate {
-            signature: Signature::uniform(2, vec![DataType::Float64], Volatility::Immutable),
-        }
-    }
-}
+#[derive(Debug, Default, PartialEq, Eq, Hash)]
+pub struct BreakEvenRate;
 
 impl PairFunction for BreakEvenRate {
     const NAME: &'static str = "break_even_rate";
+
+    fn documentation() -> &'static Documentation {
+        &BREAK_EVEN_DOC
+    }
 
     fn apply(cost: f64, price: f64) -> f64 {
         cost / price
@@ -127,25 +89,3 @@ static BREAK_EVEN_DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .with_related_udf("effective_cost")
     .build()
 });
-
-impl ScalarUDFImpl for BreakEvenRate {
-    fn name(&self) -> &str {
-        Self::NAME
-    }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Float64)
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        eval_pair::<Self>(&args.args, args.number_rows)
-    }
-
-    fn documentation(&self) -> Option<&Documentation> {
-        Some(&BREAK_EVEN_DOC)
-    }
-}

@@ -3,6 +3,7 @@
 mod catalog;
 mod generate;
 mod readme;
+mod reports;
 mod slt;
 mod support;
 mod udfs;

@@ -1,0 +1,116 @@
+//! The reports on generated data: invariants that must hold whatever the numbers.
+
+use indicatif::ProgressBar;
+use tokenledger_engine::generate::{GenOptions, generate};
+use tokenledger_engine::{DataLocation, TraceSession};
+
+use crate::support::{open, rows};
+
+async fn generated() -> (tempfile::TempDir, TraceSession) {
+    let dir = tempfile::tempdir().unwrap();
+    let location = DataLocation::parse(dir.path().to_str().unwrap()).unwrap();
+    let options = GenOptions {
+        work_items: 4_000,
+        seed: 17,
+        spans_per_file: 10_000,
+        ..GenOptions::default()
+    };
+    generate(
+        location.open_store(&[]).unwrap(),
+        &location,
+        &options,
+        &ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    let session = open(dir.path()).await;
+    (dir, session)
+}
+
+fn none(rows: Vec<Vec<String>>) {
+    assert!(rows.is_empty(), "rows break the invariant: {rows:?}");
+}
+
+#[tokio::test]
+async fn report_invariants_hold_on_generated_data() {
+    let (_dir, s) = generated().await;
+
+    // cost_per_outcome: p in [0, 1]; a resolved item costs at least the average spend per item;
+    // tenant rows add up to their workflow's row.
+    none(rows(&s, "SELECT * FROM cost_per_outcome WHERE first_try_rate < 0 OR first_try_rate > 1 OR retry_share < 0 OR retry_share > 1").await);
+    none(rows(&s, "SELECT * FROM cost_per_outcome WHERE cost_per_resolved_usd < spend_usd / work_items OR ai_cost_per_resolved_usd < spend_usd / work_items").await);
+    none(rows(&s, "
+        SELECT t.workflow FROM cost_per_outcome t JOIN cost_per_outcome w ON t.workflow = w.workflow AND w.tenant IS NULL
+        WHERE t.tenant IS NOT NULL GROUP BY t.workflow, w.work_items, w.spend_usd
+        HAVING sum(t.work_items) <> w.work_items OR abs(sum(t.spend_usd) - w.spend_usd) > 1e-9 * w.spend_usd").await);
+    assert_eq!(
+        rows(
+            &s,
+            "SELECT count(*) FROM cost_per_outcome WHERE tenant IS NULL"
+        )
+        .await,
+        vec![vec!["4"]]
+    );
+    assert_eq!(
+        rows(
+            &s,
+            "SELECT sum(work_items) FROM cost_per_outcome WHERE tenant IS NULL"
+        )
+        .await,
+        vec![vec!["4000"]]
+    );
+
+    // retry_tail: shares sum to 1, item counts to the items, percentiles ordered.
+    none(rows(&s, "
+        SELECT * FROM retry_tail
+        WHERE abs(spend_share_attempt_1 + spend_share_attempt_2 + spend_share_attempt_3 + spend_share_attempt_4plus - 1) > 1e-9
+           OR items_1_attempt + items_2_attempts + items_3_attempts + items_4plus_attempts <> work_items
+           OR NOT (p50_item_cost_usd <= p90_item_cost_usd AND p90_item_cost_usd <= p99_item_cost_usd)
+           OR top_1pct_spend_share <= 0 OR top_1pct_spend_share > 1").await);
+
+    // context_growth: contexts grow within attempts, long contexts cost more attention than the median.
+    none(rows(&s, "SELECT * FROM context_growth WHERE avg_growth_per_turn <= 0 OR avg_attention_vs_median < 1 OR overfetch_share <= 0 OR overfetch_share >= 1").await);
+
+    // routing_candidates: a candidate is cheaper and saves money.
+    none(rows(&s, "SELECT * FROM routing_candidates WHERE cheaper_model IS NOT NULL AND (cheaper_cost_per_attempt_usd >= cost_per_attempt_usd OR saving_usd <= 0)").await);
+    none(
+        rows(
+            &s,
+            "SELECT * FROM routing_candidates WHERE success_rate < 0 OR success_rate > 1",
+        )
+        .await,
+    );
+
+    // bpo_comparison: the verdict follows from the numbers.
+    none(
+        rows(
+            &s,
+            "
+        SELECT * FROM bpo_comparison
+        WHERE (verdict = 'AI cheaper') <> (ai_cost_per_unit_usd < bpo_unit_price_usd)
+           OR (saving_vs_bpo_usd > 0) <> (verdict = 'AI cheaper')",
+        )
+        .await,
+    );
+
+    // waste: parts of spend.
+    none(rows(&s, "SELECT * FROM waste WHERE failed_attempt_spend_usd > spend_usd OR unresolved_item_spend_usd > failed_attempt_spend_usd OR overkill_spend_usd < 0").await);
+
+    // allocation: exactly one of the five decisions per workflow.
+    assert_eq!(
+        rows(&s, "SELECT count(*) AS decisions, count(DISTINCT workflow) AS workflows FROM allocation").await,
+        rows(&s, "SELECT count(DISTINCT workflow) AS decisions, count(DISTINCT workflow) AS workflows FROM outcomes").await
+    );
+    none(rows(&s, "SELECT * FROM allocation WHERE decision NOT IN ('outsource to BPO', 'keep human', 'route to cheaper model', 'invest more compute', 'cap spend')").await);
+}
+
+#[tokio::test]
+async fn report_spend_matches_the_span_total() {
+    // Every dollar of every span of a work item with an outcome lands in cost_per_outcome.
+    let (_dir, s) = generated().await;
+    let totals = rows(&s, "
+        SELECT (SELECT sum(spend_usd) FROM cost_per_outcome WHERE tenant IS NULL),
+               (SELECT sum(coalesce(cost_usd, token_cost(model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, start_time))) FROM spans)").await;
+    let (a, b): (f64, f64) = (totals[0][0].parse().unwrap(), totals[0][1].parse().unwrap());
+    assert!((a - b).abs() <= 1e-9 * b, "{a} vs {b}");
+}

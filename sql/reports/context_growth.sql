@@ -1,0 +1,44 @@
+-- Context growth per workflow: prompt size per LLM call, its growth turn by turn, what long contexts cost, and retrieval over-fetch.
+--
+-- Parameter (edit here): reference_context_tokens, the context size above which a call counts as long.
+--   p50/p90_input_tokens       prompt tokens per LLM call
+--   avg_growth_per_turn        average increase of the prompt from one LLM call to the next within an attempt
+--   avg_attention_vs_median    mean attention_cost_ratio(prompt, workflow median prompt): attention compute
+--                              relative to a median-sized call (quadratic in context length)
+--   spend_above_reference_usd  spend on calls whose prompt exceeds reference_context_tokens
+--   overfetch_share            share of retrieved documents the answer did not use
+WITH params AS (
+    SELECT 8000 AS reference_context_tokens
+),
+calls AS (
+    SELECT workflow,
+           input_tokens,
+           spend_usd,
+           input_tokens - lag(input_tokens) OVER (PARTITION BY trace_id ORDER BY start_time) AS growth_tokens
+    FROM priced_spans
+    WHERE kind = 'llm' AND input_tokens IS NOT NULL
+),
+medians AS (
+    SELECT workflow, median(input_tokens) AS median_input_tokens FROM calls GROUP BY workflow
+),
+retrieval AS (
+    SELECT workflow, sum(docs_retrieved) AS docs_retrieved, sum(docs_used) AS docs_used
+    FROM spans WHERE kind = 'retrieval' GROUP BY workflow
+)
+SELECT c.workflow,
+       count(*)                                                        AS llm_calls,
+       percentile_cont(c.input_tokens, 0.5)                            AS p50_input_tokens,
+       percentile_cont(c.input_tokens, 0.9)                            AS p90_input_tokens,
+       avg(c.growth_tokens)                                            AS avg_growth_per_turn,
+       avg(attention_cost_ratio(c.input_tokens, m.median_input_tokens)) AS avg_attention_vs_median,
+       max(p.reference_context_tokens)                                 AS reference_context_tokens,
+       sum(CASE WHEN c.input_tokens > p.reference_context_tokens THEN c.spend_usd ELSE 0 END)
+                                                                       AS spend_above_reference_usd,
+       max(r.docs_retrieved)                                           AS docs_retrieved,
+       max(r.docs_used)                                                AS docs_used,
+       1.0 - max(r.docs_used) / CAST(nullif(max(r.docs_retrieved), 0) AS DOUBLE) AS overfetch_share
+FROM calls c
+JOIN medians m ON c.workflow = m.workflow
+CROSS JOIN params p
+LEFT JOIN retrieval r ON c.workflow = r.workflow
+GROUP BY c.workflow
