@@ -25,7 +25,7 @@ import duckdb
 REPORTS = ["cost_per_outcome", "retry_tail", "context_growth", "routing_candidates",
            "bpo_comparison", "marginal_utility", "waste", "allocation"]
 VIEWS = ["priced_spans", "work_item_costs"] + REPORTS
-RUNS = 5
+RUNS = int(os.environ.get("REPORT_RUNS", "5"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PRICE = """((coalesce({s}.input_tokens, 0) - coalesce({s}.cached_input_tokens, 0)) * {p}.input_usd_per_mtok
@@ -79,7 +79,7 @@ def main():
         con.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{data}/{table}/**/*.parquet')")
     for view in VIEWS:
         con.sql(f"CREATE VIEW {view} AS {duckdb_sql(view)}")
-    spans = con.sql("SELECT count(*) FROM spans").fetchone()[0]
+    spans = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
 
     # Interleave: one tokenledger pass over all reports, then DuckDB over all reports, alternating.
     ours = {r: [] for r in REPORTS}
@@ -92,8 +92,10 @@ def main():
                 ours[r].append(per[r])
             started = time.perf_counter()
             rows = con.sql(f"SELECT * FROM {r} ORDER BY 1, 2 NULLS FIRST").fetchall()
+            elapsed = (time.perf_counter() - started) * 1e3
             if run:
-                theirs[r].append((time.perf_counter() - started) * 1e3)
+                theirs[r].append(elapsed)
+            print(f"run {run} {r}: tokenledger {per[r]:.0f} ms, DuckDB {elapsed:.0f} ms", file=sys.stderr, flush=True)
             duck_results[r] = rows
     mismatches = compare(binary, data, duck_results)
 

@@ -11,7 +11,7 @@ SELECT value % 1000 AS g,
        value % 500 AS cached_input_tokens,
        100 + value % 900 AS output_tokens,
        value % 50 AS reasoning_tokens,
-       TIMESTAMP '2026-01-01T00:00:00Z' + (value % 8000000) * INTERVAL '1 second' AS at
+       to_timestamp_seconds(1767225600 + value % 8000000) AS at
 FROM range(10000000);
 
 -- bench: inline_division

@@ -3,10 +3,11 @@
 mod output;
 
 use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use datafusion::sql::parser::DFParser;
@@ -16,6 +17,7 @@ use tokenledger_engine::import::{import_csv, import_litellm};
 use tokenledger_engine::reports;
 use tokenledger_engine::schema::{self, TABLES};
 use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
+use tokenledger_flight_server::{FlightServerError, ServeOptions, Users};
 
 use crate::output::Format;
 
@@ -91,6 +93,31 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Serve the data over Arrow Flight SQL, for BI tools (JDBC, ADBC) and drivers.
+    Serve {
+        #[command(flatten)]
+        data: DataArg,
+        /// Address to listen on. Anything but loopback needs --users.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// Users file written by `tokenledger user add` (argon2 password hashes).
+        #[arg(long)]
+        users: Option<PathBuf>,
+        /// PEM certificate chain for TLS (with --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for TLS (with --tls-cert).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Seconds a table's file listing is reused before new files are looked for.
+        #[arg(long, default_value_t = 10)]
+        refresh: u64,
+    },
+    /// Manage the users of `tokenledger serve`.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// List tokenledger's SQL functions with their syntax and meaning.
     Functions,
     /// Manage model prices.
@@ -112,6 +139,18 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add a user (or change their password); the password is read from stdin.
+    Add {
+        /// User name.
+        name: String,
+        /// The users file (created if missing).
+        #[arg(long)]
+        users: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum PricesCommand {
     /// Import prices from LiteLLM's model_prices_and_context_window.json (USD per token).
     Import {
@@ -126,16 +165,42 @@ enum PricesCommand {
     },
 }
 
+/// What a command can fail with.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Flight(#[from] FlightServerError),
+}
+
+impl CliError {
+    fn user_message(&self) -> String {
+        match self {
+            CliError::Engine(e) | CliError::Flight(FlightServerError::Engine(e)) => {
+                e.user_message()
+            }
+            CliError::Flight(e) => e.to_string(),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs one line per query; one-shot commands only warnings.
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TOKENLEDGER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -145,7 +210,67 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), EngineError> {
+async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve {
+            data,
+            listen,
+            users,
+            tls_cert,
+            tls_key,
+            refresh,
+        } => {
+            let options = SessionOptions {
+                listing_ttl: Some(Duration::from_secs(refresh)),
+                ..SessionOptions::default()
+            };
+            let session = TraceSession::open(DataLocation::parse(&data.data)?, &options).await?;
+            let serve = ServeOptions {
+                listen,
+                users,
+                tls: tls_cert.zip(tls_key),
+            };
+            eprintln!(
+                "serving {} over Arrow Flight SQL on {}{}",
+                session.location,
+                if serve.tls.is_some() {
+                    "grpc+tls://"
+                } else {
+                    "grpc://"
+                },
+                listen
+            );
+            let shutdown = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            tokenledger_flight_server::serve(Arc::new(session), &serve, shutdown).await?;
+            Ok(())
+        }
+        Command::User {
+            command: UserCommand::Add { name, users },
+        } => {
+            let password = read_password(&name)?;
+            Users::add(&users, &name, &password)?;
+            eprintln!("user {name} saved in {}", users.display());
+            Ok(())
+        }
+        other => Ok(run_data_command(other).await?),
+    }
+}
+
+/// Reads a password from stdin, without echo when stdin is a terminal.
+fn read_password(name: &str) -> Result<String, EngineError> {
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("password for {name}: "))?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\n', '\r']).to_string()
+    };
+    Ok(password)
+}
+
+async fn run_data_command(command: Command) -> Result<(), EngineError> {
     match command {
         Command::Query {
             data,
@@ -234,6 +359,7 @@ async fn run(command: Command) -> Result<(), EngineError> {
             )
             .await
         }
+        Command::Serve { .. } | Command::User { .. } => unreachable!("handled by run"),
         Command::Functions => {
             for (name, kind, doc) in tokenledger_udfs::catalog() {
                 println!(

@@ -11,12 +11,17 @@ use parquet::arrow::AsyncArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::error::Result;
 
 /// Rows per row group: small enough that min/max statistics on a sorted column prune well,
 /// large enough that a scan reads long runs.
 pub const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// Random identifiers: dictionary encoding never pays off on them (every value is new), and
+/// min/max statistics over random hex prune nothing.
+const RANDOM_ID_COLUMNS: [&str; 3] = ["trace_id", "span_id", "parent_span_id"];
 
 /// Writer settings for trace tables: zstd, page-level statistics (column and offset indexes, so
 /// readers can skip pages as well as row groups), and the sort order recorded in the footer.
@@ -30,14 +35,23 @@ pub fn writer_properties(schema: &SchemaRef, sorted_by: &[&str]) -> WriterProper
             nulls_first: false,
         })
         .collect();
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("zstd level 1 is valid"),
         ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
-        .build()
+        .set_sorting_columns((!sorting.is_empty()).then_some(sorting));
+    for column in RANDOM_ID_COLUMNS
+        .iter()
+        .filter(|c| schema.index_of(c).is_ok())
+    {
+        let path = ColumnPath::from(*column);
+        builder = builder
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    builder.build()
 }
 
 /// One Parquet file being written batch by batch to an object store (local disk or S3).

@@ -1,1 +1,87 @@
-//! placeholder
+//! tokenledger's Arrow Flight SQL front end: what BI tools (Superset, Tableau, Power BI, DBeaver
+//! through the Flight SQL JDBC driver or ADBC) and drivers connect to.
+//!
+//! This crate speaks the protocol only. Planning and execution belong to the session the engine
+//! opens; every table, view and function of the engine and udfs crates is visible through it.
+
+mod auth;
+mod error;
+mod handle;
+mod metadata;
+mod placeholders;
+mod service;
+mod sql_info;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokenledger_engine::TraceSession;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+pub use auth::{Auth, Users};
+pub use error::{FlightServerError, Result};
+pub use placeholders::number_placeholders;
+pub use service::TokenledgerFlightSql;
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Users file (`tokenledger user add`); without one, only loopback addresses are allowed.
+    pub users: Option<PathBuf>,
+    /// PEM certificate chain and private key for TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Serves `session` over Flight SQL on `options.listen` until `shutdown` resolves.
+pub async fn serve(
+    session: Arc<TraceSession>,
+    options: &ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| {
+            FlightServerError::Config(format!("cannot listen on {}: {e}", options.listen))
+        })?;
+    serve_on(session, options, listener, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0 and read the port back).
+pub async fn serve_on(
+    session: Arc<TraceSession>,
+    options: &ServeOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let auth = match &options.users {
+        Some(path) => Auth::with_users(Users::load(path)?),
+        None if options.listen.ip().is_loopback() => Auth::Open,
+        None => {
+            return Err(FlightServerError::Config(format!(
+                "refusing to listen on {} without --users: anyone on the network could read the data \
+                 (add users with `tokenledger user add NAME --users FILE`, or listen on 127.0.0.1)",
+                options.listen
+            )));
+        }
+    };
+    let service = TokenledgerFlightSql::new(session, Arc::new(auth));
+    let mut server = Server::builder();
+    if let Some((cert, key)) = &options.tls {
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| FlightServerError::Config(format!("TLS file {}: {e}", path.display())))
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    server
+        .add_service(FlightServiceServer::new(service).max_decoding_message_size(64 * 1024 * 1024))
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await?;
+    Ok(())
+}

@@ -40,7 +40,10 @@ cheapest_alternative AS (
                c.cost_per_attempt_usd AS cheaper_cost_per_attempt_usd,
                row_number() OVER (PARTITION BY e.workflow, e.model ORDER BY c.cost_per_attempt_usd, c.model) AS pick
         FROM by_model e
-        JOIN by_model c ON c.workflow = e.workflow AND c.cost_per_attempt_usd < e.cost_per_attempt_usd
+        -- c.model <> e.model: by_model is evaluated once per reference, and float sums in another
+        -- order can make a model look cheaper than itself in the last digit.
+        JOIN by_model c ON c.workflow = e.workflow AND c.model <> e.model
+                       AND c.cost_per_attempt_usd < e.cost_per_attempt_usd
         CROSS JOIN params p
         WHERE c.success_rate >= e.success_rate - p.success_tolerance
     ) ranked

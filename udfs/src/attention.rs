@@ -27,9 +27,13 @@ impl PairFunction for AttentionCostRatio {
         reference <= 0.0 || reference.is_nan()
     }
 
-    fn check(context: f64, _reference: f64) -> Option<String> {
-        (context.is_nan() || context < 0.0)
-            .then(|| format!("context_tokens must be >= 0, got {}", show(context)))
+    fn invalid(context: f64, _reference: f64) -> bool {
+        // Written so NaN fails too.
+        context < 0.0 || context.is_nan()
+    }
+
+    fn invalid_message(context: f64, _reference: f64) -> String {
+        format!("context_tokens must be >= 0, got {}", show(context))
     }
 }
 

@@ -36,7 +36,7 @@ impl<'a> F64Arg<'a> {
 }
 
 /// A two-argument function on doubles: what it computes, which inputs give NULL, and which
-/// are errors. `check` and `null_if` see only rows where both inputs are non-null.
+/// are errors. Only rows where both inputs are non-null count.
 pub trait PairFunction: Debug + Default + PartialEq + Eq + Hash + Send + Sync + 'static {
     /// The SQL name.
     const NAME: &'static str;
@@ -46,9 +46,13 @@ pub trait PairFunction: Debug + Default + PartialEq + Eq + Hash + Send + Sync + 
     fn apply(a: f64, b: f64) -> f64;
     /// Inputs whose result is NULL rather than a number.
     fn null_if(a: f64, b: f64) -> bool;
-    /// Inputs that are errors; returns the message.
-    fn check(_a: f64, _b: f64) -> Option<String> {
-        None
+    /// Inputs that are errors (a plain test, so scans over it vectorise).
+    fn invalid(_a: f64, _b: f64) -> bool {
+        false
+    }
+    /// What is wrong with inputs for which [`PairFunction::invalid`] holds.
+    fn invalid_message(_a: f64, _b: f64) -> String {
+        String::new()
     }
 }
 
@@ -114,8 +118,8 @@ fn scalar_pair<F: PairFunction>(a: Option<f64>, b: Option<f64>) -> Result<Option
     let (Some(a), Some(b)) = (a, b) else {
         return Ok(None);
     };
-    if let Some(message) = F::check(a, b) {
-        return exec_err!("{}: {message}", F::NAME);
+    if F::invalid(a, b) {
+        return exec_err!("{}: {}", F::NAME, F::invalid_message(a, b));
     }
     Ok((!F::null_if(a, b)).then(|| F::apply(a, b)))
 }
@@ -128,23 +132,22 @@ fn materialize(arg: F64Arg<'_>, rows: usize) -> Float64Array {
     }
 }
 
-/// The vectorised path: one tight pass computes every slot (null slots too: their values are
-/// discarded), and the checks run as branch-free scans that fall back to a per-row pass only
-/// when some slot might be an error or a NULL.
+/// The vectorised path: one branch-free scan finds whether any slot might be an error or a NULL
+/// (null slots too: their values are discarded), one tight pass computes every slot, and the
+/// per-row work runs only when the scan found something.
 fn array_pair<F: PairFunction>(a: &Float64Array, b: &Float64Array) -> Result<ArrayRef> {
     let (av, bv) = (a.values(), b.values());
     let nulls = NullBuffer::union(a.nulls(), b.nulls());
-    let is_valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
-
-    if av
+    let (any_invalid, any_null) = av
         .iter()
         .zip(bv.iter())
-        .any(|(&x, &y)| F::check(x, y).is_some())
-    {
-        for i in (0..av.len()).filter(|&i| is_valid(i)) {
-            if let Some(message) = F::check(av[i], bv[i]) {
-                return exec_err!("{}: {message}", F::NAME);
-            }
+        .fold((false, false), |(bad, null), (&x, &y)| {
+            (bad | F::invalid(x, y), null | F::null_if(x, y))
+        });
+    if any_invalid {
+        let is_valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
+        if let Some(i) = (0..av.len()).find(|&i| is_valid(i) && F::invalid(av[i], bv[i])) {
+            return exec_err!("{}: {}", F::NAME, F::invalid_message(av[i], bv[i]));
         }
     }
     let values: ScalarBuffer<f64> = av
@@ -152,11 +155,13 @@ fn array_pair<F: PairFunction>(a: &Float64Array, b: &Float64Array) -> Result<Arr
         .zip(bv.iter())
         .map(|(&x, &y)| F::apply(x, y))
         .collect();
-    let keep = BooleanBuffer::collect_bool(av.len(), |i| !F::null_if(av[i], bv[i]));
-    let nulls = if keep.count_set_bits() == keep.len() {
-        nulls
+    let nulls = if any_null {
+        let keep = NullBuffer::new(BooleanBuffer::collect_bool(av.len(), |i| {
+            !F::null_if(av[i], bv[i])
+        }));
+        NullBuffer::union(nulls.as_ref(), Some(&keep))
     } else {
-        NullBuffer::union(nulls.as_ref(), Some(&NullBuffer::new(keep)))
+        nulls
     };
     Ok(Arc::new(Float64Array::new(values, nulls)))
 }

@@ -31,9 +31,13 @@ impl PairFunction for EffectiveCost {
         p == 0.0
     }
 
-    fn check(_cost: f64, p: f64) -> Option<String> {
-        (p.is_nan() || !(0.0..=1.0).contains(&p))
-            .then(|| format!("success rate p must be in [0, 1], got {}", show(p)))
+    fn invalid(_cost: f64, p: f64) -> bool {
+        // Written so NaN fails too.
+        !(0.0..=1.0).contains(&p)
+    }
+
+    fn invalid_message(_cost: f64, p: f64) -> String {
+        format!("success rate p must be in [0, 1], got {}", show(p))
     }
 }
 

@@ -70,9 +70,14 @@ pub struct OutcomeRow {
     pub closed_at: i64,
 }
 
-fn hex_into(buf: &mut String, value: u128, digits: usize) {
-    buf.clear();
-    let _ = write!(buf, "{value:0digits$x}");
+/// The low `digits` hex digits of `value`, formatted without `fmt` machinery (this runs three
+/// times per generated span).
+fn hex(value: u128, digits: usize, out: &mut [u8; 32]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out[..digits].iter_mut().rev().enumerate() {
+        *byte = HEX[((value >> (4 * i)) & 0xf) as usize];
+    }
+    std::str::from_utf8(&out[..digits]).expect("hex digits are ASCII")
 }
 
 fn work_item_id(buf: &mut String, workflow: &Workflow, item: u64) {
@@ -106,7 +111,9 @@ pub struct SpanColumns {
     docs_retrieved: Int32Builder,
     docs_used: Int32Builder,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
+    /// The formatted id of `scratch_item` (consecutive spans often share their work item).
     scratch: String,
+    scratch_item: Option<u64>,
     rows: usize,
 }
 
@@ -139,6 +146,7 @@ impl SpanColumns {
             docs_used: Int32Builder::new(),
             attributes: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             scratch: String::with_capacity(32),
+            scratch_item: None,
             rows: 0,
         }
     }
@@ -155,17 +163,20 @@ impl SpanColumns {
 
     /// Appends one span.
     pub fn append(&mut self, row: &SpanRow) -> Result<()> {
-        hex_into(&mut self.scratch, row.trace, 32);
-        self.trace_id.append_value(&self.scratch);
-        hex_into(&mut self.scratch, row.span as u128, 16);
-        self.span_id.append_value(&self.scratch);
+        let mut digits = [0u8; 32];
+        self.trace_id.append_value(hex(row.trace, 32, &mut digits));
+        self.span_id
+            .append_value(hex(u128::from(row.span), 16, &mut digits));
         if row.parent == 0 {
             self.parent_span_id.append_null();
         } else {
-            hex_into(&mut self.scratch, row.parent as u128, 16);
-            self.parent_span_id.append_value(&self.scratch);
+            self.parent_span_id
+                .append_value(hex(u128::from(row.parent), 16, &mut digits));
         }
-        work_item_id(&mut self.scratch, self.workflow, row.item);
+        if self.scratch_item != Some(row.item) {
+            work_item_id(&mut self.scratch, self.workflow, row.item);
+            self.scratch_item = Some(row.item);
+        }
         self.work_item_id.append_value(&self.scratch);
         self.attempt.append_value(row.attempt);
         self.workflow_name.append_value(self.workflow.name);
@@ -331,5 +342,24 @@ impl OutcomeColumns {
             Arc::new(self.closed_at.finish()),
         ];
         Ok(RecordBatch::try_new(OUTCOMES.schema(), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_pads_to_the_width() {
+        let mut buf = [0u8; 32];
+        assert_eq!(hex(0xab, 16, &mut buf), "00000000000000ab");
+        assert_eq!(
+            hex(u128::MAX, 32, &mut buf),
+            "ffffffffffffffffffffffffffffffff"
+        );
+        assert_eq!(
+            hex(0x0123_4567_89ab_cdef, 16, &mut buf),
+            format!("{:016x}", 0x0123_4567_89ab_cdef_u64)
+        );
     }
 }
