@@ -125,6 +125,34 @@ impl TokenledgerFlightSql {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    /// FlightInfo for a metadata command: its answer's schema, and the command as the ticket.
+    fn command_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: &Schema,
+        command: Any,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.user(&request)?;
+        let ticket = command.encode_to_vec().into();
+        Ok(Response::new(info_for(
+            schema,
+            ticket,
+            request.into_inner(),
+        )?))
+    }
+
+    /// An empty answer of `schema` (keys: tokenledger's tables declare none).
+    fn empty_answer<T>(
+        &self,
+        request: &Request<T>,
+        schema: Schema,
+    ) -> Result<Response<FlightDataStream>, Status> {
+        self.user(request)?;
+        Ok(Self::batch_response(RecordBatch::new_empty(Arc::new(
+            schema,
+        ))))
+    }
+
     /// Streams a metadata batch computed in full (catalog listings are small).
     fn batch_response(batch: RecordBatch) -> Response<FlightDataStream> {
         let schema = batch.schema();
@@ -428,13 +456,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
         let schema = query.into_builder().schema();
-        Ok(Response::new(info_for(
-            &schema,
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &schema, query.as_any())
     }
 
     async fn do_get_catalogs(
@@ -461,13 +484,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
         let schema = query.clone().into_builder().schema();
-        Ok(Response::new(info_for(
-            &schema,
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &schema, query.as_any())
     }
 
     async fn do_get_schemas(
@@ -497,13 +515,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
         let schema: SchemaRef = query.clone().into_builder().schema();
-        Ok(Response::new(info_for(
-            &schema,
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &schema, query.as_any())
     }
 
     async fn do_get_tables(
@@ -520,13 +533,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
         let schema = query.into_builder().schema();
-        Ok(Response::new(info_for(
-            &schema,
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &schema, query.as_any())
     }
 
     async fn do_get_table_types(
@@ -551,12 +559,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        Ok(Response::new(info_for(
-            &SQL_INFO.schema(),
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &SQL_INFO.schema(), query.as_any())
     }
 
     async fn do_get_sql_info(
@@ -577,13 +580,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
         let schema = metadata::XDBC_TYPES.schema();
-        Ok(Response::new(info_for(
-            &schema,
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &schema, query.as_any())
     }
 
     async fn do_get_xdbc_type_info(
@@ -604,12 +602,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        Ok(Response::new(info_for(
-            &metadata::primary_keys_schema(),
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &metadata::primary_keys_schema(), query.as_any())
     }
 
     async fn do_get_primary_keys(
@@ -617,10 +610,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         _query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
-        Ok(Self::batch_response(RecordBatch::new_empty(Arc::new(
-            metadata::primary_keys_schema(),
-        ))))
+        self.empty_answer(&request, metadata::primary_keys_schema())
     }
 
     async fn get_flight_info_exported_keys(
@@ -628,12 +618,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        Ok(Response::new(info_for(
-            &metadata::foreign_keys_schema(),
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &metadata::foreign_keys_schema(), query.as_any())
     }
 
     async fn do_get_exported_keys(
@@ -641,10 +626,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
-        Ok(Self::batch_response(RecordBatch::new_empty(Arc::new(
-            metadata::foreign_keys_schema(),
-        ))))
+        self.empty_answer(&request, metadata::foreign_keys_schema())
     }
 
     async fn get_flight_info_imported_keys(
@@ -652,12 +634,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        Ok(Response::new(info_for(
-            &metadata::foreign_keys_schema(),
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &metadata::foreign_keys_schema(), query.as_any())
     }
 
     async fn do_get_imported_keys(
@@ -665,10 +642,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
-        Ok(Self::batch_response(RecordBatch::new_empty(Arc::new(
-            metadata::foreign_keys_schema(),
-        ))))
+        self.empty_answer(&request, metadata::foreign_keys_schema())
     }
 
     async fn get_flight_info_cross_reference(
@@ -676,12 +650,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        Ok(Response::new(info_for(
-            &metadata::foreign_keys_schema(),
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?))
+        self.command_info(request, &metadata::foreign_keys_schema(), query.as_any())
     }
 
     async fn do_get_cross_reference(
@@ -689,10 +658,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         _query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
-        Ok(Self::batch_response(RecordBatch::new_empty(Arc::new(
-            metadata::foreign_keys_schema(),
-        ))))
+        self.empty_answer(&request, metadata::foreign_keys_schema())
     }
 
     async fn do_get_fallback(
