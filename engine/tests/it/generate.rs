@@ -3,19 +3,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use indicatif::ProgressBar;
-use tokenledger_engine::generate::{GenOptions, GenSummary, generate};
-use tokenledger_engine::{DataLocation, TraceSession};
+use tokenledger_engine::TraceSession;
+use tokenledger_engine::generate::{GenOptions, GenSummary};
 
-use crate::support::{open, rows};
-
-async fn gen_into(dir: &Path, options: &GenOptions) -> GenSummary {
-    let location = DataLocation::parse(dir.to_str().unwrap()).unwrap();
-    let store = location.open_store(&[]).unwrap();
-    generate(store, &location, options, &ProgressBar::hidden())
-        .await
-        .unwrap()
-}
+use crate::support::{gen_into, open, rows};
 
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();

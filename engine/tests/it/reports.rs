@@ -1,28 +1,19 @@
 //! The reports on generated data: invariants that must hold whatever the numbers.
 
-use indicatif::ProgressBar;
-use tokenledger_engine::generate::{GenOptions, generate};
-use tokenledger_engine::{DataLocation, TraceSession};
+use tokenledger_engine::TraceSession;
+use tokenledger_engine::generate::GenOptions;
 
 use crate::support::{open, rows};
 
 async fn generated() -> (tempfile::TempDir, TraceSession) {
     let dir = tempfile::tempdir().unwrap();
-    let location = DataLocation::parse(dir.path().to_str().unwrap()).unwrap();
     let options = GenOptions {
         work_items: 4_000,
         seed: 17,
         spans_per_file: 10_000,
         ..GenOptions::default()
     };
-    generate(
-        location.open_store(&[]).unwrap(),
-        &location,
-        &options,
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    crate::support::gen_into(dir.path(), &options).await;
     let session = open(dir.path()).await;
     (dir, session)
 }

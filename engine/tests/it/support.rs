@@ -18,6 +18,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Generates a trace data set into a local directory.
+pub async fn gen_into(
+    dir: &std::path::Path,
+    options: &tokenledger_engine::generate::GenOptions,
+) -> tokenledger_engine::generate::GenSummary {
+    let location = DataLocation::parse(dir.to_str().unwrap()).unwrap();
+    let store = location.open_store(&[]).unwrap();
+    tokenledger_engine::generate::generate(
+        store,
+        &location,
+        options,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Opens a session over a local directory.
 pub async fn open(dir: &std::path::Path) -> TraceSession {
     TraceSession::open(

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
-use indicatif::ProgressBar;
-use tokenledger_engine::generate::{GenOptions, Rng, generate};
+use tokenledger_engine::generate::{GenOptions, Rng};
 use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
 
 use crate::support::{open, rows};
@@ -105,14 +104,7 @@ async fn aggregates_give_the_same_answer_on_one_partition_and_eight() {
         spans_per_file: 5_000,
         ..GenOptions::default()
     };
-    generate(
-        location.open_store(&[]).unwrap(),
-        &location,
-        &options,
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    crate::support::gen_into(dir.path(), &options).await;
 
     let mut results = Vec::new();
     for partitions in [1, 8] {
@@ -153,19 +145,11 @@ async fn aggregates_give_the_same_answer_on_one_partition_and_eight() {
 async fn token_cost_reprices_generated_calls_exactly() {
     // The generator priced reported calls with its own price table; token_cost must agree on every one.
     let dir = tempfile::tempdir().unwrap();
-    let location = DataLocation::parse(dir.path().to_str().unwrap()).unwrap();
     let options = GenOptions {
         work_items: 2_000,
         ..GenOptions::default()
     };
-    generate(
-        location.open_store(&[]).unwrap(),
-        &location,
-        &options,
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap();
+    crate::support::gen_into(dir.path(), &options).await;
     let session = open(dir.path()).await;
     let result = rows(
         &session,
