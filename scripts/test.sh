@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Runs every test on a fresh machine. Installs what the tests need (a SeaweedFS S3 server and
-# DuckDB, pinned in scripts/requirements-test.txt) into .venv, then checks formatting and lints
-# and runs the Rust test suites, which start and stop their own servers on 127.0.0.1.
+# Runs every test on a fresh machine. Installs what the tests need into two venvs from pinned
+# requirements files: .venv (a SeaweedFS S3 server, DuckDB, pyarrow, the ADBC Flight SQL driver,
+# pytest) and .venv-dbapi (flightsql-dbapi, which cannot share a venv with the rest). Then checks
+# formatting and lints and runs the Rust test suites, which start and stop their own servers on
+# 127.0.0.1 and run the Python client tests in tests/python/ against them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-requirements=scripts/requirements-test.txt
-if [ ! -x .venv/bin/python3 ] || ! cmp -s "$requirements" .venv/requirements.installed; then
-  echo "setting up .venv from $requirements" >&2
-  python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r "$requirements"
-  cp "$requirements" .venv/requirements.installed
-fi
+# Creates (or refreshes, when its requirements file changed) the venv DIR from REQUIREMENTS.
+setup_venv() {
+  local dir=$1 requirements=$2
+  if [ ! -x "$dir/bin/python3" ] || ! cmp -s "$requirements" "$dir/requirements.installed"; then
+    echo "setting up $dir from $requirements" >&2
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$dir/requirements.installed"
+  fi
+}
+setup_venv .venv scripts/requirements-test.txt
+setup_venv .venv-dbapi scripts/requirements-dbapi.txt
 export PATH="$PWD/.venv/bin:$PATH"
 
 cargo fmt --all -- --check

@@ -200,6 +200,8 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files or pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -230,20 +232,23 @@ async fn run(command: Command) -> Result<(), CliError> {
                 users,
                 tls: tls_cert.zip(tls_key),
             };
+            let listener = tokenledger_flight_server::bind(&serve).await?;
+            // The bound address, not the requested one: with port 0 callers learn the port here.
+            let address = listener.local_addr().map_err(EngineError::from)?;
+            let scheme = if serve.tls.is_some() {
+                "grpc+tls"
+            } else {
+                "grpc"
+            };
             eprintln!(
-                "serving {} over Arrow Flight SQL on {}{}",
-                session.location,
-                if serve.tls.is_some() {
-                    "grpc+tls://"
-                } else {
-                    "grpc://"
-                },
-                listen
+                "serving {} over Arrow Flight SQL on {scheme}://{address}",
+                session.location
             );
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            tokenledger_flight_server::serve(Arc::new(session), &serve, shutdown).await?;
+            tokenledger_flight_server::serve_on(Arc::new(session), &serve, listener, shutdown)
+                .await?;
             Ok(())
         }
         Command::User {

@@ -1,17 +1,23 @@
 //! Prepared statement handles carry their whole state — the query and any bound parameters — so
-//! the server keeps none, and concurrent clients cannot rebind each other's statements.
+//! concurrent clients cannot rebind each other's statements. The one piece of server state,
+//! [`LegacyBindings`], exists for older clients that ignore the handle a binding returns.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use tonic::Status;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// A prepared statement: its SQL and, once bound, one row of parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreparedHandle {
+    /// Drawn at random when the statement is prepared; names it in [`LegacyBindings`].
+    pub id: u64,
     /// The SQL as the client sent it (`?` or `$n` placeholders).
     pub query: String,
     /// Bound parameters, one row.
@@ -19,10 +25,20 @@ pub struct PreparedHandle {
 }
 
 impl PreparedHandle {
-    /// `[version][query length u32][query][parameters as an Arrow IPC stream]`.
+    /// A new, unbound statement.
+    pub fn prepare(query: String) -> Self {
+        PreparedHandle {
+            id: rand::random(),
+            query,
+            params: None,
+        }
+    }
+
+    /// `[version][id u64][query length u32][query][parameters as an Arrow IPC stream]`.
     pub fn encode(&self) -> Result<Bytes, Status> {
         let mut out = BytesMut::new();
         out.put_u8(VERSION);
+        out.put_u64(self.id);
         out.put_u32(
             u32::try_from(self.query.len())
                 .map_err(|_| Status::invalid_argument("query too long"))?,
@@ -42,12 +58,12 @@ impl PreparedHandle {
     /// Reads a handle made by [`PreparedHandle::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
         let bad = || Status::invalid_argument("not a tokenledger prepared statement handle");
-        let (&version, rest) = bytes.split_first().ok_or_else(bad)?;
-        if version != VERSION || rest.len() < 4 {
+        let mut rest = bytes;
+        if rest.len() < 13 || rest.get_u8() != VERSION {
             return Err(bad());
         }
-        let length = u32::from_be_bytes(rest[..4].try_into().expect("four bytes")) as usize;
-        let rest = &rest[4..];
+        let id = rest.get_u64();
+        let length = rest.get_u32() as usize;
         if rest.len() < length {
             return Err(bad());
         }
@@ -60,7 +76,59 @@ impl PreparedHandle {
         } else {
             None
         };
-        Ok(PreparedHandle { query, params })
+        Ok(PreparedHandle { id, query, params })
+    }
+}
+
+/// Parameters bound through DoPut, by statement id, for clients that go on executing the handle
+/// they got at prepare time and ignore the one DoPut returns (flightsql-dbapi, which Superset
+/// uses, and other clients written before Flight SQL 13). Ids are random per prepare, so clients
+/// cannot see each other's bindings. Bounded: the oldest binding goes first, and closing a
+/// statement frees its binding.
+pub struct LegacyBindings {
+    capacity: usize,
+    bound: Mutex<(HashMap<u64, RecordBatch>, VecDeque<u64>)>,
+}
+
+impl LegacyBindings {
+    /// Keeps the bindings of at most `capacity` statements.
+    pub fn new(capacity: usize) -> Self {
+        LegacyBindings {
+            capacity,
+            bound: Mutex::new((HashMap::new(), VecDeque::new())),
+        }
+    }
+
+    /// Remembers `params` as the latest binding of statement `id`.
+    pub fn bind(&self, id: u64, params: RecordBatch) {
+        let mut guard = self.bound.lock().expect("bindings lock");
+        let (by_id, order) = &mut *guard;
+        if by_id.insert(id, params).is_none() {
+            order.push_back(id);
+        }
+        while order.len() > self.capacity {
+            if let Some(oldest) = order.pop_front() {
+                by_id.remove(&oldest);
+            }
+        }
+    }
+
+    /// `handle` with its remembered parameters when it carries none itself.
+    pub fn resolve(&self, mut handle: PreparedHandle) -> PreparedHandle {
+        if handle.params.is_none() {
+            let guard = self.bound.lock().expect("bindings lock");
+            handle.params = guard.0.get(&handle.id).cloned();
+        }
+        handle
+    }
+
+    /// Drops the binding of a closed statement.
+    pub fn forget(&self, id: u64) {
+        let mut guard = self.bound.lock().expect("bindings lock");
+        let (by_id, order) = &mut *guard;
+        if by_id.remove(&id).is_some() {
+            order.retain(|&kept| kept != id);
+        }
     }
 }
 
@@ -79,10 +147,7 @@ mod tests {
 
     #[test]
     fn round_trips_with_and_without_parameters() {
-        let plain = PreparedHandle {
-            query: "SELECT ?".into(),
-            params: None,
-        };
+        let plain = PreparedHandle::prepare("SELECT ?".into());
         assert_eq!(
             PreparedHandle::decode(&plain.encode().unwrap()).unwrap(),
             plain
@@ -100,6 +165,7 @@ mod tests {
         )
         .unwrap();
         let bound = PreparedHandle {
+            id: 7,
             query: "SELECT $1, $2".into(),
             params: Some(batch),
         };
@@ -109,5 +175,33 @@ mod tests {
         );
         assert!(PreparedHandle::decode(b"garbage").is_err());
         assert!(PreparedHandle::decode(&[]).is_err());
+    }
+
+    fn one_row(value: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![value]))]).unwrap()
+    }
+
+    #[test]
+    fn legacy_bindings_are_per_statement_bounded_and_freed() {
+        let bindings = LegacyBindings::new(2);
+        let [a, b, c] =
+            ["SELECT $1", "SELECT $1", "SELECT $1"].map(|q| PreparedHandle::prepare(q.to_string()));
+        bindings.bind(a.id, one_row(1));
+        bindings.bind(b.id, one_row(2));
+        bindings.bind(a.id, one_row(3)); // rebinding keeps a's place
+        assert_eq!(bindings.resolve(a.clone()).params, Some(one_row(3)));
+        assert_eq!(bindings.resolve(b.clone()).params, Some(one_row(2)));
+        bindings.bind(c.id, one_row(4)); // evicts a, the oldest
+        assert_eq!(bindings.resolve(a.clone()).params, None);
+        bindings.forget(b.id);
+        assert_eq!(bindings.resolve(b).params, None);
+        // Parameters in the handle win over remembered ones.
+        let carried = PreparedHandle {
+            params: Some(one_row(9)),
+            ..c.clone()
+        };
+        assert_eq!(bindings.resolve(carried).params, Some(one_row(9)));
+        assert_eq!(bindings.resolve(c).params, Some(one_row(4)));
     }
 }

@@ -37,21 +37,14 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
-/// Serves `session` over Flight SQL on `options.listen` until `shutdown` resolves.
-pub async fn serve(
-    session: Arc<TraceSession>,
-    options: &ServeOptions,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(options.listen)
+/// Binds `options.listen` (port 0 picks a free port; the listener tells which).
+pub async fn bind(options: &ServeOptions) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|e| {
-            FlightServerError::Config(format!("cannot listen on {}: {e}", options.listen))
-        })?;
-    serve_on(session, options, listener, shutdown).await
+        .map_err(|e| FlightServerError::Config(format!("cannot listen on {}: {e}", options.listen)))
 }
 
-/// Serves on an already bound listener (tests bind port 0 and read the port back).
+/// Serves `session` over Flight SQL on a listener from [`bind`] until `shutdown` resolves.
 pub async fn serve_on(
     session: Arc<TraceSession>,
     options: &ServeOptions,

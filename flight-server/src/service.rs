@@ -2,8 +2,9 @@
 //! (DataFusion's); this module only translates between the protocol and the session.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Instant;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -39,7 +40,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Auth;
 use crate::error::status;
-use crate::handle::PreparedHandle;
+use crate::handle::{LegacyBindings, PreparedHandle};
 use crate::metadata::{self, client_schema, to_client_batch};
 use crate::placeholders::number_placeholders;
 use crate::sql_info::SQL_INFO;
@@ -50,36 +51,55 @@ type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + 
 pub struct TokenledgerFlightSql {
     session: Arc<TraceSession>,
     auth: Arc<Auth>,
+    bindings: LegacyBindings,
 }
+
+/// Statements whose DoPut bindings are remembered for clients that ignore the returned handle.
+const LEGACY_BINDINGS: usize = 4096;
 
 impl TokenledgerFlightSql {
     /// Serves `session`, admitting callers by `auth`.
     pub fn new(session: Arc<TraceSession>, auth: Arc<Auth>) -> Self {
-        TokenledgerFlightSql { session, auth }
+        TokenledgerFlightSql {
+            session,
+            auth,
+            bindings: LegacyBindings::new(LEGACY_BINDINGS),
+        }
     }
 
     fn user<T>(&self, request: &Request<T>) -> Result<String, Status> {
         self.auth.authorize(request.metadata())
     }
 
-    /// Plans (does not run) a client's query: read-only, `?` placeholders numbered, parameters bound.
-    async fn plan(&self, query: &str, params: Option<&RecordBatch>) -> Result<DataFrame, Status> {
+    /// Plans (does not run) a client's query: read-only, `?` placeholders numbered, parameters
+    /// bound. A query refused here gets its log line here, as it never reaches execution.
+    async fn plan(
+        &self,
+        user: &str,
+        query: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<DataFrame, Status> {
         let read_only = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let frame = self
+        let planned = match self
             .session
             .ctx
             .sql_with_options(&number_placeholders(query), read_only)
             .await
-            .map_err(status)?;
-        match params {
-            Some(batch) => frame
-                .with_param_values(param_values(batch)?)
-                .map_err(status),
-            None => Ok(frame),
+        {
+            Ok(frame) => match params {
+                Some(batch) => param_values(batch)
+                    .and_then(|values| frame.with_param_values(values).map_err(status)),
+                None => Ok(frame),
+            },
+            Err(e) => Err(status(e)),
+        };
+        if let Err(refused) = &planned {
+            QueryLog::new(user.to_string(), query.to_string()).fail(refused.message());
         }
+        planned
     }
 
     /// A FlightInfo with the query's result schema and one endpoint holding `ticket`.
@@ -108,6 +128,7 @@ impl TokenledgerFlightSql {
             status(e)
         })?;
         let out_schema = Arc::clone(&schema);
+        let end_log = Arc::clone(&log);
         let batches = batches.map(move |batch| {
             let batch = batch
                 .and_then(|b| to_client_batch(&b, &out_schema))
@@ -118,6 +139,11 @@ impl TokenledgerFlightSql {
             log.rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
             Ok(batch)
         });
+        // Polled once, after the last batch: only a stream read to its end counts as completed.
+        let batches = batches.chain(futures::stream::poll_fn(move |_| {
+            end_log.complete();
+            Poll::Ready(None)
+        }));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -247,6 +273,8 @@ struct QueryLog {
     query: String,
     started: Instant,
     rows: AtomicUsize,
+    /// Set when the result stream reached its end; a stream dropped before is a cancelled query.
+    completed: AtomicBool,
     failure: Mutex<Option<String>>,
 }
 
@@ -257,8 +285,13 @@ impl QueryLog {
             query,
             started: Instant::now(),
             rows: AtomicUsize::new(0),
+            completed: AtomicBool::new(false),
             failure: Mutex::new(None),
         })
+    }
+
+    fn complete(&self) {
+        self.completed.store(true, Ordering::Relaxed);
     }
 
     fn fail(&self, error: &str) {
@@ -273,7 +306,12 @@ impl Drop for QueryLog {
         let query: String = self.query.split_whitespace().collect::<Vec<_>>().join(" ");
         match self.failure.lock().expect("query log lock").take() {
             None => {
-                tracing::info!(user = %self.user, duration_ms = millis, rows, status = "ok", query = %query, "query")
+                let status = if self.completed.load(Ordering::Relaxed) {
+                    "ok"
+                } else {
+                    "cancelled"
+                };
+                tracing::info!(user = %self.user, duration_ms = millis, rows, status, query = %query, "query")
             }
             Some(error) => {
                 tracing::warn!(user = %self.user, duration_ms = millis, rows, status = "error", error = %error, query = %query, "query")
@@ -320,8 +358,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        let frame = self.plan(&query.query, None).await?;
+        let user = self.user(&request)?;
+        let frame = self.plan(&user, &query.query, None).await?;
         let ticket = TicketStatementQuery {
             statement_handle: Bytes::from(query.query.clone()),
         };
@@ -338,9 +376,13 @@ impl FlightSqlService for TokenledgerFlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
-        let handle = PreparedHandle::decode(&command.prepared_statement_handle)?;
-        let frame = self.plan(&handle.query, handle.params.as_ref()).await?;
+        let user = self.user(&request)?;
+        let handle = self
+            .bindings
+            .resolve(PreparedHandle::decode(&command.prepared_statement_handle)?);
+        let frame = self
+            .plan(&user, &handle.query, handle.params.as_ref())
+            .await?;
         let info = self.flight_info(
             &frame,
             command.as_any().encode_to_vec().into(),
@@ -357,7 +399,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         let user = self.user(&request)?;
         let query = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
-        let frame = self.plan(&query, None).await?;
+        let frame = self.plan(&user, &query, None).await?;
         self.execute(frame, user, query).await
     }
 
@@ -367,8 +409,12 @@ impl FlightSqlService for TokenledgerFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
         let user = self.user(&request)?;
-        let handle = PreparedHandle::decode(&command.prepared_statement_handle)?;
-        let frame = self.plan(&handle.query, handle.params.as_ref()).await?;
+        let handle = self
+            .bindings
+            .resolve(PreparedHandle::decode(&command.prepared_statement_handle)?);
+        let frame = self
+            .plan(&user, &handle.query, handle.params.as_ref())
+            .await?;
         self.execute(frame, user, handle.query).await
     }
 
@@ -377,16 +423,12 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        self.user(&request)?;
-        let frame = self.plan(&query.query, None).await?;
+        let user = self.user(&request)?;
+        let frame = self.plan(&user, &query.query, None).await?;
         let dataset_schema = client_schema(frame.schema().as_arrow());
         let parameter_schema = metadata::parameter_schema(frame.logical_plan()).map_err(status)?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: PreparedHandle {
-                query: query.query,
-                params: None,
-            }
-            .encode()?,
+            prepared_statement_handle: PreparedHandle::prepare(query.query).encode()?,
             dataset_schema: schema_bytes(&dataset_schema)?,
             parameter_schema: schema_bytes(&parameter_schema)?,
         })
@@ -414,12 +456,12 @@ impl FlightSqlService for TokenledgerFlightSql {
                 ));
             }
         };
-        // Stateless handles: the new handle carries the parameters, so clients cannot rebind
-        // each other's statements.
-        let bound = PreparedHandle {
-            query: handle.query,
-            params,
-        };
+        // The returned handle carries the parameters; older clients that keep the first handle
+        // find them by its id.
+        if let Some(batch) = &params {
+            self.bindings.bind(handle.id, batch.clone());
+        }
+        let bound = PreparedHandle { params, ..handle };
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(bound.encode()?),
         })
@@ -427,11 +469,12 @@ impl FlightSqlService for TokenledgerFlightSql {
 
     async fn do_action_close_prepared_statement(
         &self,
-        _query: ActionClosePreparedStatementRequest,
+        query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        // Handles hold no server state: nothing to free.
         self.user(&request)?;
+        let handle = PreparedHandle::decode(&query.prepared_statement_handle)?;
+        self.bindings.forget(handle.id);
         Ok(())
     }
 

@@ -16,7 +16,16 @@ pub fn repo_root() -> PathBuf {
 /// Finds a program in the project venv (then, unless `venv_only`, on PATH). `None` only when
 /// skipping is allowed.
 pub fn peer(program: &str, venv_only: bool) -> Option<PathBuf> {
-    let in_venv = repo_root().join(".venv/bin").join(program);
+    find_peer(".venv", program, venv_only)
+}
+
+/// The Python interpreter of one of the venvs scripts/test.sh creates (`.venv`, `.venv-dbapi`).
+pub fn venv_python(venv: &str) -> Option<PathBuf> {
+    find_peer(venv, "python3", true)
+}
+
+fn find_peer(venv: &str, program: &str, venv_only: bool) -> Option<PathBuf> {
+    let in_venv = repo_root().join(venv).join("bin").join(program);
     if in_venv.exists() {
         return Some(in_venv);
     }
@@ -29,11 +38,11 @@ pub fn peer(program: &str, venv_only: bool) -> Option<PathBuf> {
         return on_path;
     }
     if std::env::var("TOKENLEDGER_SKIP_PEERS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: {program} not installed and TOKENLEDGER_SKIP_PEERS=1");
+        eprintln!("SKIPPED: {program} not installed in {venv} and TOKENLEDGER_SKIP_PEERS=1");
         return None;
     }
     panic!(
-        "{program} is not installed: run scripts/test.sh (it creates .venv with the test peers)"
+        "{program} is not installed in {venv}: run scripts/test.sh (it creates the venvs with the test peers)"
     );
 }
 
