@@ -19,6 +19,8 @@ setup_venv() {
 }
 setup_venv .venv scripts/requirements-test.txt
 setup_venv .venv-dbapi scripts/requirements-dbapi.txt
+# Benchmarks reuse the venvs without running the tests.
+[ "${1:-}" = "--venv-only" ] && exit 0
 export PATH="$PWD/.venv/bin:$PATH"
 
 cargo fmt --all -- --check

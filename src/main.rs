@@ -37,6 +37,19 @@ struct DataArg {
     /// AWS_ENDPOINT_URL, …).
     #[arg(long, env = "TOKENLEDGER_DATA", default_value = "testdata/sample")]
     data: String,
+    /// Fail queries on a table file that cannot be read as its table (cut short, not Parquet,
+    /// mistyped column) instead of leaving it out with a warning (see `tokenledger_files`).
+    #[arg(long)]
+    strict: bool,
+}
+
+impl DataArg {
+    fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            strict: self.strict,
+            ..SessionOptions::default()
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -224,7 +237,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         } => {
             let options = SessionOptions {
                 listing_ttl: Some(Duration::from_secs(refresh)),
-                ..SessionOptions::default()
+                ..data.session_options()
             };
             let session = TraceSession::open(DataLocation::parse(&data.data)?, &options).await?;
             let serve = ServeOptions {
@@ -292,14 +305,20 @@ async fn run_data_command(command: Command) -> Result<(), EngineError> {
         Command::Tables { data } => {
             let session = open(&data).await?;
             let summaries = session.table_summaries().await?;
+            let summaries_have_quarantine = summaries.iter().any(|s| s.quarantined > 0);
             println!(
-                "{:<14} {:>12} {:>7} {:>14}",
-                "table", "rows", "files", "bytes"
+                "{:<14} {:>12} {:>7} {:>14} {:>12}",
+                "table", "rows", "files", "bytes", "quarantined"
             );
             for s in summaries {
                 println!(
-                    "{:<14} {:>12} {:>7} {:>14}",
-                    s.table, s.rows, s.files, s.bytes
+                    "{:<14} {:>12} {:>7} {:>14} {:>12}",
+                    s.table, s.rows, s.files, s.bytes, s.quarantined
+                );
+            }
+            if summaries_have_quarantine {
+                eprintln!(
+                    "quarantined files are left out of queries: SELECT * FROM tokenledger_files WHERE status <> 'ok'"
                 );
             }
             Ok(())
@@ -412,7 +431,7 @@ async fn run_data_command(command: Command) -> Result<(), EngineError> {
 }
 
 async fn open(data: &DataArg) -> Result<TraceSession, EngineError> {
-    TraceSession::open(DataLocation::parse(&data.data)?, &SessionOptions::default()).await
+    TraceSession::open(DataLocation::parse(&data.data)?, &data.session_options()).await
 }
 
 /// Micros since the epoch of `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time.

@@ -2,11 +2,17 @@
 //! table should read.
 //!
 //! DataFusion's `ListingTable` does the scanning, pruning and partitioning; this wrapper decides
-//! which objects it sees. Listings skip objects a pipeline is still writing (names starting with
-//! `_` or `.`, zero-length objects), and every Parquet file under a table directory has its footer
-//! checked against the table's schema once (per path, size and version), so a file with a
-//! mistyped column fails with an error naming the file and the column instead of an opaque cast
-//! error deep inside a scan.
+//! which objects it sees:
+//! - Objects a pipeline is still writing are skipped: names starting with `_` or `.`, suffixes
+//!   such as `.tmp` or `.inprogress`, zero-length objects.
+//! - Every Parquet file under a table directory has its footer checked against the table's
+//!   schema once per version (path, size, ETag or modification time). A file that fails — cut
+//!   short, not Parquet at all, or with a column that cannot be read as the table's — is
+//!   *quarantined*: left out of every query, logged once as a warning, and reported in
+//!   [`TableFileStore::file_report`] (the `tokenledger_files` table). In strict mode it is an
+//!   error naming the file and the column instead.
+//! - Storage failures (S3 unreachable) are not quarantine: they fail the query that met them and
+//!   are not remembered, so the next query tries again.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,7 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+use datafusion::error::DataFusionError;
 use datafusion::execution::cache::cache_manager::FileMetadataCache;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -23,6 +31,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+use parquet::arrow::parquet_to_arrow_schema;
 
 use crate::error::EngineError;
 use crate::schema::TableDef;
@@ -31,23 +40,32 @@ use crate::schema::TableDef;
 const FOOTER_READS_IN_FLIGHT: usize = 16;
 /// Most footers (schema + row-group statistics) fit in one read of this size.
 const FOOTER_SIZE_HINT: usize = 64 * 1024;
+/// Name endings of files still being written (uploaders and writers add them until done).
+const IN_PROGRESS_SUFFIXES: [&str; 5] = [".tmp", ".temp", ".inprogress", ".partial", ".crdownload"];
+/// The only files a table reads.
+const PARQUET_SUFFIX: &str = ".parquet";
 
-/// Object store view that hides in-progress objects and checks table files' schemas.
+/// Object store view that hides in-progress objects and quarantines unreadable table files.
 #[derive(Debug)]
 pub struct TableFileStore {
+    checker: Arc<Checker>,
+}
+
+/// What the wrapper shares with its listing streams.
+#[derive(Debug)]
+struct Checker {
     inner: Arc<dyn ObjectStore>,
-    tables: Arc<Vec<(Path, &'static TableDef)>>,
-    checked: Arc<Mutex<CheckCache>>,
+    tables: Vec<(Path, &'static TableDef)>,
+    checked: Mutex<HashMap<FileVersion, FileCheck>>,
     /// The session's footer cache: footers read for checking are not read again by the scan.
     footer_cache: Option<Arc<FileMetadataCache>>,
     /// Put before object paths in messages, so users see `/data/x.parquet` or `s3://b/x.parquet`.
-    display_prefix: Arc<str>,
+    display_prefix: String,
+    /// Fail queries on a bad file instead of leaving it out.
+    strict: bool,
 }
 
-/// The verdict on each file version checked so far.
-type CheckCache = HashMap<FileVersion, Result<(), Arc<EngineError>>>;
-
-/// A file's identity for caching a schema check: a rewritten file gets checked again.
+/// A file's identity for caching a check: a rewritten file gets checked again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct FileVersion {
     path: Path,
@@ -68,35 +86,106 @@ impl From<&ObjectMeta> for FileVersion {
     }
 }
 
+/// The verdict on one file version: its rows, or why it is quarantined.
+#[derive(Debug, Clone)]
+pub enum FileCheck {
+    /// Readable as its table; this many rows.
+    Ok { rows: u64 },
+    /// Left out of queries, for this reason.
+    Quarantined(Arc<EngineError>),
+}
+
+/// One line of [`TableFileStore::file_report`].
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    /// The table whose directory holds the file.
+    pub table: &'static str,
+    /// Where it is, as users write it (`/data/spans/x.parquet`, `s3://bucket/spans/x.parquet`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time.
+    pub modified: DateTime<Utc>,
+    /// Whether queries read it.
+    pub check: FileCheck,
+}
+
 impl TableFileStore {
     /// Wraps `inner`; `tables` maps each table's directory to its definition. Footers read
     /// while checking go into `footer_cache` (the session's), so scans find them there.
     /// `display_prefix` turns object paths into what users know (`/`, `s3://bucket/`).
+    /// With `strict`, a bad file fails queries instead of being quarantined.
     pub fn new(
         inner: Arc<dyn ObjectStore>,
         tables: Vec<(Path, &'static TableDef)>,
         footer_cache: Option<Arc<FileMetadataCache>>,
         display_prefix: &str,
+        strict: bool,
     ) -> Self {
         TableFileStore {
-            inner,
-            tables: Arc::new(tables),
-            checked: Arc::default(),
-            footer_cache,
-            display_prefix: display_prefix.into(),
+            checker: Arc::new(Checker {
+                inner,
+                tables,
+                checked: Mutex::default(),
+                footer_cache,
+                display_prefix: display_prefix.to_string(),
+                strict,
+            }),
         }
     }
 
     /// The store being wrapped.
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
-        &self.inner
+        &self.checker.inner
+    }
+
+    /// Every file under every table directory (in-progress objects aside), with its verdict.
+    /// Files not named `*.parquet` are reported as quarantined: tables never read them.
+    pub async fn file_report(&self) -> Result<Vec<FileReport>, EngineError> {
+        let mut report = Vec::new();
+        for (dir, table) in &self.checker.tables {
+            let mut files: Vec<ObjectMeta> = self
+                .checker
+                .inner
+                .list(Some(dir))
+                .try_filter(|meta| futures::future::ready(is_visible(meta, dir)))
+                .try_collect()
+                .await?;
+            files.sort_by(|a, b| a.location.cmp(&b.location));
+            for meta in files {
+                let check = if is_parquet(&meta) {
+                    match self.checker.check(&meta, table).await {
+                        Ok(check) => check,
+                        // Deleted since the listing: no longer part of the table.
+                        Err(object_store::Error::NotFound { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    FileCheck::Quarantined(Arc::new(EngineError::Input(format!(
+                        "not read: tables read only files named *{PARQUET_SUFFIX}"
+                    ))))
+                };
+                report.push(FileReport {
+                    table: table.name,
+                    path: self.checker.display(&meta.location),
+                    size: meta.size,
+                    modified: meta.last_modified,
+                    check,
+                });
+            }
+        }
+        Ok(report)
     }
 }
 
-/// Whether a listed object is one a reader should see at all: pipelines write `_tmp`, `.part`
-/// or zero-length placeholders before the real file appears.
+/// Whether a listed object is one a reader should see at all: pipelines write `_tmp`, `.part`,
+/// `x.parquet.tmp` or zero-length placeholders before the real file appears.
 pub fn is_visible(meta: &ObjectMeta, below: &Path) -> bool {
     if meta.size == 0 {
+        return false;
+    }
+    let name = meta.location.filename().unwrap_or_default();
+    if IN_PROGRESS_SUFFIXES.iter().any(|s| name.ends_with(s)) {
         return false;
     }
     let Some(parts) = meta.location.prefix_match(below) else {
@@ -108,44 +197,148 @@ pub fn is_visible(meta: &ObjectMeta, below: &Path) -> bool {
     })
 }
 
-fn table_for<'a>(
-    tables: &'a [(Path, &'static TableDef)],
-    path: &Path,
-) -> Option<&'a (Path, &'static TableDef)> {
-    tables.iter().find(|(dir, _)| {
-        path.prefix_match(dir)
-            .is_some_and(|mut rest| rest.next().is_some())
-    })
+fn is_parquet(meta: &ObjectMeta) -> bool {
+    meta.location.as_ref().ends_with(PARQUET_SUFFIX)
 }
 
-async fn check_file(
-    store: &dyn ObjectStore,
-    footer_cache: Option<Arc<FileMetadataCache>>,
-    meta: &ObjectMeta,
-    table: &'static TableDef,
-    display_prefix: &str,
-) -> Result<(), EngineError> {
-    let file = format!("{display_prefix}{}", meta.location);
-    let schema = DFParquetMetadata::new(store, meta)
-        .with_metadata_size_hint(Some(FOOTER_SIZE_HINT))
-        .with_file_metadata_cache(footer_cache)
-        .fetch_schema()
-        .await
-        .map_err(|e| {
-            EngineError::Input(format!(
-                "{} file {file}: not readable as Parquet: {}",
-                table.name,
-                e.find_root()
-            ))
-        })?;
-    table
-        .check_file_schema(&schema)
-        .map_err(|p| EngineError::Schema {
-            table: table.name.to_string(),
-            file,
-            column: p.column,
-            problem: p.problem,
-        })
+impl Checker {
+    fn display(&self, location: &Path) -> String {
+        format!("{}{location}", self.display_prefix)
+    }
+
+    fn table_for(&self, path: &Path) -> Option<&'static TableDef> {
+        self.tables
+            .iter()
+            .find(|(dir, _)| {
+                path.prefix_match(dir)
+                    .is_some_and(|mut rest| rest.next().is_some())
+            })
+            .map(|(_, table)| *table)
+    }
+
+    /// The verdict on `meta`, from the cache or by reading its footer. Storage errors are
+    /// returned, not cached: they say nothing about the file.
+    async fn check(
+        &self,
+        meta: &ObjectMeta,
+        table: &'static TableDef,
+    ) -> object_store::Result<FileCheck> {
+        let version = FileVersion::from(meta);
+        if let Some(cached) = self.checked.lock().expect("check cache lock").get(&version) {
+            return Ok(cached.clone());
+        }
+        let check = match self.read_footer(meta, table).await? {
+            Ok(rows) => FileCheck::Ok { rows },
+            Err(problem) => {
+                // Strict sessions report it as the query's error instead. The problem names the
+                // file and, for schema problems, the column.
+                if !self.strict {
+                    tracing::warn!("quarantined, left out of queries: {problem}");
+                }
+                FileCheck::Quarantined(Arc::new(problem))
+            }
+        };
+        self.checked
+            .lock()
+            .expect("check cache lock")
+            .insert(version, check.clone());
+        Ok(check)
+    }
+
+    /// Reads the footer and checks its schema: the row count, or what is wrong with the file.
+    async fn read_footer(
+        &self,
+        meta: &ObjectMeta,
+        table: &'static TableDef,
+    ) -> object_store::Result<Result<u64, EngineError>> {
+        let file = self.display(&meta.location);
+        let footer = DFParquetMetadata::new(self.inner.as_ref(), meta)
+            .with_metadata_size_hint(Some(FOOTER_SIZE_HINT))
+            .with_file_metadata_cache(self.footer_cache.clone())
+            .fetch_metadata()
+            .await;
+        let footer = match footer {
+            Ok(footer) => footer,
+            Err(e) => {
+                if let Some(storage) = storage_error(&e) {
+                    return Err(storage);
+                }
+                return Ok(Err(EngineError::Input(format!(
+                    "{} file {file}: not readable as Parquet: {}",
+                    table.name,
+                    e.find_root()
+                ))));
+            }
+        };
+        let metadata = footer.file_metadata();
+        let schema =
+            match parquet_to_arrow_schema(metadata.schema_descr(), metadata.key_value_metadata()) {
+                Ok(schema) => schema,
+                Err(e) => {
+                    return Ok(Err(EngineError::Input(format!(
+                        "{} file {file}: Parquet schema has no Arrow equivalent: {e}",
+                        table.name
+                    ))));
+                }
+            };
+        let rows = u64::try_from(metadata.num_rows()).unwrap_or_default();
+        Ok(table
+            .check_file_schema(&schema)
+            .map(|()| rows)
+            .map_err(|p| EngineError::Schema {
+                table: table.name.to_string(),
+                file,
+                column: p.column,
+                problem: p.problem,
+            }))
+    }
+
+    /// `meta` if queries should read it; `None` if it is quarantined or gone; an error for a
+    /// storage failure or, in strict mode, a bad file.
+    async fn admit(&self, meta: ObjectMeta) -> object_store::Result<Option<ObjectMeta>> {
+        let Some(table) = self.table_for(&meta.location) else {
+            return Ok(Some(meta));
+        };
+        if !is_parquet(&meta) {
+            return Ok(Some(meta));
+        }
+        match self.check(&meta, table).await {
+            Ok(FileCheck::Ok { .. }) => Ok(Some(meta)),
+            Ok(FileCheck::Quarantined(problem)) if self.strict => Err(to_store_error(problem)),
+            Ok(FileCheck::Quarantined(_)) => Ok(None),
+            // Deleted between the listing and the check: no longer part of the table.
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The object store error inside a failed footer read, if the failure was the store's (network,
+/// permissions, deleted file) rather than the file's content.
+fn storage_error(e: &DataFusionError) -> Option<object_store::Error> {
+    use std::error::Error;
+    let mut source: Option<&(dyn Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(store) = err.downcast_ref::<object_store::Error>() {
+            return Some(copy_store_error(store));
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// object_store errors are not `Clone`; keep what callers match on (not found) and the message.
+fn copy_store_error(e: &object_store::Error) -> object_store::Error {
+    match e {
+        object_store::Error::NotFound { path, .. } => object_store::Error::NotFound {
+            path: path.clone(),
+            source: e.to_string().into(),
+        },
+        other => object_store::Error::Generic {
+            store: "tokenledger",
+            source: other.to_string().into(),
+        },
+    }
 }
 
 fn to_store_error(e: Arc<EngineError>) -> object_store::Error {
@@ -169,7 +362,7 @@ impl std::error::Error for SharedError {}
 
 impl fmt::Display for TableFileStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TableFileStore({})", self.inner)
+        write!(f, "TableFileStore({})", self.checker.inner)
     }
 }
 
@@ -181,7 +374,7 @@ impl ObjectStore for TableFileStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
+        self.checker.inner.put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(
@@ -189,7 +382,7 @@ impl ObjectStore for TableFileStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
+        self.checker.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(
@@ -197,7 +390,7 @@ impl ObjectStore for TableFileStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        self.checker.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(
@@ -205,73 +398,34 @@ impl ObjectStore for TableFileStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
+        self.checker.inner.get_ranges(location, ranges).await
     }
 
     fn delete_stream(
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
+        self.checker.inner.delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let below = prefix.cloned().unwrap_or_default();
-        let inner = Arc::clone(&self.inner);
-        let tables = Arc::clone(&self.tables);
-        let checked = Arc::clone(&self.checked);
-        let footer_cache = self.footer_cache.clone();
-        let display_prefix = Arc::clone(&self.display_prefix);
-        self.inner
+        let checker = Arc::clone(&self.checker);
+        self.checker
+            .inner
             .list(prefix)
             .try_filter(move |meta| futures::future::ready(is_visible(meta, &below)))
             .map_ok(move |meta| {
-                let inner = Arc::clone(&inner);
-                let tables = Arc::clone(&tables);
-                let checked = Arc::clone(&checked);
-                let footer_cache = footer_cache.clone();
-                let display_prefix = Arc::clone(&display_prefix);
-                async move {
-                    let Some((_, table)) = table_for(&tables, &meta.location) else {
-                        return Ok(meta);
-                    };
-                    if !meta.location.as_ref().ends_with(".parquet") {
-                        return Ok(meta);
-                    }
-                    let version = FileVersion::from(&meta);
-                    let cached = checked
-                        .lock()
-                        .expect("check cache lock")
-                        .get(&version)
-                        .cloned();
-                    let verdict = match cached {
-                        Some(verdict) => verdict,
-                        None => {
-                            let verdict = check_file(
-                                inner.as_ref(),
-                                footer_cache,
-                                &meta,
-                                table,
-                                &display_prefix,
-                            )
-                            .await
-                            .map_err(Arc::new);
-                            checked
-                                .lock()
-                                .expect("check cache lock")
-                                .insert(version, verdict.clone());
-                            verdict
-                        }
-                    };
-                    verdict.map(|()| meta).map_err(to_store_error)
-                }
+                let checker = Arc::clone(&checker);
+                async move { checker.admit(meta).await }
             })
             .try_buffered(FOOTER_READS_IN_FLIGHT)
+            .try_filter_map(futures::future::ok)
             .boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let mut result = self.inner.list_with_delimiter(prefix).await?;
+        let mut result = self.checker.inner.list_with_delimiter(prefix).await?;
         let below = prefix.cloned().unwrap_or_default();
         result.objects.retain(|meta| is_visible(meta, &below));
         Ok(result)
@@ -283,7 +437,7 @@ impl ObjectStore for TableFileStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
+        self.checker.inner.copy_opts(from, to, options).await
     }
 }
 
@@ -315,6 +469,11 @@ mod tests {
         ));
         assert!(!is_visible(&meta("data/spans/.a.parquet", 10), &below));
         assert!(!is_visible(&meta("data/spans/a.parquet", 0), &below));
+        assert!(!is_visible(&meta("data/spans/a.parquet.tmp", 10), &below));
+        assert!(!is_visible(
+            &meta("data/spans/a.parquet.inprogress", 10),
+            &below
+        ));
         // Only names below the listed prefix count: a data root under `_build/` still works.
         assert!(is_visible(
             &meta("_build/data/spans/a.parquet", 10),

@@ -2,7 +2,7 @@
 //! every front end queries through, and the Parquet writers (including the trace generator).
 //!
 //! Data flows one way: storage ([`location`]) → catalog ([`files`], [`schema`]) → session
-//! ([`session`]) → the CLI or the Flight SQL server.
+//! ([`session`], with the [`system`] table of files) → the CLI or the Flight SQL server.
 
 pub mod error;
 pub mod files;
@@ -12,6 +12,7 @@ pub mod location;
 pub mod reports;
 pub mod schema;
 pub mod session;
+pub mod system;
 pub mod writer;
 
 pub use error::{EngineError, Result};

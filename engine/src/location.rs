@@ -2,6 +2,7 @@
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -9,6 +10,7 @@ use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{BackoffConfig, RetryConfig};
 
 use crate::error::{EngineError, Result};
 
@@ -141,9 +143,20 @@ impl DataLocation {
                 if endpoint.is_some_and(|e| e.starts_with("http://")) {
                     builder = builder.with_allow_http(true);
                 }
-                Ok(Arc::new(builder.build()?))
+                Ok(Arc::new(builder.with_retry(s3_retry()).build()?))
             }
         }
+    }
+}
+
+/// Retries for S3 requests: enough to ride out a blip, short enough that a query against an
+/// unreachable server fails in seconds with a clear error (object_store's default keeps trying
+/// for three minutes).
+fn s3_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(10),
     }
 }
 

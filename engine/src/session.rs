@@ -8,15 +8,15 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::TryStreamExt;
 use object_store::ObjectStore;
 
 use tokenledger_udfs::PriceBook;
 
 use crate::error::{EngineError, Result};
-use crate::files::TableFileStore;
+use crate::files::{FileCheck, TableFileStore};
 use crate::location::{DataLocation, S3Overrides};
 use crate::schema::{MODEL_PRICES, TABLES, TableDef};
+use crate::system::{FILES_TABLE, FilesTable};
 
 /// The catalog and schema that hold the trace tables (what BI tools show).
 pub const CATALOG: &str = "tokenledger";
@@ -33,6 +33,9 @@ pub struct SessionOptions {
     /// How long a table's file listing may be reused before the store is listed again.
     /// `None` keeps it for the life of the session (fine for one-shot CLI queries).
     pub listing_ttl: Option<Duration>,
+    /// Fail queries on a table file that cannot be read as its table, instead of leaving the
+    /// file out (quarantine) and answering from the others.
+    pub strict: bool,
 }
 
 /// A session over one data location.
@@ -61,6 +64,7 @@ impl TraceSession {
             table_dirs,
             Some(footer_cache),
             &location.display_prefix(),
+            options.strict,
         ));
         ctx.register_object_store(
             location.store_url().as_ref(),
@@ -69,6 +73,7 @@ impl TraceSession {
         for table in TABLES {
             register_table(&ctx, &location, table)?;
         }
+        ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
         let prices = load_prices(&ctx).await;
         tokenledger_udfs::register_all(&ctx, prices);
         crate::reports::register_views(&ctx).await?;
@@ -79,25 +84,33 @@ impl TraceSession {
         })
     }
 
-    /// Files, bytes and rows of each table, in [`TABLES`] order.
+    /// Files, bytes and rows of each table, in [`TABLES`] order, from the file footers; and
+    /// how many files are quarantined.
     pub async fn table_summaries(&self) -> Result<Vec<TableSummary>> {
-        let mut summaries = Vec::with_capacity(TABLES.len());
-        for table in TABLES {
-            let dir = self.location.table_dir(table.name);
-            let files: Vec<_> = self
-                .store
-                .list(Some(&dir))
-                .try_filter(|m| futures::future::ready(m.location.as_ref().ends_with(".parquet")))
-                .try_collect()
-                .await?;
-            let rows = self.ctx.table(table.name).await?.count().await?;
-            summaries.push(TableSummary {
-                table: table.name,
-                files: files.len(),
-                bytes: files.iter().map(|f| f.size).sum(),
-                rows,
-            });
-        }
+        let report = self.store.file_report().await?;
+        let summaries = TABLES
+            .iter()
+            .map(|table| {
+                let mut summary = TableSummary {
+                    table: table.name,
+                    files: 0,
+                    bytes: 0,
+                    rows: 0,
+                    quarantined: 0,
+                };
+                for file in report.iter().filter(|f| f.table == table.name) {
+                    match file.check {
+                        FileCheck::Ok { rows } => {
+                            summary.files += 1;
+                            summary.bytes += file.size;
+                            summary.rows += rows;
+                        }
+                        FileCheck::Quarantined(_) => summary.quarantined += 1,
+                    }
+                }
+                summary
+            })
+            .collect();
         Ok(summaries)
     }
 }
@@ -126,7 +139,9 @@ pub struct TableSummary {
     /// Their total size.
     pub bytes: u64,
     /// Rows across them.
-    pub rows: usize,
+    pub rows: u64,
+    /// Files left out of queries (see `tokenledger_files`).
+    pub quarantined: usize,
 }
 
 /// A context with tokenledger's settings and no tables; used by [`TraceSession::open`] and by

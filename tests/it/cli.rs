@@ -52,7 +52,7 @@ fn bad_sql_unknown_table_and_missing_location_are_one_clear_line() {
 }
 
 #[test]
-fn a_file_with_a_wrong_column_type_is_named_in_the_error() {
+fn a_file_with_a_wrong_column_type_is_quarantined_or_with_strict_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
     let csv = dir.path().join("bad.csv");
@@ -74,12 +74,59 @@ fn a_file_with_a_wrong_column_type_is_named_in_the_error() {
         ],
         &[],
     ));
+    // By default the file is quarantined: the query answers from the other files (none here),
+    // and one warning names the file and the column.
+    let out = tokenledger(
+        &[
+            "query",
+            "--data",
+            data,
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM model_prices",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(ok(out), "n\n0\n");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("WARN")
+            && stderr.contains("model_prices/2026/bad.parquet")
+            && stderr.contains("\"input_usd_per_mtok\" has type Utf8"),
+        "{stderr}"
+    );
+    let files = ok(tokenledger(
+        &[
+            "query",
+            "--data",
+            data,
+            "--format",
+            "csv",
+            "SELECT status, error FROM tokenledger_files",
+        ],
+        &[],
+    ));
+    assert!(files.starts_with("status,error\nquarantined,"), "{files}");
+    // --strict makes it the query's error instead.
     fails_with(
-        &["query", "--data", data, "SELECT * FROM model_prices"],
+        &[
+            "query",
+            "--strict",
+            "--data",
+            data,
+            "SELECT * FROM model_prices",
+        ],
         "model_prices file",
     );
     let out = tokenledger(
-        &["query", "--data", data, "SELECT * FROM model_prices"],
+        &[
+            "query",
+            "--strict",
+            "--data",
+            data,
+            "SELECT * FROM model_prices",
+        ],
         &[],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);

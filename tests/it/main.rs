@@ -1,5 +1,6 @@
 //! End-to-end tests of the `tokenledger` binary (one test binary for the root crate).
 
+mod bucket;
 mod cli;
 mod flight_clients;
 mod peers;

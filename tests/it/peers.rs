@@ -86,6 +86,9 @@ pub const S3_SECRET: &str = "tokenledger-test-secret";
 /// A SeaweedFS S3 server on 127.0.0.1, stopped when dropped.
 pub struct S3Server {
     child: Child,
+    weed: PathBuf,
+    args: Vec<String>,
+    bucket: String,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     _dir: tempfile::TempDir,
@@ -124,24 +127,30 @@ impl S3Server {
         ] {
             args.push(format!("-{flag}={}", free_port()));
         }
-        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
-        let child = Command::new(weed)
-            .args(&args)
-            .current_dir(dir.path())
-            .env("AWS_ACCESS_KEY_ID", S3_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("weed starts");
+        let child = spawn_weed(&weed, &args, dir.path());
         let server = S3Server {
             child,
+            weed,
+            args,
+            bucket: bucket.to_string(),
             endpoint: format!("http://127.0.0.1:{s3_port}"),
             _dir: dir,
         };
-        server.wait_ready(bucket);
+        server.wait_ready();
         Some(server)
+    }
+
+    /// Kills the server, as a crash or network loss would take it away.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports over the same data, and waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_weed(&self.weed, &self.args, self._dir.path());
+        self.wait_ready();
     }
 
     /// Environment for tokenledger to reach this server the AWS way.
@@ -154,7 +163,23 @@ impl S3Server {
         ]
     }
 
-    fn wait_ready(&self, bucket: &str) {
+    /// The same settings as [`S3Server::env`], as session overrides (for in-process sessions).
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        self.env()
+            .into_iter()
+            .map(|(key, value)| {
+                let key = if key == "AWS_ENDPOINT_URL" {
+                    "aws_endpoint"
+                } else {
+                    key
+                };
+                (key.to_lowercase(), value)
+            })
+            .collect()
+    }
+
+    fn wait_ready(&self) {
+        let bucket = &self.bucket;
         let deadline = Instant::now() + Duration::from_secs(60);
         let probe_dir = tempfile::tempdir().unwrap();
         let csv = probe_dir.path().join("probe.csv");
@@ -189,6 +214,24 @@ impl S3Server {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+}
+
+fn spawn_weed(weed: &Path, args: &[String], dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("weed.log"))
+        .unwrap();
+    Command::new(weed)
+        .args(args)
+        .current_dir(dir)
+        .env("AWS_ACCESS_KEY_ID", S3_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("weed starts")
 }
 
 impl Drop for S3Server {

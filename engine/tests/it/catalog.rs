@@ -173,67 +173,169 @@ async fn narrower_types_are_widened() {
     );
 }
 
-#[tokio::test]
-async fn a_mistyped_column_is_an_error_naming_the_file_and_column() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let good = good_batch("good", &[1]);
+/// A spans directory with one good file (3 rows) and every kind of bad file a pipeline drops.
+async fn good_file_among_bad_ones(d: &std::path::Path) {
+    let good = good_batch("good", &[1, 2, 3]);
     write_file(d, "spans/good.parquet", &good.schema(), &good).await;
-    let bad = spans_batch(
+    let mistyped = spans_batch(
         "bad",
         1,
         Arc::new(StringArray::from(vec!["lots"])),
         DataType::Utf8,
     );
-    write_file(d, "spans/2026/bad.parquet", &bad.schema(), &bad).await;
-
-    let session = open(d).await;
-    let message = query_error(&session, "SELECT count(*) FROM spans").await;
-    assert!(message.contains("spans/2026/bad.parquet"), "{message}");
-    assert!(message.contains("input_tokens"), "{message}");
-    assert!(
-        message.contains("Utf8") && message.contains("Int64"),
-        "{message}"
-    );
-    assert!(!message.contains('\n'), "one line: {message}");
-}
-
-#[tokio::test]
-async fn a_missing_required_column_is_an_error_naming_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+    write_file(
+        d,
+        "spans/2026/mistyped.parquet",
+        &mistyped.schema(),
+        &mistyped,
+    )
+    .await;
     let batch = good_batch("w", &[1]);
     let without_workflow = batch.project(&[0, 1, 2, 3, 5, 6, 7, 8]).unwrap();
     write_file(
         d,
-        "spans/x.parquet",
+        "spans/no_workflow.parquet",
         &without_workflow.schema(),
         &without_workflow,
     )
     .await;
+    std::fs::write(
+        d.join("spans/garbage.parquet"),
+        b"this is not parquet at all",
+    )
+    .unwrap();
+    // A file cut short, as an interrupted upload leaves it.
+    let whole = std::fs::read(d.join("spans/good.parquet")).unwrap();
+    std::fs::write(d.join("spans/truncated.parquet"), &whole[..whole.len() / 2]).unwrap();
+}
+
+#[tokio::test]
+async fn bad_files_are_quarantined_and_listed_and_good_ones_still_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    good_file_among_bad_ones(d).await;
+    std::fs::write(d.join("spans/export.csv"), b"trace_id\nx\n").unwrap();
+    std::fs::write(d.join("spans/late.parquet.tmp"), b"still uploading").unwrap();
+
     let session = open(d).await;
-    let message = query_error(&session, "SELECT * FROM spans").await;
-    assert!(
-        message.contains("spans/x.parquet")
-            && message.contains("\"workflow\" is required but missing"),
-        "{message}"
+    assert_eq!(
+        rows(&session, "SELECT count(*), sum(input_tokens) FROM spans").await,
+        vec![vec!["3", "6"]]
+    );
+    let files = rows(
+        &session,
+        "SELECT regexp_replace(path, '^.*/spans/', ''), table_name, rows, status, error \
+         FROM tokenledger_files ORDER BY path",
+    )
+    .await;
+    let by_name = |name: &str| {
+        files
+            .iter()
+            .find(|f| f[0] == name)
+            .unwrap_or_else(|| panic!("{name} not in {files:?}"))
+    };
+    assert_eq!(by_name("good.parquet")[1..4], ["spans", "3", "ok"]);
+    assert_eq!(by_name("good.parquet")[4], "NULL");
+    let expected_errors = [
+        ("2026/mistyped.parquet", "column \"input_tokens\""),
+        (
+            "no_workflow.parquet",
+            "\"workflow\" is required but missing",
+        ),
+        ("garbage.parquet", "not readable as Parquet"),
+        ("truncated.parquet", "not readable as Parquet"),
+        (
+            "export.csv",
+            "not read: tables read only files named *.parquet",
+        ),
+    ];
+    for (name, error) in expected_errors {
+        let file = by_name(name);
+        assert_eq!(file[2..4], ["NULL", "quarantined"], "{file:?}");
+        assert!(file[4].contains(error), "{name}: {}", file[4]);
+        assert!(!file[4].contains('\n'), "one line: {}", file[4]);
+    }
+    assert_eq!(
+        files.len(),
+        6,
+        "in-progress files are not listed: {files:?}"
     );
 }
 
 #[tokio::test]
-async fn a_file_that_is_not_parquet_is_an_error_naming_it() {
+async fn strict_mode_makes_a_bad_file_an_error_naming_the_file_and_column() {
+    let cases: [(&str, &[&str]); 4] = [
+        ("2026/mistyped.parquet", &["input_tokens", "Utf8", "Int64"]),
+        (
+            "no_workflow.parquet",
+            &["\"workflow\" is required but missing"],
+        ),
+        ("garbage.parquet", &["not readable as Parquet"]),
+        ("truncated.parquet", &["not readable as Parquet"]),
+    ];
+    for (bad, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        good_file_among_bad_ones(d).await;
+        // Leave only the good file and this one bad file.
+        for (other, _) in cases.iter().filter(|(name, _)| *name != bad) {
+            std::fs::remove_file(d.join("spans").join(other)).unwrap();
+        }
+        let strict = SessionOptions {
+            strict: true,
+            ..SessionOptions::default()
+        };
+        let session =
+            TraceSession::open(DataLocation::parse(d.to_str().unwrap()).unwrap(), &strict)
+                .await
+                .unwrap();
+        let message = query_error(&session, "SELECT count(*) FROM spans").await;
+        assert!(message.contains(&format!("spans/{bad}")), "{message}");
+        for part in expected {
+            assert!(message.contains(part), "{bad}: {message}");
+        }
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+}
+
+#[tokio::test]
+async fn new_and_completed_files_are_seen_after_the_listing_lifetime() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("outcomes")).unwrap();
-    std::fs::write(
-        dir.path().join("outcomes/garbage.parquet"),
-        b"this is not parquet at all",
-    )
-    .unwrap();
-    let session = open(dir.path()).await;
-    let message = query_error(&session, "SELECT count(*) FROM outcomes").await;
-    assert!(
-        message.contains("outcomes/garbage.parquet") && message.contains("not readable as Parquet"),
-        "{message}"
+    let d = dir.path();
+    let first = good_batch("first", &[1]);
+    write_file(d, "spans/first.parquet", &first.schema(), &first).await;
+    let ttl = std::time::Duration::from_millis(300);
+    let options = SessionOptions {
+        listing_ttl: Some(ttl),
+        ..SessionOptions::default()
+    };
+    let session = TraceSession::open(DataLocation::parse(d.to_str().unwrap()).unwrap(), &options)
+        .await
+        .unwrap();
+    let count = "SELECT count(*) FROM spans";
+    assert_eq!(rows(&session, count).await, vec![vec!["1"]]);
+
+    // A second file lands, and a third arrives half-written under its final name.
+    let second = good_batch("second", &[2, 3]);
+    write_file(d, "spans/second.parquet", &second.schema(), &second).await;
+    let third = good_batch("third", &[4, 5, 6]);
+    write_file(d, "staging/third.parquet", &third.schema(), &third).await;
+    let whole = std::fs::read(d.join("staging/third.parquet")).unwrap();
+    std::fs::write(d.join("spans/third.parquet"), &whole[..whole.len() / 3]).unwrap();
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(rows(&session, count).await, vec![vec!["3"]]);
+
+    // The upload completes: the new version is checked again and read.
+    std::fs::write(d.join("spans/third.parquet"), &whole).unwrap();
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(rows(&session, count).await, vec![vec!["6"]]);
+    assert_eq!(
+        rows(
+            &session,
+            "SELECT count(*) FROM tokenledger_files WHERE status = 'ok'"
+        )
+        .await,
+        vec![vec!["3"]]
     );
 }
 
@@ -249,4 +351,87 @@ async fn a_missing_location_is_a_clear_error() {
         message,
         "data location \"/no/such/tokenledger/data\": does not exist"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_while_files_come_and_go_answer_consistently_or_fail_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // File i holds i + 1 rows of 10^i tokens, so a sum's decimal digit i says whether the whole
+    // of file i was read (digit i + 1) or none of it (0); anything else is a torn read.
+    const FILES: u32 = 6;
+    for i in 0..FILES {
+        let tokens = vec![10_i64.pow(i); i as usize + 1];
+        let batch = good_batch(&format!("f{i}"), &tokens);
+        write_file(d, &format!("staging/f{i}.parquet"), &batch.schema(), &batch).await;
+    }
+    std::fs::create_dir_all(d.join("spans")).unwrap();
+    let options = SessionOptions {
+        listing_ttl: Some(std::time::Duration::from_millis(1)),
+        ..SessionOptions::default()
+    };
+    let session = TraceSession::open(DataLocation::parse(d.to_str().unwrap()).unwrap(), &options)
+        .await
+        .unwrap();
+
+    // A pipeline adding files (atomically, by rename) and a janitor deleting them.
+    let spans = d.join("spans");
+    let staging = d.join("staging");
+    let churn = std::thread::spawn(move || {
+        for round in 0..400_u32 {
+            let i = round * 7 % FILES;
+            let live = spans.join(format!("f{i}.parquet"));
+            if live.exists() {
+                std::fs::remove_file(&live).unwrap();
+            } else {
+                let tmp = spans.join(format!(".f{i}.parquet"));
+                std::fs::copy(staging.join(format!("f{i}.parquet")), &tmp).unwrap();
+                std::fs::rename(&tmp, &live).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+
+    let (mut answered, mut failed) = (0, 0);
+    while !churn.is_finished() {
+        let result = async {
+            session
+                .ctx
+                .sql("SELECT count(*), sum(input_tokens) FROM spans")
+                .await?
+                .collect()
+                .await
+        }
+        .await;
+        match result {
+            Ok(batches) => {
+                let row = &crate::support::stringify(&batches)[0];
+                let count: u32 = row[0].parse().unwrap();
+                let sum: i64 = if row[1] == "NULL" {
+                    0
+                } else {
+                    row[1].parse().unwrap()
+                };
+                let mut expected_count = 0;
+                for i in 0..FILES {
+                    let digit = (sum / 10_i64.pow(i) % 10) as u32;
+                    assert!(digit == 0 || digit == i + 1, "torn read: sum {sum}");
+                    expected_count += digit;
+                }
+                assert_eq!(count, expected_count, "count and sum disagree: {row:?}");
+                answered += 1;
+            }
+            Err(e) => {
+                let message = EngineError::from(e).user_message();
+                assert!(!message.to_lowercase().contains("panic"), "{message}");
+                assert!(
+                    message.contains("not found") || message.contains("No such file"),
+                    "a vanished file should be named as such: {message}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    churn.join().unwrap();
+    assert!(answered > 0, "no query answered ({failed} failed)");
 }

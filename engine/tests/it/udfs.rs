@@ -162,7 +162,7 @@ async fn token_cost_reprices_generated_calls_exactly() {
 }
 
 #[tokio::test]
-async fn a_broken_prices_table_fails_token_cost_but_not_other_queries() {
+async fn a_broken_prices_file_is_quarantined_or_with_strict_fails_only_token_cost() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("model_prices")).unwrap();
     std::fs::write(
@@ -170,21 +170,32 @@ async fn a_broken_prices_table_fails_token_cost_but_not_other_queries() {
         b"not parquet",
     )
     .unwrap();
+    let token_cost = "SELECT token_cost('m', 1, 0, 1, 0, now())";
+
+    // Quarantined: no prices, so no price for the model, and the file is listed as bad.
     let session = open(dir.path()).await;
+    assert_eq!(rows(&session, token_cost).await, vec![vec!["NULL"]]);
+    assert_eq!(
+        rows(&session, "SELECT table_name, status FROM tokenledger_files").await,
+        vec![vec!["model_prices", "quarantined"]]
+    );
+
+    // Strict: token_cost says why it cannot price anything; other queries still run.
+    let strict = tokenledger_engine::SessionOptions {
+        strict: true,
+        ..Default::default()
+    };
+    let location = tokenledger_engine::DataLocation::parse(dir.path().to_str().unwrap()).unwrap();
+    let session = tokenledger_engine::TraceSession::open(location, &strict)
+        .await
+        .unwrap();
     assert_eq!(
         rows(&session, "SELECT effective_cost(1, 0.5)").await,
         vec![vec!["2.0"]]
     );
-    let error = async {
-        session
-            .ctx
-            .sql("SELECT token_cost('m', 1, 0, 1, 0, now())")
-            .await?
-            .collect()
-            .await
-    }
-    .await
-    .unwrap_err();
+    let error = async { session.ctx.sql(token_cost).await?.collect().await }
+        .await
+        .unwrap_err();
     let message = tokenledger_engine::EngineError::from(error).user_message();
     assert!(
         message.contains("token_cost: model prices are unavailable")

@@ -1,0 +1,114 @@
+//! `tokenledger_files`: every file under every table directory, with whether queries read it.
+//! Listed afresh by each query, so a pipeline's operator sees a file the moment it lands, and a
+//! quarantined file with the reason it was left out.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::array::{Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::files::{FileCheck, FileReport, TableFileStore};
+use crate::schema::timestamp_type;
+
+/// The system table's name.
+pub const FILES_TABLE: &str = "tokenledger_files";
+
+static FILES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("size_bytes", DataType::Int64, false),
+        Field::new("modified", timestamp_type(), false),
+        Field::new("rows", DataType::Int64, true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+});
+
+/// The `tokenledger_files` table over a session's file store.
+#[derive(Debug)]
+pub struct FilesTable {
+    store: Arc<TableFileStore>,
+}
+
+impl FilesTable {
+    /// Reports on the files `store` sees.
+    pub fn new(store: Arc<TableFileStore>) -> Self {
+        FilesTable { store }
+    }
+}
+
+#[async_trait]
+impl TableProvider for FilesTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&FILES_SCHEMA)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let report = self
+            .store
+            .file_report()
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let batch = report_batch(&report)?;
+        let exec =
+            MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+fn report_batch(report: &[FileReport]) -> Result<RecordBatch> {
+    let mut table = StringBuilder::new();
+    let mut path = StringBuilder::new();
+    let mut size = Int64Builder::new();
+    let mut modified = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut rows = Int64Builder::new();
+    let mut status = StringBuilder::new();
+    let mut error = StringBuilder::new();
+    for file in report {
+        table.append_value(file.table);
+        path.append_value(&file.path);
+        size.append_value(i64::try_from(file.size).unwrap_or(i64::MAX));
+        modified.append_value(file.modified.timestamp_micros());
+        match &file.check {
+            FileCheck::Ok { rows: n } => {
+                rows.append_value(i64::try_from(*n).unwrap_or(i64::MAX));
+                status.append_value("ok");
+                error.append_null();
+            }
+            FileCheck::Quarantined(problem) => {
+                rows.append_null();
+                status.append_value("quarantined");
+                error.append_value(problem.user_message());
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::clone(&FILES_SCHEMA),
+        vec![
+            Arc::new(table.finish()),
+            Arc::new(path.finish()),
+            Arc::new(size.finish()),
+            Arc::new(modified.finish()),
+            Arc::new(rows.finish()),
+            Arc::new(status.finish()),
+            Arc::new(error.finish()),
+        ],
+    )?)
+}

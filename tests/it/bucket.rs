@@ -1,0 +1,197 @@
+//! A bucket pipelines write into, on the real S3 server: new files show up after the listing
+//! lifetime, bad files are quarantined while good ones answer, and a vanished server is a clear
+//! error that heals when the server is back. A long-lived session here stands in for `serve`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
+
+use crate::peers::{S3Server, repo_root};
+
+const LISTING_TTL: Duration = Duration::from_millis(300);
+const COUNT: &str = "SELECT count(*) AS n, sum(input_tokens) AS tokens FROM spans";
+
+/// (rows, input tokens) of the hand-made spans, from its CSV source (not through the engine).
+fn handmade_spans_totals() -> (i64, i64) {
+    let csv = std::fs::read_to_string(repo_root().join("testdata/handmade/csv/spans.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let column = header.iter().position(|h| *h == "input_tokens").unwrap();
+    let mut totals = (0, 0);
+    for line in lines.filter(|l| !l.is_empty()) {
+        totals.0 += 1;
+        totals.1 += line
+            .split(',')
+            .nth(column)
+            .unwrap()
+            .parse::<i64>()
+            .unwrap_or(0);
+    }
+    totals
+}
+
+fn handmade(table: &str) -> Vec<u8> {
+    std::fs::read(repo_root().join(format!("testdata/handmade/{table}/{table}.parquet"))).unwrap()
+}
+
+async fn put(store: &Arc<dyn ObjectStore>, key: &str, bytes: Vec<u8>) {
+    store.put(&Path::from(key), bytes.into()).await.unwrap();
+}
+
+async fn count(session: &TraceSession) -> Result<(i64, i64), String> {
+    let batches = async { session.ctx.sql(COUNT).await?.collect().await }
+        .await
+        .map_err(|e| EngineError::from(e).user_message())?;
+    let column = |i: usize| batches[0].column(i).as_primitive::<Int64Type>().value(0);
+    Ok((column(0), column(1)))
+}
+
+/// Every row as strings ("NULL" for nulls).
+fn string_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+async fn open(location: &DataLocation, s3: &[(String, String)], strict: bool) -> TraceSession {
+    let options = SessionOptions {
+        s3: s3.to_vec(),
+        listing_ttl: Some(LISTING_TTL),
+        strict,
+        ..SessionOptions::default()
+    };
+    TraceSession::open(location.clone(), &options)
+        .await
+        .unwrap()
+}
+
+/// Waits out the listing lifetime, so the next query lists the bucket again.
+async fn next_listing() {
+    tokio::time::sleep(LISTING_TTL * 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bucket_files_appear_bad_ones_are_quarantined_and_outages_heal() {
+    let Some(mut server) = S3Server::start("pipeline") else {
+        return;
+    };
+    let s3 = server.overrides();
+    let location = DataLocation::parse("s3://pipeline/lake").unwrap();
+    let store = location.open_store(&s3).unwrap();
+    let (rows, tokens) = handmade_spans_totals();
+
+    put(&store, "lake/spans/2026/01/a.parquet", handmade("spans")).await;
+    let session = open(&location, &s3, false).await;
+    assert_eq!(count(&session).await, Ok((rows, tokens)));
+
+    // A new file is seen by the first query after the listing lifetime.
+    put(&store, "lake/spans/2026/02/b.parquet", handmade("spans")).await;
+    next_listing().await;
+    assert_eq!(count(&session).await, Ok((2 * rows, 2 * tokens)));
+
+    // What pipelines also drop: garbage, a cut-short upload, another table's file, and
+    // in-progress objects that must not even be listed.
+    let spans = handmade("spans");
+    put(
+        &store,
+        "lake/spans/garbage.parquet",
+        b"<html>503</html>".to_vec(),
+    )
+    .await;
+    put(
+        &store,
+        "lake/spans/truncated.parquet",
+        spans[..spans.len() / 2].to_vec(),
+    )
+    .await;
+    put(
+        &store,
+        "lake/spans/wrong_table.parquet",
+        handmade("outcomes"),
+    )
+    .await;
+    put(&store, "lake/spans/_staging/c.parquet", spans.clone()).await;
+    put(&store, "lake/spans/c.parquet.inprogress", spans.clone()).await;
+    put(&store, "lake/spans/placeholder.parquet", Vec::new()).await;
+    next_listing().await;
+    assert_eq!(count(&session).await, Ok((2 * rows, 2 * tokens)));
+
+    let files = string_rows(
+        &session
+            .ctx
+            .sql("SELECT path, status, rows, error FROM tokenledger_files ORDER BY path")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap(),
+    );
+    let listed: Vec<(&str, &str)> = files
+        .iter()
+        .map(|f| (f[0].as_str(), f[1].as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("s3://pipeline/lake/spans/2026/01/a.parquet", "ok"),
+            ("s3://pipeline/lake/spans/2026/02/b.parquet", "ok"),
+            ("s3://pipeline/lake/spans/garbage.parquet", "quarantined"),
+            ("s3://pipeline/lake/spans/truncated.parquet", "quarantined"),
+            (
+                "s3://pipeline/lake/spans/wrong_table.parquet",
+                "quarantined"
+            ),
+        ]
+    );
+    assert_eq!(files[0][2], rows.to_string());
+    assert!(files[2][3].contains("not readable as Parquet"), "{files:?}");
+    assert!(files[4][3].contains("is required but missing"), "{files:?}");
+
+    // Strict mode refuses to answer around a bad file.
+    let strict = open(&location, &s3, true).await;
+    let refused = count(&strict).await.unwrap_err();
+    assert!(refused.contains("s3://pipeline/lake/spans/"), "{refused}");
+
+    // The server goes away: a clear error, in seconds, not a hang or a panic.
+    server.stop();
+    next_listing().await;
+    let started = Instant::now();
+    let outage = count(&session).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    eprintln!("error while the server is down: {outage}");
+    assert!(!outage.contains("panic"), "{outage}");
+    assert!(
+        outage.contains("127.0.0.1") || outage.to_lowercase().contains("connect"),
+        "the error should say the store could not be reached: {outage}"
+    );
+
+    // Back again: the same session answers, without a restart of its own.
+    server.restart();
+    next_listing().await;
+    assert_eq!(count(&session).await, Ok((2 * rows, 2 * tokens)));
+}
