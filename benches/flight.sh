@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Flight SQL streaming throughput against collecting the same query in-process (issue #4's target:
+# Flight >= 80 % of in-process rows/s). Release build.
+# Usage: benches/flight.sh [WORK_ITEMS] [RUNS]   (default 900000 work items ≈ 10 M spans, 5 runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work_items="${1:-900000}"
+runs="${2:-5}"
+data="benches/data/gen-$work_items"
+target_dir="${CARGO_TARGET_DIR:-target}"
+if [ ! -d "$data/spans" ]; then
+  cargo build --release --locked --bin tokenledger
+  "$target_dir/release/tokenledger" gen --out "$data" --work-items "$work_items" --seed 42
+fi
+exec cargo bench --locked --bench flight_streaming -- "$PWD/$data" "$runs"

@@ -1,0 +1,113 @@
+//! Flight streaming throughput: rows per second of one large query streamed over loopback Flight
+//! SQL (server and arrow-flight's Rust client decoding every batch, in this process) against
+//! collecting the same query in-process. Interleaved runs after a warm-up; medians of `RUNS`.
+//!
+//! `cargo bench --bench flight_streaming -- DATA_DIR [RUNS] [SQL]`
+//! (`benches/flight.sh` generates the data and runs this).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
+use tokenledger_flight_server::{ServeOptions, bind, serve_on};
+use tonic::transport::Channel;
+
+const DEFAULT_SQL: &str = "SELECT trace_id, span_id, workflow, model, input_tokens, \
+                           output_tokens, cost_usd, start_time FROM spans";
+
+type BoxError = Box<dyn std::error::Error>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    // `cargo bench` passes `--bench`; the rest are ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let data = args
+        .first()
+        .ok_or("usage: flight_streaming DATA_DIR [RUNS] [SQL]")?;
+    let runs: usize = args.get(1).map_or(Ok(5), |r| r.parse())?;
+    let sql = args.get(2).map_or(DEFAULT_SQL, String::as_str).to_string();
+
+    let session =
+        Arc::new(TraceSession::open(DataLocation::parse(data)?, &SessionOptions::default()).await?);
+    let options = ServeOptions {
+        listen: "127.0.0.1:0".parse()?,
+        users: None,
+        tls: None,
+    };
+    let listener = bind(&options).await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let served = Arc::clone(&session);
+    tokio::spawn(async move { serve_on(served, &options, listener, std::future::pending()).await });
+    let channel = Channel::from_shared(address)?.connect().await?;
+    let mut client = FlightSqlServiceClient::new(channel);
+
+    let mut in_process = Vec::new();
+    let mut over_flight = Vec::new();
+    let mut rows = 0;
+    // Round 0 is the warm-up (file listing, footers, page cache) and is not counted.
+    for round in 0..=runs {
+        let (local_rows, local) = collect_in_process(&session, &sql).await?;
+        let (flight_rows, flight) = stream_over_flight(&mut client, &sql).await?;
+        if local_rows != flight_rows {
+            return Err(format!("in-process {local_rows} rows, Flight {flight_rows} rows").into());
+        }
+        rows = local_rows;
+        println!("round {round}: in-process {local:?}, Flight {flight:?}");
+        if round > 0 {
+            in_process.push(local);
+            over_flight.push(flight);
+        }
+    }
+    let (local, flight) = (median(&mut in_process), median(&mut over_flight));
+    let per_second = |d: Duration| rows as f64 / d.as_secs_f64() / 1e6;
+    println!("rows: {rows}; medians of {runs} interleaved runs");
+    println!(
+        "in-process collect: {local:?} = {:.2} M rows/s",
+        per_second(local)
+    );
+    println!(
+        "Flight over loopback: {flight:?} = {:.2} M rows/s",
+        per_second(flight)
+    );
+    println!(
+        "Flight / in-process throughput: {:.0} %",
+        100.0 * local.as_secs_f64() / flight.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn collect_in_process(
+    session: &TraceSession,
+    sql: &str,
+) -> Result<(usize, Duration), BoxError> {
+    let started = Instant::now();
+    let batches = session.ctx.sql(sql).await?.collect().await?;
+    let rows = batches.iter().map(|b| b.num_rows()).sum();
+    Ok((rows, started.elapsed()))
+}
+
+/// GetFlightInfo then DoGet, decoding every batch as a client would.
+async fn stream_over_flight(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> Result<(usize, Duration), BoxError> {
+    let started = Instant::now();
+    let info = client.execute(sql.to_string(), None).await?;
+    let ticket = info.endpoint[0].ticket.clone().ok_or("no ticket")?;
+    let mut stream = client.do_get(ticket).await?;
+    let mut rows = 0;
+    while let Some(batch) = stream.try_next().await? {
+        rows += batch.num_rows();
+    }
+    Ok((rows, started.elapsed()))
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
