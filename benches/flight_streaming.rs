@@ -43,7 +43,14 @@ async fn main() -> Result<(), BoxError> {
     let address = format!("http://{}", listener.local_addr()?);
     let served = Arc::clone(&session);
     tokio::spawn(async move { serve_on(served, &options, listener, std::future::pending()).await });
-    let channel = Channel::from_shared(address)?.connect().await?;
+    // Windows and frames as a bulk-transfer client sets them (gRPC C++ grows its windows by BDP
+    // probing; tonic's default 64 KiB window would cap the stream at one round trip per 64 KiB).
+    let channel = Channel::from_shared(address)?
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await?;
     let mut client = FlightSqlServiceClient::new(channel);
 
     let mut in_process = Vec::new();

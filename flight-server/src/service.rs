@@ -102,6 +102,22 @@ impl TokenledgerFlightSql {
         planned
     }
 
+    /// Plans a prepared statement with its parameters: those in the handle, else those a client
+    /// that ignores the handle DoPut returns bound earlier.
+    async fn plan_prepared(
+        &self,
+        user: &str,
+        command: &CommandPreparedStatementQuery,
+    ) -> Result<(PreparedHandle, DataFrame), Status> {
+        let handle = self
+            .bindings
+            .resolve(PreparedHandle::decode(&command.prepared_statement_handle)?);
+        let frame = self
+            .plan(user, &handle.query, handle.params.as_ref())
+            .await?;
+        Ok((handle, frame))
+    }
+
     /// A FlightInfo with the query's result schema and one endpoint holding `ticket`.
     fn flight_info(
         &self,
@@ -377,12 +393,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let user = self.user(&request)?;
-        let handle = self
-            .bindings
-            .resolve(PreparedHandle::decode(&command.prepared_statement_handle)?);
-        let frame = self
-            .plan(&user, &handle.query, handle.params.as_ref())
-            .await?;
+        let (_, frame) = self.plan_prepared(&user, &command).await?;
         let info = self.flight_info(
             &frame,
             command.as_any().encode_to_vec().into(),
@@ -409,12 +420,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
         let user = self.user(&request)?;
-        let handle = self
-            .bindings
-            .resolve(PreparedHandle::decode(&command.prepared_statement_handle)?);
-        let frame = self
-            .plan(&user, &handle.query, handle.params.as_ref())
-            .await?;
+        let (handle, frame) = self.plan_prepared(&user, &command).await?;
         self.execute(frame, user, handle.query).await
     }
 

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, RecordBatch};
+use arrow::array::AsArray;
+use arrow::compute::concat_batches;
 use arrow::datatypes::Int64Type;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
@@ -50,28 +50,6 @@ async fn count(session: &TraceSession) -> Result<(i64, i64), String> {
         .map_err(|e| EngineError::from(e).user_message())?;
     let column = |i: usize| batches[0].column(i).as_primitive::<Int64Type>().value(0);
     Ok((column(0), column(1)))
-}
-
-/// Every row as strings ("NULL" for nulls).
-fn string_rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut rows = Vec::new();
-    for batch in batches {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for row in 0..batch.num_rows() {
-            rows.push(
-                formatters
-                    .iter()
-                    .map(|f| f.value(row).to_string())
-                    .collect(),
-            );
-        }
-    }
-    rows
 }
 
 async fn open(location: &DataLocation, s3: &[(String, String)], strict: bool) -> TraceSession {
@@ -137,19 +115,18 @@ async fn bucket_files_appear_bad_ones_are_quarantined_and_outages_heal() {
     next_listing().await;
     assert_eq!(count(&session).await, Ok((2 * rows, 2 * tokens)));
 
-    let files = string_rows(
-        &session
-            .ctx
-            .sql("SELECT path, status, rows, error FROM tokenledger_files ORDER BY path")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap(),
-    );
-    let listed: Vec<(&str, &str)> = files
-        .iter()
-        .map(|f| (f[0].as_str(), f[1].as_str()))
+    let files = session
+        .ctx
+        .sql("SELECT path, status, rows, error FROM tokenledger_files ORDER BY path")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let files = concat_batches(&files[0].schema(), &files).unwrap();
+    let text = |column: usize, row: usize| files.column(column).as_string::<i32>().value(row);
+    let listed: Vec<(&str, &str)> = (0..files.num_rows())
+        .map(|r| (text(0, r), text(1, r)))
         .collect();
     assert_eq!(
         listed,
@@ -164,9 +141,17 @@ async fn bucket_files_appear_bad_ones_are_quarantined_and_outages_heal() {
             ),
         ]
     );
-    assert_eq!(files[0][2], rows.to_string());
-    assert!(files[2][3].contains("not readable as Parquet"), "{files:?}");
-    assert!(files[4][3].contains("is required but missing"), "{files:?}");
+    assert_eq!(files.column(2).as_primitive::<Int64Type>().value(0), rows);
+    assert!(
+        text(3, 2).contains("not readable as Parquet"),
+        "{}",
+        text(3, 2)
+    );
+    assert!(
+        text(3, 4).contains("is required but missing"),
+        "{}",
+        text(3, 4)
+    );
 
     // Strict mode refuses to answer around a bad file.
     let strict = open(&location, &s3, true).await;
