@@ -1,8 +1,8 @@
 //! Sessions: a DataFusion `SessionContext` with the trace tables of one data location registered,
 //! and tokenledger's functions. Every front end (CLI, Flight) gets its session from here.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
@@ -10,7 +10,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 
-use tokenledger_udfs::PriceBook;
+use tokenledger_udfs::{PriceBook, SharedPrices};
 
 use crate::error::{EngineError, Result};
 use crate::files::{FileCheck, TableFileStore};
@@ -45,6 +45,11 @@ pub struct TraceSession {
     /// Where the data lives.
     pub location: DataLocation,
     store: Arc<TableFileStore>,
+    /// `token_cost`'s prices, reloaded by [`TraceSession::refresh_prices`].
+    prices: Arc<SharedPrices>,
+    /// When the prices were last loaded, and how long they may be reused (the listing lifetime).
+    prices_loaded: Mutex<Instant>,
+    listing_ttl: Option<Duration>,
 }
 
 impl TraceSession {
@@ -74,14 +79,36 @@ impl TraceSession {
             register_table(&ctx, &location, table)?;
         }
         ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
-        let prices = load_prices(&ctx).await;
-        tokenledger_udfs::register_all(&ctx, prices);
+        let prices = SharedPrices::new(load_prices(&ctx).await);
+        tokenledger_udfs::register_all(&ctx, Arc::clone(&prices));
         crate::reports::register_views(&ctx).await?;
         Ok(TraceSession {
             ctx,
             location,
             store,
+            prices,
+            prices_loaded: Mutex::new(Instant::now()),
+            listing_ttl: options.listing_ttl,
         })
+    }
+
+    /// Reloads `token_cost`'s prices from `model_prices` when they are older than the listing
+    /// lifetime, so a long-running server prices with the files a pipeline added, as its
+    /// `SELECT * FROM model_prices` already shows them. Servers call it before each query;
+    /// without a lifetime (one-shot commands) it does nothing.
+    pub async fn refresh_prices(&self) {
+        let Some(ttl) = self.listing_ttl else {
+            return;
+        };
+        {
+            let mut loaded = self.prices_loaded.lock().expect("prices clock lock");
+            if loaded.elapsed() < ttl {
+                return;
+            }
+            // Claimed by this caller: concurrent queries keep the current prices meanwhile.
+            *loaded = Instant::now();
+        }
+        self.prices.replace(load_prices(&self.ctx).await);
     }
 
     /// Files, bytes and rows of each table, in [`TABLES`] order, from the file footers; and

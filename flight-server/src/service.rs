@@ -79,6 +79,7 @@ impl TokenledgerFlightSql {
         query: &str,
         params: Option<&RecordBatch>,
     ) -> Result<DataFrame, Status> {
+        self.session.refresh_prices().await;
         let read_only = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)

@@ -32,7 +32,7 @@ pub use attention::AttentionCostRatio;
 pub use kernel::{PairFunction, PairUdf};
 pub use marginal::MarginalTokenUtility;
 pub use outcome::CostPerOutcome;
-pub use pricing::{PriceBook, PricePeriod, TokenCost};
+pub use pricing::{PriceBook, PricePeriod, SharedPrices, TokenCost};
 pub use success::{BreakEvenRate, EffectiveCost};
 
 /// The documentation section all tokenledger functions belong to.
@@ -45,7 +45,7 @@ pub const TOKEN_ECONOMICS: DocSection = DocSection {
 };
 
 /// The scalar functions; `token_cost` prices from `prices`.
-pub fn scalar_functions(prices: Arc<PriceBook>) -> Vec<ScalarUDF> {
+pub fn scalar_functions(prices: Arc<SharedPrices>) -> Vec<ScalarUDF> {
     vec![
         ScalarUDF::from(PairUdf::<EffectiveCost>::default()),
         ScalarUDF::from(PairUdf::<BreakEvenRate>::default()),
@@ -63,7 +63,7 @@ pub fn aggregate_functions() -> Vec<AggregateUDF> {
 }
 
 /// Registers every tokenledger function on `ctx`, pricing `token_cost` from `prices`.
-pub fn register_all(ctx: &SessionContext, prices: Arc<PriceBook>) {
+pub fn register_all(ctx: &SessionContext, prices: Arc<SharedPrices>) {
     for udf in scalar_functions(prices) {
         ctx.register_udf(udf);
     }
@@ -74,7 +74,7 @@ pub fn register_all(ctx: &SessionContext, prices: Arc<PriceBook>) {
 
 /// Name, kind and documentation of every function, for listings.
 pub fn catalog() -> Vec<(String, &'static str, Documentation)> {
-    let scalars = scalar_functions(Arc::new(PriceBook::default()))
+    let scalars = scalar_functions(Arc::default())
         .into_iter()
         .map(|f| (f.name().to_string(), "scalar", f.documentation().cloned()));
     let aggregates = aggregate_functions().into_iter().map(|f| {

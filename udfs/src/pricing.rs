@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Builder, Int64Array, RecordBatch, StringArray,
@@ -158,16 +158,38 @@ fn period_at(periods: &[PricePeriod], at: i64) -> Option<&PricePeriod> {
     after.checked_sub(1).map(|i| &periods[i])
 }
 
+/// The price book `token_cost` reads, replaced whole when a long-running session reloads
+/// `model_prices` (views keep the function they were planned with, so they see the new book too).
+#[derive(Debug, Default)]
+pub struct SharedPrices(RwLock<Arc<PriceBook>>);
+
+impl SharedPrices {
+    /// Shares `book`.
+    pub fn new(book: Arc<PriceBook>) -> Arc<Self> {
+        Arc::new(SharedPrices(RwLock::new(book)))
+    }
+
+    /// The current book.
+    pub fn current(&self) -> Arc<PriceBook> {
+        Arc::clone(&self.0.read().expect("prices lock"))
+    }
+
+    /// Puts `book` in place of the current one; queries already running keep theirs.
+    pub fn replace(&self, book: Arc<PriceBook>) {
+        *self.0.write().expect("prices lock") = book;
+    }
+}
+
 /// `token_cost(model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, at)`.
 #[derive(Debug)]
 pub struct TokenCost {
     signature: Signature,
-    prices: Arc<PriceBook>,
+    prices: Arc<SharedPrices>,
 }
 
 impl TokenCost {
-    /// `token_cost` over `prices` (a session's snapshot of the `model_prices` table).
-    pub fn new(prices: Arc<PriceBook>) -> Self {
+    /// `token_cost` over `prices` (a session's copy of the `model_prices` table).
+    pub fn new(prices: Arc<SharedPrices>) -> Self {
         TokenCost {
             signature: Signature::user_defined(Volatility::Immutable),
             prices,
@@ -257,7 +279,8 @@ impl ScalarUDFImpl for TokenCost {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        if let Some(reason) = &self.prices.unavailable {
+        let prices = self.prices.current();
+        if let Some(reason) = &prices.unavailable {
             return exec_err!("token_cost: model prices are unavailable: {reason}");
         }
         let all_scalar = args
@@ -270,7 +293,7 @@ impl ScalarUDFImpl for TokenCost {
             .into_iter()
             .map(|a| if a.len() == rows { a } else { a.slice(0, rows) })
             .collect();
-        let result = price_rows(&self.prices, &arrays, rows)?;
+        let result = price_rows(&prices, &arrays, rows)?;
         if all_scalar {
             return Ok(ColumnarValue::Scalar(
                 datafusion::common::ScalarValue::try_from_array(&result, 0)?,

@@ -203,3 +203,41 @@ async fn a_broken_prices_file_is_quarantined_or_with_strict_fails_only_token_cos
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_long_running_session_prices_with_price_files_added_later() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("model_prices")).unwrap();
+    let location = DataLocation::parse(dir.path().to_str().unwrap()).unwrap();
+    // Long enough that the steps before the first refresh fit inside it, even in a debug build.
+    let ttl = std::time::Duration::from_secs(2);
+    let options = SessionOptions {
+        listing_ttl: Some(ttl),
+        ..SessionOptions::default()
+    };
+    let session = TraceSession::open(location.clone(), &options)
+        .await
+        .unwrap();
+    // One million input tokens and a quarter million output tokens, in February.
+    let cost = "SELECT token_cost('m', 1000000, 0, 250000, 0, TIMESTAMP '2026-02-01T00:00:00Z')";
+    assert_eq!(rows(&session, cost).await, vec![vec!["NULL"]]);
+
+    let csv = dir.path().join("prices.csv");
+    std::fs::write(
+        &csv,
+        "model,valid_from,input_usd_per_mtok,output_usd_per_mtok\nm,2026-01-01T00:00:00Z,2.0,8.0\n",
+    )
+    .unwrap();
+    let store = location.open_store(&[]).unwrap();
+    let table = &tokenledger_engine::schema::MODEL_PRICES;
+    tokenledger_engine::import::import_csv(store, &location, table, &csv)
+        .await
+        .unwrap();
+    // Within the lifetime the session keeps its prices; after it, the new file prices calls:
+    // 1 M × $2 + 0.25 M × $8 per million tokens = $4.
+    session.refresh_prices().await;
+    assert_eq!(rows(&session, cost).await, vec![vec!["NULL"]]);
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(300)).await;
+    session.refresh_prices().await;
+    assert_eq!(rows(&session, cost).await, vec![vec!["4.0"]]);
+}
