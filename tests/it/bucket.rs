@@ -180,3 +180,69 @@ async fn bucket_files_appear_bad_ones_are_quarantined_and_outages_heal() {
     next_listing().await;
     assert_eq!(count(&session).await, Ok((2 * rows, 2 * tokens)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_reading_when_the_server_dies_fails_clearly_and_the_next_one_answers() {
+    use futures::StreamExt;
+    let Some(mut server) = S3Server::start("midquery") else {
+        return;
+    };
+    let env = server.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let data = "s3://midquery/lake";
+    crate::peers::ok(crate::peers::tokenledger(
+        &["gen", "--out", data, "--work-items", "20000", "--seed", "3"],
+        &env,
+    ));
+    let options = SessionOptions {
+        s3: server.overrides(),
+        listing_ttl: Some(LISTING_TTL),
+        // One partition reads the files one after another, so most are still unread when the
+        // server dies after the first batch.
+        target_partitions: Some(1),
+        ..SessionOptions::default()
+    };
+    let session = TraceSession::open(DataLocation::parse(data).unwrap(), &options)
+        .await
+        .unwrap();
+    let before = count(&session).await.unwrap();
+
+    let mut stream = session
+        .ctx
+        .sql("SELECT span_id, input_tokens FROM spans")
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.num_rows() > 0);
+    server.stop();
+    let started = Instant::now();
+    let mut read = first.num_rows();
+    let failure = loop {
+        match tokio::time::timeout(Duration::from_secs(90), stream.next()).await {
+            Err(_) => panic!("the query hung after the server died"),
+            Ok(None) => {
+                panic!("read all {read} rows although the server died after the first batch")
+            }
+            Ok(Some(Ok(batch))) => read += batch.num_rows(),
+            Ok(Some(Err(e))) => break EngineError::from(e).user_message(),
+        }
+    };
+    eprintln!("after {read} rows, {:?}: {failure}", started.elapsed());
+    assert!(!failure.contains("panic"), "{failure}");
+    assert!(
+        failure.contains("127.0.0.1") || failure.to_lowercase().contains("connect"),
+        "the error should say the store could not be reached: {failure}"
+    );
+    assert!(
+        (read as i64) < before.0,
+        "{read} of {} rows before failing",
+        before.0
+    );
+
+    server.restart();
+    next_listing().await;
+    assert_eq!(count(&session).await, Ok(before));
+}
