@@ -58,6 +58,8 @@ def duckdb_sql(name):
     sql = re.sub(r"(?m)--.*$", "", sql)
     sql = sql.replace("percentile_cont(", "quantile_cont(")
     sql = sql.replace("marginal_token_utility(", "regr_slope(")
+    # DuckDB's ordered first/last aggregates are first() and last().
+    sql = sql.replace("last_value(", "last(").replace("first_value(", "first(")
     sql = sql.replace(
         "effective_cost(sum(attempt_1_spend_usd) / count(*),\n                      avg(CASE WHEN resolved_attempt = 1 THEN 1.0 ELSE 0.0 END))",
         "(sum(attempt_1_spend_usd) / count(*)) / nullif(avg(CASE WHEN resolved_attempt = 1 THEN 1.0 ELSE 0.0 END), 0)")
@@ -121,7 +123,8 @@ def main():
                                                             if not mismatches else "; ".join(mismatches)), ""]
     report = "\n".join(lines)
     print(report)
-    path = os.path.join(ROOT, "benches", "results", f"{datetime.date.today()}-reports.md")
+    name = os.environ.get("REPORT_RESULTS", f"{datetime.date.today()}-reports")
+    path = os.path.join(ROOT, "benches", "results", f"{name}.md")
     with open(path, "w") as f:
         f.write(report)
 
