@@ -42,12 +42,32 @@ FROM spans s ASOF LEFT JOIN model_prices p ON s.model = p.model AND s.start_time
 WHAT_IF = f"""what_if AS (
     SELECT s.workflow, s.model, sum(s.spend_usd) AS llm_spend_usd, sum({PRICE.format(s='s', p='p')}) AS what_if_spend_usd
     FROM (SELECT s.*, k.cheaper_model FROM priced_spans s
-          JOIN cheapest_alternative k ON s.workflow = k.workflow AND s.model = k.model
-          WHERE s.kind = 'llm') s
+          JOIN choices k ON s.workflow = k.workflow AND s.model = k.e['model']
+          WHERE s.kind = 'llm' AND k.cheaper_model IS NOT NULL) s
     ASOF LEFT JOIN model_prices p ON s.cheaper_model = p.model AND s.start_time >= p.valid_from
     GROUP BY s.workflow, s.model
 )
-SELECT b.workflow,"""
+SELECT k.workflow,"""
+
+
+def struct_pack(sql):
+    """DataFusion's named_struct('a', x, 'b', y) as DuckDB's struct_pack(a := x, b := y)."""
+    while "named_struct(" in sql:
+        start = sql.index("named_struct(") + len("named_struct(")
+        depth, end, args, arg_start = 1, start, [], start
+        while depth:
+            ch = sql[end]
+            if ch == "(":
+                depth += 1
+            elif ch == ")":
+                depth -= 1
+            if (ch == "," and depth == 1) or depth == 0:
+                args.append(sql[arg_start:end].strip())
+                arg_start = end + 1
+            end += 1
+        pairs = ", ".join(f"{args[i].strip(chr(39))} := {args[i + 1]}" for i in range(0, len(args), 2))
+        sql = sql[:start - len("named_struct(")] + f"struct_pack({pairs})" + sql[end:]
+    return sql
 
 
 def duckdb_sql(name):
@@ -68,7 +88,8 @@ def duckdb_sql(name):
     sql = sql.replace("break_even_rate(ai.spend_usd / nullif(ai.attempts, 0), b.bpo_unit_price_usd)",
                       "(ai.spend_usd / nullif(ai.attempts, 0)) / nullif(b.bpo_unit_price_usd, 0)")
     if name == "routing_candidates":
-        sql = re.sub(r"what_if AS \(.*?\)\nSELECT b\.workflow,", WHAT_IF, sql, flags=re.S)
+        sql = re.sub(r"what_if AS \(.*?\)\nSELECT k\.workflow,", WHAT_IF, sql, flags=re.S)
+        sql = struct_pack(sql)
     for fn in ["token_cost(", "effective_cost(", "attention_cost_ratio(", "break_even_rate("]:
         assert fn not in sql, f"{name}: {fn} left in the DuckDB version"
     return sql

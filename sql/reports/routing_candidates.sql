@@ -30,22 +30,45 @@ by_model AS (
     WHERE a.model IS NOT NULL
     GROUP BY a.workflow, a.model
 ),
-cheapest_alternative AS (
-    SELECT workflow, model, cheaper_model, cheaper_success_rate, cheaper_cost_per_attempt_usd
+-- Every model of a workflow beside every other, from a single evaluation of by_model: DataFusion
+-- evaluates a CTE once per reference, so a self-join of by_model would repeat its pass over every
+-- span (five passes in all before this, once what_if and the final join were counted).
+model_sets AS (
+    SELECT workflow,
+           array_agg(named_struct('model', model, 'attempts', attempts, 'success_rate', success_rate,
+                                  'spend_usd', spend_usd, 'cost_per_attempt_usd', cost_per_attempt_usd)) AS models
+    FROM by_model
+    GROUP BY workflow
+),
+each_model AS (
+    SELECT workflow, unnest(models) AS e, models FROM model_sets
+),
+pairs AS (
+    SELECT workflow, e, unnest(models) AS c FROM each_model
+),
+-- For each model, the cheapest other model that succeeds about as often (none: NULLs). The
+-- alternative's fields are picked one by one: a field read from a NULL struct is not NULL.
+choices AS (
+    SELECT workflow,
+           e,
+           CASE WHEN eligible THEN c['model'] END                AS cheaper_model,
+           CASE WHEN eligible THEN c['success_rate'] END         AS cheaper_success_rate,
+           CASE WHEN eligible THEN c['cost_per_attempt_usd'] END AS cheaper_cost_per_attempt_usd
     FROM (
-        SELECT e.workflow,
-               e.model,
-               c.model                AS cheaper_model,
-               c.success_rate         AS cheaper_success_rate,
-               c.cost_per_attempt_usd AS cheaper_cost_per_attempt_usd,
-               row_number() OVER (PARTITION BY e.workflow, e.model ORDER BY c.cost_per_attempt_usd, c.model) AS pick
-        FROM by_model e
-        -- c.model <> e.model: by_model is evaluated once per reference, and float sums in another
-        -- order can make a model look cheaper than itself in the last digit.
-        JOIN by_model c ON c.workflow = e.workflow AND c.model <> e.model
-                       AND c.cost_per_attempt_usd < e.cost_per_attempt_usd
-        CROSS JOIN params p
-        WHERE c.success_rate >= e.success_rate - p.success_tolerance
+        SELECT pairs.workflow,
+               pairs.e,
+               pairs.c,
+               eligible,
+               row_number() OVER (PARTITION BY pairs.workflow, pairs.e['model']
+                                  ORDER BY eligible DESC, pairs.c['cost_per_attempt_usd'], pairs.c['model']) AS pick
+        FROM (
+            SELECT p.workflow, p.e, p.c,
+                   p.c['model'] <> p.e['model']
+                   AND p.c['cost_per_attempt_usd'] < p.e['cost_per_attempt_usd']
+                   AND p.c['success_rate'] >= p.e['success_rate'] - t.success_tolerance AS eligible
+            FROM pairs p
+            CROSS JOIN params t
+        ) pairs
     ) ranked
     WHERE pick = 1
 ),
@@ -56,22 +79,21 @@ what_if AS (
            sum(token_cost(k.cheaper_model, s.input_tokens, s.cached_input_tokens, s.output_tokens,
                           s.reasoning_tokens, s.start_time)) AS what_if_spend_usd
     FROM priced_spans s
-    JOIN cheapest_alternative k ON s.workflow = k.workflow AND s.model = k.model
-    WHERE s.kind = 'llm'
+    JOIN choices k ON s.workflow = k.workflow AND s.model = k.e['model']
+    WHERE s.kind = 'llm' AND k.cheaper_model IS NOT NULL
     GROUP BY s.workflow, s.model
 )
-SELECT b.workflow,
-       b.model,
-       b.attempts,
-       b.success_rate,
-       b.cost_per_attempt_usd,
-       b.spend_usd,
+SELECT k.workflow,
+       k.e['model']                AS model,
+       k.e['attempts']             AS attempts,
+       k.e['success_rate']         AS success_rate,
+       k.e['cost_per_attempt_usd'] AS cost_per_attempt_usd,
+       k.e['spend_usd']            AS spend_usd,
        k.cheaper_model,
        k.cheaper_success_rate,
        k.cheaper_cost_per_attempt_usd,
        w.llm_spend_usd,
        w.what_if_spend_usd,
        w.llm_spend_usd - w.what_if_spend_usd AS saving_usd
-FROM by_model b
-LEFT JOIN cheapest_alternative k ON b.workflow = k.workflow AND b.model = k.model
-LEFT JOIN what_if w ON b.workflow = w.workflow AND b.model = w.model
+FROM choices k
+LEFT JOIN what_if w ON k.workflow = w.workflow AND k.e['model'] = w.model
