@@ -4,12 +4,6 @@
 # Usage: benches/adhoc.sh [WORK_ITEMS] [RUNS]   (default 900000 work items ≈ 10 M spans, 5 runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work_items="${1:-900000}"
-runs="${2:-5}"
-scripts/test.sh --venv-only
-cargo build --release --locked --bin tokenledger
-binary="${CARGO_TARGET_DIR:-target}/release/tokenledger"
-data="benches/data/gen-$work_items"
-[ -d "$data/spans" ] || "$binary" gen --out "$data" --work-items "$work_items" --seed 42
-mkdir -p benches/results
-exec .venv/bin/python3 benches/adhoc.py "$binary" "$data" "$runs"
+source benches/setup.sh
+data=$(generated_data "${1:-900000}")
+exec .venv/bin/python3 benches/adhoc.py "$binary" "$data" "${2:-5}"

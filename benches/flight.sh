@@ -4,21 +4,14 @@
 # Usage: benches/flight.sh [WORK_ITEMS] [RUNS]   (default 900000 work items ≈ 10 M spans, 5 runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-work_items="${1:-900000}"
 runs="${2:-5}"
-data="benches/data/gen-$work_items"
-target_dir="${CARGO_TARGET_DIR:-target}"
-scripts/test.sh --venv-only
-if [ ! -d "$data/spans" ]; then
-  cargo build --release --locked --bin tokenledger
-  "$target_dir/release/tokenledger" gen --out "$data" --work-items "$work_items" --seed 42
-fi
+source benches/setup.sh
+data=$(generated_data "${1:-900000}")
 # In-process vs arrow-flight's Rust client, both in one process.
 cargo bench --locked --bench flight_streaming -- "$PWD/$data" "$runs"
 # The same stream read by pyarrow.flight (gRPC C++) from a separate `tokenledger serve`.
-cargo build --release --locked --bin tokenledger
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$target_dir/release/tokenledger" serve --data "$data" --listen "127.0.0.1:$port" 2>/dev/null &
+"$binary" serve --data "$data" --listen "127.0.0.1:$port" 2>/dev/null &
 server=$!
 trap 'kill $server' EXIT
 sleep 2

@@ -1,0 +1,13 @@
+# Sourced by the benchmark scripts: the test venvs, a release build of tokenledger in $binary,
+# and `generated_data WORK_ITEMS`, which prints the directory of a `gen --seed 42` data set of that
+# size, generating it on first use (benches/data/ is not committed).
+scripts/test.sh --venv-only
+cargo build --release --locked --bin tokenledger
+binary="${CARGO_TARGET_DIR:-target}/release/tokenledger"
+mkdir -p benches/results
+
+generated_data() {
+  local data="benches/data/gen-$1"
+  [ -d "$data/spans" ] || "$binary" gen --out "$data" --work-items "$1" --seed 42 >&2
+  echo "$data"
+}
