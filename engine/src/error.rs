@@ -68,16 +68,17 @@ fn datafusion_message(e: &DataFusionError) -> String {
 }
 
 fn find_engine_error(e: &DataFusionError) -> Option<&EngineError> {
-    use std::error::Error;
-    let mut source: Option<&(dyn Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(found) = err.downcast_ref::<EngineError>() {
-            return Some(found);
-        }
-        if let Some(shared) = err.downcast_ref::<crate::files::SharedError>() {
-            return Some(&shared.0);
-        }
-        source = err.source();
-    }
-    None
+    error_chain(e).find_map(|err| {
+        err.downcast_ref::<EngineError>().or_else(|| {
+            err.downcast_ref::<crate::files::SharedError>()
+                .map(|shared| shared.0.as_ref())
+        })
+    })
+}
+
+/// `e` and its sources, outermost first.
+pub(crate) fn error_chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |err| err.source())
 }

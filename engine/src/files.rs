@@ -33,7 +33,7 @@ use object_store::{
 };
 use parquet::arrow::parquet_to_arrow_schema;
 
-use crate::error::EngineError;
+use crate::error::{EngineError, error_chain};
 use crate::schema::TableDef;
 
 /// How many footers are read at once while checking a listing.
@@ -316,15 +316,9 @@ impl Checker {
 /// The object store error inside a failed footer read, if the failure was the store's (network,
 /// permissions, deleted file) rather than the file's content.
 fn storage_error(e: &DataFusionError) -> Option<object_store::Error> {
-    use std::error::Error;
-    let mut source: Option<&(dyn Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(store) = err.downcast_ref::<object_store::Error>() {
-            return Some(copy_store_error(store));
-        }
-        source = err.source();
-    }
-    None
+    error_chain(e)
+        .find_map(|err| err.downcast_ref::<object_store::Error>())
+        .map(copy_store_error)
 }
 
 /// object_store errors are not `Clone`; keep what callers match on (not found) and the message.

@@ -26,12 +26,11 @@ fn handmade_spans_totals() -> (i64, i64) {
     let mut totals = (0, 0);
     for line in lines.filter(|l| !l.is_empty()) {
         totals.0 += 1;
-        totals.1 += line
-            .split(',')
-            .nth(column)
-            .unwrap()
-            .parse::<i64>()
-            .unwrap_or(0);
+        let tokens = line.split(',').nth(column).unwrap();
+        // An empty field is a step without tokens (a tool call, a decision).
+        if !tokens.is_empty() {
+            totals.1 += tokens.parse::<i64>().unwrap();
+        }
     }
     totals
 }

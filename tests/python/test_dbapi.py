@@ -65,5 +65,6 @@ def test_reflection_sees_tables_views_and_text_columns(engine, spans):
 
 def test_dbapi_bad_sql_raises_with_the_message(conn):
     cur = conn.cursor()
-    with pytest.raises(Exception, match="(?i)invalid.argument"):
+    with pytest.raises(Exception, match="(?i)invalid.argument") as err:
         cur.execute("SELEC 1")
+    assert "SELEC" in str(err.value)
