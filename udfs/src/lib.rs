@@ -22,6 +22,7 @@ mod outcome;
 mod pricing;
 mod state;
 mod success;
+mod time;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub use marginal::MarginalTokenUtility;
 pub use outcome::CostPerOutcome;
 pub use pricing::{PriceBook, PricePeriod, SharedPrices, TokenCost};
 pub use success::{BreakEvenRate, EffectiveCost};
+pub use time::UtcDateTrunc;
 
 /// The documentation section all tokenledger functions belong to.
 pub const TOKEN_ECONOMICS: DocSection = DocSection {
@@ -70,6 +72,8 @@ pub fn register_all(ctx: &SessionContext, prices: Arc<SharedPrices>) {
     for udaf in aggregate_functions() {
         ctx.register_udaf(udaf);
     }
+    // Same answers as the built-in, without its per-value time-zone arithmetic on UTC columns.
+    ctx.register_udf(ScalarUDF::from(UtcDateTrunc::default()));
 }
 
 /// Name, kind and documentation of every function, for listings.
