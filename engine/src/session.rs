@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use datafusion::config::ConfigOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -187,16 +188,33 @@ pub fn new_context(options: &SessionOptions) -> Result<SessionContext> {
         .execution
         .listing_table_ignore_subdirectory = false;
     let parquet = &mut config.options_mut().execution.parquet;
-    // Clients (Flight SQL, CSV/JSON output) want plain Utf8; the table schema declares Utf8, so
-    // reading views first would only add a conversion.
-    parquet.schema_force_view_types = false;
-    // Evaluate filters while decoding, so selective queries skip whole pages of other columns.
-    parquet.pushdown_filters = true;
-    parquet.reorder_filters = true;
+    // Text is read as Utf8View (the table schemas say so; see `ColumnType::query_type`).
+    parquet.schema_force_view_types = true;
+    // Filters are not evaluated while decoding: on the reports and the ad-hoc benchmark queries
+    // that made every query slower, a join's dynamic filter by 1.8x (benches/results/).
+    parquet.pushdown_filters = false;
+    apply_env_overrides(config.options_mut())?;
     let runtime = RuntimeEnvBuilder::new()
         .with_object_list_cache_ttl(options.listing_ttl)
         .build_arc()?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Applies `DATAFUSION_*` environment variables over tokenledger's settings, named as
+/// datafusion-cli names them (`datafusion.execution.parquet.pushdown_filters` is
+/// `DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS`), so a setting can be tried without a rebuild.
+fn apply_env_overrides(options: &mut ConfigOptions) -> Result<()> {
+    let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
+    for key in keys {
+        let variable = key.to_uppercase().replace('.', "_");
+        if let Ok(value) = std::env::var(&variable) {
+            options.set(&key, &value).map_err(|e| {
+                EngineError::Input(format!("environment variable {variable}={value:?}: {e}"))
+            })?;
+            tracing::info!(setting = %key, %value, "DataFusion setting from the environment");
+        }
+    }
+    Ok(())
 }
 
 fn register_table(
@@ -208,7 +226,7 @@ fn register_table(
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(location.table_url(table.name)?)
         .with_listing_options(options)
-        .with_schema(table.schema());
+        .with_schema(table.query_schema());
     ctx.register_table(table.name, Arc::new(ListingTable::try_new(config)?))?;
     Ok(())
 }

@@ -8,7 +8,11 @@ use crate::peers::{duckdb_csv, ok, repo_root, tokenledger};
 const HANDMADE: &str = "testdata/handmade";
 
 fn fails_with(args: &[&str], expected: &str) {
-    let out = tokenledger(args, &[]);
+    fails_with_env(args, &[], expected);
+}
+
+fn fails_with_env(args: &[&str], env: &[(&str, &str)], expected: &str) {
+    let out = tokenledger(args, env);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {stderr}");
     assert!(
@@ -148,6 +152,29 @@ fn a_file_with_a_wrong_column_type_is_quarantined_or_with_strict_an_error() {
         &[],
     );
     assert!(!out.status.success());
+}
+
+#[test]
+fn datafusion_settings_can_be_set_through_the_environment() {
+    let setting = |env: &[(&str, &str)]| {
+        let sql = "SELECT value FROM information_schema.df_settings \
+                   WHERE name = 'datafusion.execution.parquet.pushdown_filters'";
+        ok(tokenledger(
+            &["query", "--data", HANDMADE, "--format", "csv", sql],
+            env,
+        ))
+    };
+    // tokenledger's own choice, then the variable's.
+    assert_eq!(setting(&[]), "value\nfalse\n");
+    assert_eq!(
+        setting(&[("DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS", "true")]),
+        "value\ntrue\n"
+    );
+    fails_with_env(
+        &["query", "--data", HANDMADE, "SELECT 1"],
+        &[("DATAFUSION_EXECUTION_TARGET_PARTITIONS", "many")],
+        "environment variable DATAFUSION_EXECUTION_TARGET_PARTITIONS=\"many\"",
+    );
 }
 
 #[test]

@@ -4,9 +4,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, RwLock};
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Builder, Int64Array, RecordBatch, StringArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder, Int64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType,
@@ -265,7 +263,8 @@ impl ScalarUDFImpl for TokenCost {
             );
         }
         Ok(vec![
-            DataType::Utf8,
+            // The tables' text type: no per-batch conversion of the model column.
+            DataType::Utf8View,
             DataType::Int64,
             DataType::Int64,
             DataType::Int64,
@@ -310,7 +309,7 @@ impl ScalarUDFImpl for TokenCost {
 /// The per-batch loop: typed slices, the model looked up once per run of equal names (batches
 /// are usually sorted or clustered by model), and a binary search over that model's periods.
 fn price_rows(prices: &PriceBook, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
-    let model: &StringArray = arrays[0].as_string::<i32>();
+    let model = arrays[0].as_string_view();
     let tokens: Vec<&Int64Array> = arrays[1..5]
         .iter()
         .map(|a| a.as_primitive::<Int64Type>())
