@@ -23,6 +23,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use auth::{Auth, Users};
 pub use error::{FlightServerError, Result};
+pub use metadata::{client_schema, to_client_batch};
 pub use placeholders::number_placeholders;
 pub use service::TokenledgerFlightSql;
 
@@ -74,7 +75,12 @@ pub async fn serve_on(
     }
     server
         .add_service(FlightServiceServer::new(service).max_decoding_message_size(64 * 1024 * 1024))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        // Without TCP_NODELAY, Nagle holds back a response's last small frame until the client's
+        // delayed ACK: tens of milliseconds on every small query.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }
