@@ -3,7 +3,8 @@
 //! collecting the same query in-process. Interleaved runs after a warm-up; medians of `RUNS`.
 //!
 //! `cargo bench --bench flight_streaming -- DATA_DIR [RUNS] [SQL]`
-//! (`benches/flight.sh` generates the data and runs this).
+//! (`benches/run.sh` generates the data and runs this through `benches/harness.py`, which reads
+//! the last line: `result rows=… in_process_ms=… flight_ms=…`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
 use tokenledger_flight_server::{ServeOptions, bind, serve_on};
 use tonic::transport::Channel;
 
-const DEFAULT_SQL: &str = "SELECT trace_id, span_id, workflow, model, input_tokens, \
+const LARGE_SQL: &str = "SELECT trace_id, span_id, workflow, model, input_tokens, \
                            output_tokens, cost_usd, start_time FROM spans";
 
 type BoxError = Box<dyn std::error::Error>;
@@ -30,7 +31,7 @@ async fn main() -> Result<(), BoxError> {
         .first()
         .ok_or("usage: flight_streaming DATA_DIR [RUNS] [SQL]")?;
     let runs: usize = args.get(1).map_or(Ok(5), |r| r.parse())?;
-    let sql = args.get(2).map_or(DEFAULT_SQL, String::as_str).to_string();
+    let sql = args.get(2).map_or(LARGE_SQL, String::as_str).to_string();
 
     let session =
         Arc::new(TraceSession::open(DataLocation::parse(data)?, &SessionOptions::default()).await?);
@@ -84,6 +85,11 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "Flight / in-process throughput: {:.0} %",
         100.0 * local.as_secs_f64() / flight.as_secs_f64()
+    );
+    println!(
+        "result rows={rows} in_process_ms={:.1} flight_ms={:.1}",
+        local.as_secs_f64() * 1e3,
+        flight.as_secs_f64() * 1e3
     );
     Ok(())
 }

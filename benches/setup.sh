@@ -1,8 +1,10 @@
-# Sourced by the benchmark scripts: the test venvs, a release build of tokenledger in $binary,
+# Sourced by the benchmark scripts: the test venvs, a release build of tokenledger (and the Flight streaming bench) in $binary,
 # and `generated_data WORK_ITEMS`, which prints the directory of a `gen --seed 42` data set of that
 # size, generating it on first use (benches/data/ is not committed).
 scripts/test.sh --venv-only
-cargo build --release --locked --bin tokenledger
+# Built as a bench target builds it (release, with the dev-dependencies' features), so this and
+# `cargo bench` share one build instead of rebuilding each other's.
+cargo bench --locked --no-run --bench flight_streaming
 binary="${CARGO_TARGET_DIR:-target}/release/tokenledger"
 mkdir -p benches/results
 
