@@ -12,8 +12,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::FieldRef;
 use datafusion::arrow::datatypes::{
-    DataType, Field, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
+    ArrowTimestampType, DataType, Field, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
@@ -120,31 +120,20 @@ fn with_zone(value: &ColumnarValue, zone: Option<Arc<str>>) -> Result<ColumnarVa
 }
 
 fn array_with_zone(array: &ArrayRef, zone: Option<Arc<str>>) -> ArrayRef {
+    fn retag<T: ArrowTimestampType>(array: &ArrayRef, zone: Option<Arc<str>>) -> ArrayRef {
+        Arc::new(array.as_primitive::<T>().clone().with_timezone_opt(zone))
+    }
     match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => Arc::new(
-            array
-                .as_primitive::<TimestampSecondType>()
-                .clone()
-                .with_timezone_opt(zone),
-        ),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
-            array
-                .as_primitive::<TimestampMillisecondType>()
-                .clone()
-                .with_timezone_opt(zone),
-        ),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => Arc::new(
-            array
-                .as_primitive::<TimestampMicrosecondType>()
-                .clone()
-                .with_timezone_opt(zone),
-        ),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => Arc::new(
-            array
-                .as_primitive::<TimestampNanosecondType>()
-                .clone()
-                .with_timezone_opt(zone),
-        ),
+        DataType::Timestamp(TimeUnit::Second, _) => retag::<TimestampSecondType>(array, zone),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            retag::<TimestampMillisecondType>(array, zone)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            retag::<TimestampMicrosecondType>(array, zone)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            retag::<TimestampNanosecondType>(array, zone)
+        }
         _ => Arc::clone(array),
     }
 }
