@@ -124,8 +124,8 @@ def differences(query, ours, theirs):
 
 
 def same(ours, theirs):
-    if isinstance(theirs, decimal.Decimal):  # DuckDB sums integers as HUGEINT → decimal128
-        theirs = int(theirs)
+    if isinstance(theirs, decimal.Decimal):  # HUGEINT sums and DECIMAL arithmetic → decimal128
+        theirs = float(theirs)
     # DuckDB's regr_slope gives NaN where marginal_token_utility gives NULL (fewer than two points).
     if theirs is None or (isinstance(theirs, float) and math.isnan(theirs)):
         return ours is None
