@@ -492,7 +492,7 @@ async fn run_sql(
         let started = Instant::now();
         let plan = state.statement_to_plan(statement).await?;
         let frame = session.ctx.execute_logical_plan(plan).await?;
-        let stream = frame.execute_stream().await?;
+        let stream = session.execute(frame).await?;
         let rows = output::write(stream, format, output).await?;
         if timing {
             eprintln!(

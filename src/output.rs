@@ -12,7 +12,9 @@ use arrow::util::pretty::pretty_format_batches;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
 use tokenledger_engine::EngineError;
+use tokenledger_engine::writer::seal_file;
 
 /// How `query` prints its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,7 +30,8 @@ pub enum Format {
 }
 
 /// Streams `batches` to `output` (stdout when `None`) in `format`; returns the number of rows.
-/// Only `table` holds the whole result in memory (it needs every row to size the columns).
+/// `table` holds the whole result in memory (it needs every row to size the columns), and so
+/// does `parquet` (the file is checksummed whole before it is written).
 pub async fn write(
     mut batches: SendableRecordBatchStream,
     format: Format,
@@ -39,12 +42,16 @@ pub async fn write(
     if format == Format::Parquet {
         let path = output
             .ok_or_else(|| EngineError::Input("--format parquet needs --output FILE".into()))?;
-        let mut writer = ArrowWriter::try_new(create(path)?, schema, None)?;
+        // Built in memory and written whole, with page and footer checksums like every file
+        // tokenledger writes.
+        let props = Arc::new(WriterProperties::default());
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some((*props).clone()))?;
         while let Some(batch) = batches.try_next().await? {
             rows += batch.num_rows();
             writer.write(&batch)?;
         }
-        writer.close()?;
+        let file = seal_file(writer, &props)?;
+        create(path)?.write_all(&file)?;
         return Ok(rows);
     }
     let mut sink: Box<dyn Write> = match output {

@@ -18,6 +18,20 @@ pub enum EngineError {
         problem: String,
     },
 
+    /// A table file whose footer passed the check turned out damaged when read: a page
+    /// checksum mismatch, an undecodable page, a decoder panic. It is quarantined.
+    #[error("{table} file {file}: corrupt, left out of queries from now on: {problem}")]
+    Corrupt {
+        table: String,
+        file: String,
+        problem: String,
+    },
+
+    /// Code tokenledger depends on panicked while running a query; the query fails, the
+    /// process goes on.
+    #[error("internal error while {0}")]
+    Panic(String),
+
     /// Input handed to a writer or importer was not usable.
     #[error("{0}")]
     Input(String),

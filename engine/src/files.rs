@@ -17,29 +17,33 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
-use datafusion::error::DataFusionError;
-use datafusion::execution::cache::cache_manager::FileMetadataCache;
+use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
+use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileMetadataCache};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::parquet_to_arrow_schema;
 
-use crate::error::{EngineError, error_chain};
+use crate::error::EngineError;
+use crate::footer::{self, BadFooter};
 use crate::schema::TableDef;
 
+/// How many files are read in full at once when looking for the one a scan failed on.
+const FILES_DECODED_AT_ONCE: usize = 2;
 /// How many footers are read at once while checking a listing.
 const FOOTER_READS_IN_FLIGHT: usize = 16;
 /// Most footers (schema + row-group statistics) fit in one read of this size.
-const FOOTER_SIZE_HINT: usize = 64 * 1024;
+const FOOTER_SIZE_HINT: u64 = 64 * 1024;
 /// Name endings of files still being written (uploaders and writers add them until done).
 const IN_PROGRESS_SUFFIXES: [&str; 5] = [".tmp", ".temp", ".inprogress", ".partial", ".crdownload"];
 /// The only files a table reads.
@@ -178,6 +182,44 @@ impl TableFileStore {
     }
 }
 
+impl TableFileStore {
+    /// Reads each of `files` in full, decoding every page (and verifying page checksums where
+    /// the file has them), and quarantines the ones that fail. Called when a scan over them
+    /// failed on their content: the scan's error does not say which file it was reading, this
+    /// finds it, so the query's error can name it and later queries leave it out. Returns the
+    /// problems found; storage errors are skipped (they say nothing about the files).
+    pub async fn quarantine_unreadable(&self, files: &[ObjectMeta]) -> Vec<Arc<EngineError>> {
+        let checker = &self.checker;
+        let verdicts = futures::stream::iter(files.iter().cloned())
+            .map(|meta| async move {
+                let verdict = checker.decode_all(&meta).await;
+                (meta, verdict)
+            })
+            .buffer_unordered(FILES_DECODED_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        let mut found = Vec::new();
+        for (meta, verdict) in verdicts {
+            let Ok(Err(problem)) = verdict else { continue };
+            let Some(table) = checker.table_for(&meta.location) else {
+                continue;
+            };
+            let problem = Arc::new(EngineError::Corrupt {
+                table: table.name.to_string(),
+                file: checker.display(&meta.location),
+                problem,
+            });
+            tracing::warn!("quarantined, left out of queries: {problem}");
+            checker.checked.lock().expect("check cache lock").insert(
+                FileVersion::from(&meta),
+                FileCheck::Quarantined(Arc::clone(&problem)),
+            );
+            found.push(problem);
+        }
+        found
+    }
+}
+
 /// Whether a listed object is one a reader should see at all: pipelines write `_tmp`, `.part`,
 /// `x.parquet.tmp` or zero-length placeholders before the real file appears.
 pub fn is_visible(meta: &ObjectMeta, below: &Path) -> bool {
@@ -246,43 +288,39 @@ impl Checker {
     }
 
     /// Reads the footer and checks its schema: the row count, or what is wrong with the file.
+    /// A footer that passes goes into the session's footer cache, where the scan finds it.
     async fn read_footer(
         &self,
         meta: &ObjectMeta,
         table: &'static TableDef,
     ) -> object_store::Result<Result<u64, EngineError>> {
         let file = self.display(&meta.location);
-        let footer = DFParquetMetadata::new(self.inner.as_ref(), meta)
-            .with_metadata_size_hint(Some(FOOTER_SIZE_HINT))
-            .with_file_metadata_cache(self.footer_cache.clone())
-            .fetch_metadata()
-            .await;
-        let footer = match footer {
+        let footer = match footer::read_footer(self.inner.as_ref(), meta, FOOTER_SIZE_HINT).await? {
             Ok(footer) => footer,
-            Err(e) => {
-                if let Some(storage) = storage_error(&e) {
-                    return Err(storage);
-                }
+            Err(BadFooter(problem)) => {
                 return Ok(Err(EngineError::Input(format!(
-                    "{} file {file}: not readable as Parquet: {}",
-                    table.name,
-                    e.find_root()
+                    "{} file {file}: not readable as Parquet: {problem}",
+                    table.name
                 ))));
             }
         };
         let metadata = footer.file_metadata();
-        let schema =
-            match parquet_to_arrow_schema(metadata.schema_descr(), metadata.key_value_metadata()) {
-                Ok(schema) => schema,
-                Err(e) => {
-                    return Ok(Err(EngineError::Input(format!(
-                        "{} file {file}: Parquet schema has no Arrow equivalent: {e}",
-                        table.name
-                    ))));
-                }
-            };
+        let schema = catch_unwind(AssertUnwindSafe(|| {
+            parquet_to_arrow_schema(metadata.schema_descr(), metadata.key_value_metadata())
+                .map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|panic| Err(footer::panic_message(panic.as_ref())));
+        let schema = match schema {
+            Ok(schema) => schema,
+            Err(e) => {
+                return Ok(Err(EngineError::Input(format!(
+                    "{} file {file}: Parquet schema has no Arrow equivalent: {e}",
+                    table.name
+                ))));
+            }
+        };
         let rows = u64::try_from(metadata.num_rows()).unwrap_or_default();
-        Ok(table
+        let checked = table
             .check_file_schema(&schema)
             .map(|()| rows)
             .map_err(|p| EngineError::Schema {
@@ -290,7 +328,36 @@ impl Checker {
                 file,
                 column: p.column,
                 problem: p.problem,
-            }))
+            });
+        if checked.is_ok()
+            && let Some(cache) = &self.footer_cache
+        {
+            cache.put(
+                &meta.location,
+                CachedFileMetadataEntry::new(
+                    meta.clone(),
+                    Arc::new(CachedParquetMetaData::new(footer)),
+                ),
+            );
+        }
+        Ok(checked)
+    }
+
+    /// Reads the whole file and decodes every value of every column: `Ok(Ok(()))` if it reads
+    /// cleanly, else what is wrong (a checksum mismatch, an undecodable page, a decoder panic).
+    async fn decode_all(&self, meta: &ObjectMeta) -> object_store::Result<Result<(), String>> {
+        let bytes = self.inner.get(&meta.location).await?.bytes().await?;
+        let verdict = tokio::task::spawn_blocking(move || {
+            catch_unwind(AssertUnwindSafe(|| decode_every_page(bytes))).unwrap_or_else(|panic| {
+                Err(format!(
+                    "the Parquet decoder failed on it ({})",
+                    footer::panic_message(panic.as_ref())
+                ))
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("decoding stopped: {e}")));
+        Ok(verdict)
     }
 
     /// `meta` if queries should read it; `None` if it is quarantined or gone; an error for a
@@ -313,26 +380,15 @@ impl Checker {
     }
 }
 
-/// The object store error inside a failed footer read, if the failure was the store's (network,
-/// permissions, deleted file) rather than the file's content.
-fn storage_error(e: &DataFusionError) -> Option<object_store::Error> {
-    error_chain(e)
-        .find_map(|err| err.downcast_ref::<object_store::Error>())
-        .map(copy_store_error)
-}
-
-/// object_store errors are not `Clone`; keep what callers match on (not found) and the message.
-fn copy_store_error(e: &object_store::Error) -> object_store::Error {
-    match e {
-        object_store::Error::NotFound { path, .. } => object_store::Error::NotFound {
-            path: path.clone(),
-            source: e.to_string().into(),
-        },
-        other => object_store::Error::Generic {
-            store: "tokenledger",
-            source: other.to_string().into(),
-        },
+/// Decodes every row of a whole Parquet file held in memory.
+fn decode_every_page(bytes: Bytes) -> Result<(), String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|builder| builder.build())
+        .map_err(|e| e.to_string())?;
+    for batch in reader {
+        batch.map_err(|e| e.to_string())?;
     }
+    Ok(())
 }
 
 fn to_store_error(e: Arc<EngineError>) -> object_store::Error {

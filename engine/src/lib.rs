@@ -4,8 +4,11 @@
 //! Data flows one way: storage ([`location`]) → catalog ([`files`], [`schema`]) → session
 //! ([`session`], with the [`system`] table of files) → the CLI or the Flight SQL server.
 
+pub mod checksum;
 pub mod error;
+pub mod execute;
 pub mod files;
+pub mod footer;
 pub mod generate;
 pub mod import;
 pub mod location;

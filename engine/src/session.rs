@@ -5,9 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::config::ConfigOptions;
+use datafusion::dataframe::DataFrame;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 
@@ -80,7 +83,7 @@ impl TraceSession {
             register_table(&ctx, &location, table)?;
         }
         ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
-        let prices = SharedPrices::new(load_prices(&ctx).await);
+        let prices = SharedPrices::new(load_prices(&ctx, &store).await);
         tokenledger_udfs::register_all(&ctx, Arc::clone(&prices));
         crate::reports::register_views(&ctx).await?;
         Ok(TraceSession {
@@ -109,7 +112,18 @@ impl TraceSession {
             // Claimed by this caller: concurrent queries keep the current prices meanwhile.
             *loaded = Instant::now();
         }
-        self.prices.replace(load_prices(&self.ctx).await);
+        self.prices
+            .replace(load_prices(&self.ctx, &self.store).await);
+    }
+
+    /// Plans and runs a query: its batches as execution produces them. Every front end runs
+    /// queries through here, so a damaged file fails the query with an error naming it (and is
+    /// quarantined), and a panic anywhere below fails the query, never the process.
+    pub async fn execute(
+        &self,
+        frame: DataFrame,
+    ) -> Result<SendableRecordBatchStream, DataFusionError> {
+        crate::execute::execute(Arc::clone(&self.store), frame).await
     }
 
     /// Files, bytes and rows of each table, in [`TABLES`] order, from the file footers; and
@@ -146,8 +160,13 @@ impl TraceSession {
 /// Reads `model_prices` for `token_cost`. A broken prices table must not stop every other query,
 /// so the error is kept and reported by `token_cost` itself (logged at debug level only: queries
 /// that read the table report it anyway).
-async fn load_prices(ctx: &SessionContext) -> Arc<PriceBook> {
-    let batches = async { ctx.table(MODEL_PRICES.name).await?.collect().await }.await;
+async fn load_prices(ctx: &SessionContext, store: &Arc<TableFileStore>) -> Arc<PriceBook> {
+    let batches = async {
+        let frame = ctx.table(MODEL_PRICES.name).await?;
+        let batches = crate::execute::execute(Arc::clone(store), frame).await?;
+        datafusion::physical_plan::common::collect(batches).await
+    }
+    .await;
     let book = batches
         .map_err(|e| EngineError::from(e).user_message())
         .and_then(|b| PriceBook::from_batches(&b).map_err(|e| e.to_string()));

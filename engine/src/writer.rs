@@ -1,18 +1,20 @@
-//! Parquet writers: how tokenledger lays out the files it writes (generator, importers).
+//! Parquet writers: how tokenledger lays out the files it writes (generator, importers), each
+//! with page and footer checksums ([`crate::checksum`]).
 
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use object_store::ObjectStore;
-use object_store::buffered::BufWriter;
+use bytes::Bytes;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use crate::checksum;
 use crate::error::Result;
 
 /// Rows per row group: small enough that min/max statistics on a sorted column prune well,
@@ -55,8 +57,15 @@ pub fn writer_properties(schema: &SchemaRef, sorted_by: &[&str]) -> WriterProper
 }
 
 /// One Parquet file being written batch by batch to an object store (local disk or S3).
+///
+/// The file is built in memory and stored whole by [`StreamingParquetFile::close`]: checksums
+/// are added to the finished file ([`checksum::seal`]), and a reader never sees a file
+/// without its footer.
 pub struct StreamingParquetFile {
-    writer: AsyncArrowWriter<BufWriter>,
+    writer: ArrowWriter<Vec<u8>>,
+    props: Arc<WriterProperties>,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
 }
 
 impl StreamingParquetFile {
@@ -67,20 +76,32 @@ impl StreamingParquetFile {
         schema: &SchemaRef,
         props: WriterProperties,
     ) -> Result<Self> {
-        let sink = BufWriter::new(store, path);
-        let writer = AsyncArrowWriter::try_new(sink, Arc::clone(schema), Some(props))?;
-        Ok(StreamingParquetFile { writer })
+        let writer = ArrowWriter::try_new(Vec::new(), Arc::clone(schema), Some(props.clone()))?;
+        Ok(StreamingParquetFile {
+            writer,
+            props: Arc::new(props),
+            store,
+            path,
+        })
     }
 
     /// Appends a batch.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch).await?;
+        self.writer.write(batch)?;
         Ok(())
     }
 
-    /// Writes the footer; the file is visible to readers only after this.
+    /// Finishes the file, adds its checksums and stores it; readers see it only after this.
     pub async fn close(self) -> Result<()> {
-        self.writer.close().await?;
+        let sealed = seal_file(self.writer, &self.props)?;
+        // One PUT: a local file appears by rename, an S3 object when the upload completes.
+        self.store.put(&self.path, sealed.into()).await?;
         Ok(())
     }
+}
+
+/// Closes `writer` (built with `props`) and returns the finished file with its checksums.
+pub fn seal_file(writer: ArrowWriter<Vec<u8>>, props: &Arc<WriterProperties>) -> Result<Bytes> {
+    let file = Bytes::from(writer.into_inner()?);
+    Ok(checksum::seal(&file, props)?)
 }

@@ -140,7 +140,7 @@ impl TokenledgerFlightSql {
     ) -> Result<Response<FlightDataStream>, Status> {
         let schema = Arc::new(client_schema(frame.schema().as_arrow()));
         let log = QueryLog::new(user, query);
-        let batches = frame.execute_stream().await.map_err(|e| {
+        let batches = self.session.execute(frame).await.map_err(|e| {
             log.fail(&e.to_string());
             status(e)
         })?;
