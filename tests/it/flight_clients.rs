@@ -14,24 +14,32 @@ const USER: &str = "analyst";
 const PASSWORD: &str = "correct horse battery";
 
 /// A `tokenledger serve` process on a free loopback port, killed when dropped.
-struct ServeProcess {
+pub struct ServeProcess {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    data: PathBuf,
     tls_root_certs: Option<PathBuf>,
 }
 
 impl ServeProcess {
     /// Serves the sample data to one user (`USER`), with TLS when `tls` is set.
     fn start(tls: bool) -> ServeProcess {
+        Self::serve(&repo_root().join("testdata/sample"), tls)
+    }
+
+    /// Serves the data directory `data` to one user (`USER`), with TLS when `tls` is set.
+    pub fn serve(data: &Path, tls: bool) -> ServeProcess {
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users");
         add_user(&users, USER, PASSWORD);
-        let mut args: Vec<String> = ["serve", "--data", "testdata/sample", "--listen"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        args.extend(["127.0.0.1:0".into(), "--users".into(), path(&users)]);
+        let mut args: Vec<String> = vec!["serve".into(), "--data".into(), path(data)];
+        args.extend([
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--users".into(),
+            path(&users),
+        ]);
         let tls_root_certs = tls.then(|| {
             let (root, cert, key) = write_test_certificates(dir.path());
             args.extend([
@@ -56,6 +64,7 @@ impl ServeProcess {
             child,
             port: 0,
             dir,
+            data: data.to_path_buf(),
             tls_root_certs,
         };
         server.port = server.wait_for_port();
@@ -97,7 +106,7 @@ impl ServeProcess {
 
     /// Runs pytest from `venv` on `tests` (paths under tests/python, optionally `-k` selected),
     /// and fails with its output unless every test passed. `None` when peers may be skipped.
-    fn pytest(&self, venv: &str, tests: &[&str], select: Option<&str>) -> Option<String> {
+    pub fn pytest(&self, venv: &str, tests: &[&str], select: Option<&str>) -> Option<String> {
         let python = venv_python(venv)?;
         let mut command = Command::new(python);
         command
@@ -107,7 +116,7 @@ impl ServeProcess {
             .env("TOKENLEDGER_FLIGHT_PORT", self.port.to_string())
             .env("TOKENLEDGER_FLIGHT_USER", USER)
             .env("TOKENLEDGER_FLIGHT_PASSWORD", PASSWORD)
-            .env("TOKENLEDGER_DATA_DIR", repo_root().join("testdata/sample"))
+            .env("TOKENLEDGER_DATA_DIR", &self.data)
             .env("TOKENLEDGER_SERVER_PID", self.child.id().to_string())
             .env("PYTHONDONTWRITEBYTECODE", "1");
         if let Some(select) = select {

@@ -2,6 +2,7 @@
 
 mod bucket;
 mod cli;
+mod corruption;
 mod flight_clients;
 mod peers;
 mod s3;

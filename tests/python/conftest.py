@@ -62,6 +62,17 @@ def spans(server: Server) -> pa.Table:
     return ds.dataset(server.data / "spans", format="parquet").to_table()
 
 
+def adbc_connect(server: Server, password: Optional[str] = None):
+    """A DBAPI connection through the ADBC Flight SQL driver, as the server's user."""
+    import adbc_driver_flightsql.dbapi as flight_sql
+    from adbc_driver_flightsql import DatabaseOptions
+
+    options = {"username": server.user, "password": password or server.password}
+    if server.tls_root_certs:
+        options[DatabaseOptions.TLS_ROOT_CERTS.value] = server.tls_root_certs.decode()
+    return flight_sql.connect(server.uri, db_kwargs=options)
+
+
 def totals_by_workflow(spans: pa.Table) -> dict:
     """{workflow: (span count, sum of input_tokens)} computed by pyarrow."""
     grouped = spans.group_by("workflow").aggregate([("span_id", "count"), ("input_tokens", "sum")])

@@ -4,25 +4,17 @@ ADBC-based BI tools use it."""
 import math
 import os
 
-import adbc_driver_flightsql.dbapi as flight_sql
 import adbc_driver_manager
 import pyarrow as pa
 import pytest
-from adbc_driver_flightsql import DatabaseOptions
 
 from conftest import (
     TOTALS_SQL,
+    adbc_connect as connect,
     count_where_model_and_min_input,
     model_with_most_large_calls,
     totals_by_workflow,
 )
-
-
-def connect(server, password=None):
-    options = {"username": server.user, "password": password or server.password}
-    if server.tls_root_certs:
-        options[DatabaseOptions.TLS_ROOT_CERTS.value] = server.tls_root_certs.decode()
-    return flight_sql.connect(server.uri, db_kwargs=options)
 
 
 @pytest.fixture(scope="module")

@@ -435,3 +435,61 @@ async fn queries_while_files_come_and_go_answer_consistently_or_fail_clearly() {
     churn.join().unwrap();
     assert!(answered > 0, "no query answered ({failed} failed)");
 }
+
+/// Runs `sql` through [`TraceSession::execute`], as the CLI and the Flight server do.
+async fn execute(session: &TraceSession, sql: &str) -> Result<Vec<RecordBatch>, String> {
+    let answer = async {
+        let frame = session.ctx.sql(sql).await?;
+        datafusion::physical_plan::common::collect(session.execute(frame).await?).await
+    };
+    answer
+        .await
+        .map_err(|e| EngineError::from(e).user_message())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_a_query_runs_fails_that_query_only_and_quarantines_nothing() {
+    use datafusion::logical_expr::{Volatility, create_udf};
+    let dir = tempfile::tempdir().unwrap();
+    let generated = crate::support::gen_into(
+        dir.path(),
+        &tokenledger_engine::generate::GenOptions {
+            work_items: 200,
+            ..Default::default()
+        },
+    )
+    .await;
+    let session = open(dir.path()).await;
+    // Stands in for a bug in a dependency's decoder: a function that panics on every batch.
+    session.ctx.register_udf(create_udf(
+        "explode",
+        vec![DataType::Int64],
+        DataType::Int64,
+        Volatility::Volatile,
+        Arc::new(|_| panic!("boom from below the query")),
+    ));
+    // Once inside DataFusion's partition tasks (an aggregate over several files), once in the
+    // task that polls the stream.
+    for sql in [
+        "SELECT workflow, sum(explode(input_tokens)) FROM spans GROUP BY workflow",
+        "SELECT explode(input_tokens) FROM spans LIMIT 1",
+    ] {
+        let error = execute(&session, sql).await.expect_err(sql);
+        assert!(
+            error.contains("boom from below the query"),
+            "{sql}: {error}"
+        );
+    }
+    // Every file decodes cleanly, so none was blamed; the session goes on answering.
+    assert_eq!(
+        rows(&session, "SELECT DISTINCT status FROM tokenledger_files").await,
+        [["ok"]]
+    );
+    let count = execute(&session, "SELECT count(*) FROM spans")
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::support::stringify(&count),
+        [[generated.spans.to_string()]]
+    );
+}

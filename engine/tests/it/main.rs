@@ -1,6 +1,7 @@
 //! The engine's integration tests (one binary: each links all of DataFusion).
 
 mod catalog;
+mod footer;
 mod generate;
 mod readme;
 mod reports;
