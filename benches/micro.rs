@@ -1,5 +1,6 @@
 //! Criterion micro-benchmarks: the token-economics functions against the same arithmetic written
-//! inline or the nearest built-in, and the pieces of a Flight SQL stream.
+//! inline or the nearest built-in, the pieces of a Flight SQL stream, and what page and footer
+//! checksums cost to write and to verify.
 //!
 //! `cargo bench --bench micro` (release; reports land in target/criterion/). Self-contained: the
 //! functions run on 1 M in-memory rows on one core, so the figures measure the functions rather
@@ -10,10 +11,16 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::sql::client::FlightSqlServiceClient;
+use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use futures::TryStreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::properties::WriterProperties;
+use tokenledger_engine::checksum;
 use tokenledger_engine::generate::{GenOptions, generate};
+use tokenledger_engine::writer::writer_properties;
 use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
 use tokenledger_flight_server::{ServeOptions, bind, client_schema, serve_on, to_client_batch};
 use tokio::runtime::Runtime;
@@ -244,9 +251,108 @@ async fn encode(batches: Vec<RecordBatch>) -> usize {
         .expect("encode")
 }
 
+/// The largest spans file of a ~1 M-span data set: its batches, and the file as the writer
+/// encodes it before and after checksums are added.
+struct ChecksumFixture {
+    batches: Vec<RecordBatch>,
+    props: Arc<WriterProperties>,
+    unsealed: Bytes,
+    sealed: Bytes,
+}
+
+async fn checksum_fixture() -> ChecksumFixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let location = DataLocation::parse(dir.path().to_str().expect("utf-8 path")).expect("location");
+    let options = GenOptions {
+        work_items: 90_000,
+        ..GenOptions::default()
+    };
+    let store = location.open_store(&[]).expect("store");
+    generate(
+        store,
+        &location,
+        &options,
+        &indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .expect("gen");
+    let largest = walk(&dir.path().join("spans"))
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).expect("file").len())
+        .expect("a spans file");
+    let sealed = Bytes::from(std::fs::read(largest).expect("read"));
+    let batches: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(sealed.clone())
+        .and_then(|b| b.build())
+        .expect("reader")
+        .collect::<Result<_, _>>()
+        .expect("decode");
+    let schema = batches[0].schema();
+    let props = Arc::new(writer_properties(&schema, &["workflow", "start_time"]));
+    let unsealed = encode_parquet(&batches, &props);
+    ChecksumFixture {
+        batches,
+        props,
+        unsealed,
+        sealed,
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .flat_map(|e| {
+            let path = e.expect("entry").path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+fn encode_parquet(batches: &[RecordBatch], props: &Arc<WriterProperties>) -> Bytes {
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), batches[0].schema(), Some((**props).clone())).expect("w");
+    for batch in batches {
+        writer.write(batch).expect("write");
+    }
+    Bytes::from(writer.into_inner().expect("close"))
+}
+
+fn decode_all(file: &Bytes) -> usize {
+    ParquetRecordBatchReaderBuilder::try_new(file.clone())
+        .and_then(|b| b.build())
+        .expect("reader")
+        .map(|b| b.expect("decode").num_rows())
+        .sum()
+}
+
+/// Writing a file (encode + compress), adding its checksums, and decoding it with and without
+/// page checksums to verify (the reader checks a page's CRC only where the file has one).
+fn checksums(c: &mut Criterion) {
+    let runtime = Runtime::new().expect("tokio runtime");
+    let fixture = runtime.block_on(checksum_fixture());
+    let mut group = c.benchmark_group("checksums");
+    group.throughput(Throughput::Bytes(fixture.unsealed.len() as u64));
+    group.bench_function("encode_file", |b| {
+        b.iter(|| encode_parquet(&fixture.batches, &fixture.props))
+    });
+    group.bench_function("seal_file", |b| {
+        b.iter(|| checksum::seal(&fixture.unsealed, &fixture.props).expect("seal"))
+    });
+    group.bench_function("decode_without_checksums", |b| {
+        b.iter(|| decode_all(&fixture.unsealed))
+    });
+    group.bench_function("decode_verifying_checksums", |b| {
+        b.iter(|| decode_all(&fixture.sealed))
+    });
+    group.finish();
+}
+
 criterion_group!(
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = functions, flight
+    targets = functions, flight, checksums
 );
 criterion_main!(benches);
