@@ -218,12 +218,20 @@ fn output_formats() {
         ],
         &[],
     ));
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
         std::fs::File::open(&file).unwrap(),
     )
-    .unwrap()
-    .build()
     .unwrap();
+    // Checksummed like every file tokenledger writes.
+    let key_value = builder.metadata().file_metadata().key_value_metadata();
+    assert!(
+        key_value
+            .unwrap()
+            .iter()
+            .any(|kv| kv.key == "tokenledger.checksums"),
+        "{key_value:?}"
+    );
+    let reader = builder.build().unwrap();
     let batches: Vec<_> = reader.map(Result::unwrap).collect();
     let text = arrow::util::pretty::pretty_format_batches(&batches)
         .unwrap()
