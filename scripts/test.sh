@@ -3,7 +3,8 @@
 # requirements files: .venv (a SeaweedFS S3 server, DuckDB, pyarrow, the ADBC Flight SQL driver,
 # pytest) and .venv-dbapi (flightsql-dbapi, which cannot share a venv with the rest). Then checks
 # formatting and lints and runs the Rust test suites, which start and stop their own servers on
-# 127.0.0.1 and run the Python client tests in tests/python/ against them.
+# 127.0.0.1 and run the Python client tests in tests/python/ against them. Last, checks that the
+# main command's build reuses the test build's dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,3 +27,14 @@ export PATH="$PWD/.venv/bin:$PATH"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The README's main command must reuse this build, not compile the dependencies again: a
+# dev-dependency that switches on a feature of a shared crate would make `cargo build` (the
+# main command's build) compile DataFusion a second time. See the comment on serde in Cargo.toml.
+rebuilt=$(cargo build --locked --offline 2>&1 | grep -E '^ *Compiling ' | grep -v ' (/' || true)
+if [ -n "$rebuilt" ]; then
+  echo "cargo build compiled dependencies the test build had already compiled (features differ between the two builds; align them in Cargo.toml):" >&2
+  echo "$rebuilt" >&2
+  exit 1
+fi
+echo "cargo build after the tests: no dependency compiled again"

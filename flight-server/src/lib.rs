@@ -38,11 +38,27 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
-/// Binds `options.listen` (port 0 picks a free port; the listener tells which).
+/// Binds `options.listen` (port 0 picks a free port; the listener tells which). Refuses first,
+/// before anything listens or is announced, what [`serve_on`] would refuse: a non-loopback
+/// address without users, or a users file that cannot be read.
 pub async fn bind(options: &ServeOptions) -> Result<tokio::net::TcpListener> {
+    auth_for(options)?;
     tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| FlightServerError::Config(format!("cannot listen on {}: {e}", options.listen)))
+}
+
+/// Who may connect: the users file's users; without one, anyone, but only on loopback.
+fn auth_for(options: &ServeOptions) -> Result<Auth> {
+    match &options.users {
+        Some(path) => Ok(Auth::with_users(Users::load(path)?)),
+        None if options.listen.ip().is_loopback() => Ok(Auth::Open),
+        None => Err(FlightServerError::Config(format!(
+            "refusing to listen on {} without --users: anyone on the network could read the data \
+             (add users with `tokenledger user add NAME --users FILE`, or listen on 127.0.0.1)",
+            options.listen
+        ))),
+    }
 }
 
 /// Serves `session` over Flight SQL on a listener from [`bind`] until `shutdown` resolves.
@@ -52,17 +68,7 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let auth = match &options.users {
-        Some(path) => Auth::with_users(Users::load(path)?),
-        None if options.listen.ip().is_loopback() => Auth::Open,
-        None => {
-            return Err(FlightServerError::Config(format!(
-                "refusing to listen on {} without --users: anyone on the network could read the data \
-                 (add users with `tokenledger user add NAME --users FILE`, or listen on 127.0.0.1)",
-                options.listen
-            )));
-        }
-    };
+    let auth = auth_for(options)?;
     let service = TokenledgerFlightSql::new(session, Arc::new(auth));
     let mut server = Server::builder();
     if let Some((cert, key)) = &options.tls {

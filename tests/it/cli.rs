@@ -508,3 +508,25 @@ fn reports_are_listed_and_run() {
         "unknown report \"nonsense\"; reports are cost_per_outcome",
     );
 }
+
+#[test]
+fn serve_on_all_interfaces_without_users_only_refuses() {
+    let output = tokenledger(
+        &[
+            "serve",
+            "--data",
+            "testdata/handmade",
+            "--listen",
+            "0.0.0.0:0",
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The refusal alone: nothing announced as served.
+    assert!(
+        stderr.starts_with("error: refusing to listen on 0.0.0.0:0 without --users"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("serving"), "{stderr}");
+}
