@@ -16,6 +16,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use futures::{FutureExt, StreamExt};
@@ -46,32 +47,57 @@ pub async fn execute(
         Ok(batches) => batches?,
         Err(panic) => return Err(panicked("starting", panic.as_ref())),
     };
-    let guarded = futures::stream::unfold(Some(batches), move |running| {
-        let store = Arc::clone(&store);
-        let files = files.clone();
-        let runtime = Arc::clone(&runtime);
-        async move {
-            let mut batches = running?;
-            let next = AssertUnwindSafe(batches.next()).catch_unwind().await;
-            let error = match next {
-                Ok(Some(Ok(batch))) => return Some((Ok(batch), Some(batches))),
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => e,
-                Err(panic) => panicked("reading", panic.as_ref()),
-            };
-            // Stop the other partitions before reading the files again.
-            drop(batches);
-            let error = name_bad_file(&store, &files, error).await;
-            if is_quarantine(&error) {
-                // Listings are cached; the next query must list again to leave the file out.
-                if let Some(listings) = runtime.cache_manager.get_list_files_cache() {
-                    listings.clear();
-                }
-            }
-            Some((Err(error), None))
-        }
+    let running = Running {
+        batches,
+        store,
+        files,
+        runtime,
+    };
+    let guarded = futures::stream::unfold(Some(running), |state| async move {
+        let mut running = state?;
+        let next = AssertUnwindSafe(running.batches.next())
+            .catch_unwind()
+            .await;
+        let error = match next {
+            Ok(Some(Ok(batch))) => return Some((Ok(batch), Some(running))),
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => e,
+            Err(panic) => panicked("reading", panic.as_ref()),
+        };
+        Some((Err(running.fail(error).await), None))
     });
     Ok(Box::pin(RecordBatchStreamAdapter::new(schema, guarded)))
+}
+
+/// A query being read, with what it takes to explain a failure.
+struct Running {
+    batches: SendableRecordBatchStream,
+    store: Arc<TableFileStore>,
+    /// The files the plan scans.
+    files: Vec<ObjectMeta>,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl Running {
+    /// The error the query ends with: `error`, or one naming the damaged file behind it.
+    async fn fail(self, error: DataFusionError) -> DataFusionError {
+        let Running {
+            batches,
+            store,
+            files,
+            runtime,
+        } = self;
+        // Stop the other partitions before reading the files again.
+        drop(batches);
+        let error = name_bad_file(&store, &files, error).await;
+        if is_quarantine(&error) {
+            // Listings are cached; the next query must list again to leave the file out.
+            if let Some(listings) = runtime.cache_manager.get_list_files_cache() {
+                listings.clear();
+            }
+        }
+        error
+    }
 }
 
 /// The error a panic becomes. It counts as a file problem: see [`may_be_a_bad_file`].
