@@ -40,6 +40,9 @@ pub struct SessionOptions {
     /// Fail queries on a table file that cannot be read as its table, instead of leaving the
     /// file out (quarantine) and answering from the others.
     pub strict: bool,
+    /// DataFusion settings (`datafusion.execution.parquet.pruning` = `false`, …) applied over
+    /// tokenledger's defaults, after the `DATAFUSION_*` variables. They reach the tables too.
+    pub settings: Vec<(String, String)>,
 }
 
 /// A session over one data location.
@@ -213,6 +216,12 @@ pub fn new_context(options: &SessionOptions) -> Result<SessionContext> {
     // that made every query slower, a join's dynamic filter by 1.8x (benches/results/).
     parquet.pushdown_filters = false;
     apply_env_overrides(config.options_mut())?;
+    for (key, value) in &options.settings {
+        config
+            .options_mut()
+            .set(key, value)
+            .map_err(|e| EngineError::Input(format!("DataFusion setting {key}={value:?}: {e}")))?;
+    }
     let runtime = RuntimeEnvBuilder::new()
         .with_object_list_cache_ttl(options.listing_ttl)
         .build_arc()?;
@@ -241,8 +250,12 @@ fn register_table(
     location: &DataLocation,
     table: &'static TableDef,
 ) -> Result<()> {
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    // The session's Parquet settings (`datafusion.execution.parquet.*`, from tokenledger's
+    // defaults, DATAFUSION_* variables and `SessionOptions::settings`): a format built with
+    // `ParquetFormat::default()` would scan with DataFusion's defaults instead.
+    let parquet = ctx.state().default_table_options().parquet;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default().with_options(parquet)))
+        .with_file_extension(".parquet");
     let config = ListingTableConfig::new(location.table_url(table.name)?)
         .with_listing_options(options)
         .with_schema(table.query_schema());

@@ -493,3 +493,45 @@ async fn a_panic_while_a_query_runs_fails_that_query_only_and_quarantines_nothin
         [[generated.spans.to_string()]]
     );
 }
+
+#[tokio::test]
+async fn the_sessions_parquet_settings_reach_the_table_scans() {
+    use parquet::file::properties::WriterProperties;
+    use tokenledger_engine::writer::StreamingParquetFile;
+    // One file of ten row groups, input_tokens 0..999 in order: statistics can skip eight.
+    let dir = tempfile::tempdir().unwrap();
+    let tokens: Vec<i64> = (0..1000).collect();
+    let batch = good_batch("invoice", &tokens);
+    let path = dir.path().join("spans/sorted.parquet");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(100))
+        .build();
+    let mut file = StreamingParquetFile::create(
+        Arc::new(object_store::local::LocalFileSystem::new()),
+        object_store::path::Path::from_absolute_path(&path).unwrap(),
+        &batch.schema(),
+        props,
+    )
+    .unwrap();
+    file.write(&batch).await.unwrap();
+    file.close().await.unwrap();
+
+    let sql = "EXPLAIN ANALYZE SELECT count(*) FROM spans WHERE input_tokens < 150";
+    let scan = async |settings: &[(&str, &str)]| {
+        let options = SessionOptions {
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..SessionOptions::default()
+        };
+        let location = DataLocation::parse(dir.path().to_str().unwrap()).unwrap();
+        let session = TraceSession::open(location, &options).await.unwrap();
+        crate::support::pruning_metric(&rows(&session, sql).await, "row_groups_pruned_statistics")
+    };
+    assert_eq!(scan(&[]).await, (10, 2), "pruning is on by default");
+    // Turned off in the session, the same scan reads every row group.
+    let off = [("datafusion.execution.parquet.pruning", "false")];
+    assert_eq!(scan(&off).await, (10, 10), "pruning off in the session");
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use tokenledger_engine::TraceSession;
 use tokenledger_engine::generate::{GenOptions, GenSummary};
 
-use crate::support::{gen_into, open, rows};
+use crate::support::{gen_into, open, pruning_metric, rows};
 
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -248,22 +248,8 @@ async fn time_filters_prune_files_by_statistics() {
     .await;
     let s = open(dir.path()).await;
     let plan = rows(&s, "EXPLAIN ANALYZE SELECT count(*) FROM spans WHERE start_time < TIMESTAMP '2026-01-06T00:00:00Z'").await;
-    let text: String = plan
-        .iter()
-        .map(|r| r.join(" "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let metric = text
-        .split("files_ranges_pruned_statistics=")
-        .nth(1)
-        .and_then(|rest| rest.split(',').next())
-        .unwrap_or_else(|| panic!("no file pruning metric in {text}"));
-    // "N total → M matched"
-    let numbers: Vec<u64> = metric
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    let (total, matched) = (numbers[0], numbers[1]);
+    let (total, matched) = pruning_metric(&plan, "files_ranges_pruned_statistics");
+    let metric = format!("{matched} of {total} file ranges");
     assert!(total > 20, "{metric}");
     // Only each workflow's first week can hold rows from before Jan 6.
     assert!(matched <= 4, "{metric}");

@@ -91,3 +91,23 @@ pub fn stringify(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     }
     out
 }
+
+/// "N total → M matched" of an EXPLAIN ANALYZE metric (`files_ranges_pruned_statistics`, …),
+/// as (N, M).
+pub fn pruning_metric(plan: &[Vec<String>], metric: &str) -> (u64, u64) {
+    let text: String = plan
+        .iter()
+        .map(|r| r.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let value = text
+        .split(&format!("{metric}="))
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no {metric} in {text}"));
+    let numbers: Vec<u64> = value
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
