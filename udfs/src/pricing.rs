@@ -189,7 +189,9 @@ impl TokenCost {
     /// `token_cost` over `prices` (a session's copy of the `model_prices` table).
     pub fn new(prices: Arc<SharedPrices>) -> Self {
         TokenCost {
-            signature: Signature::user_defined(Volatility::Immutable),
+            // Stable, not Immutable: the same arguments price differently once a session
+            // reloads `model_prices`. Within one query the prices do not change.
+            signature: Signature::user_defined(Volatility::Stable),
             prices,
         }
     }

@@ -221,6 +221,12 @@ async fn a_long_running_session_prices_with_price_files_added_later() {
     // One million input tokens and a quarter million output tokens, in February.
     let cost = "SELECT token_cost('m', 1000000, 0, 250000, 0, TIMESTAMP '2026-02-01T00:00:00Z')";
     assert_eq!(rows(&session, cost).await, vec![vec!["NULL"]]);
+    // A view planned now, before the prices exist: nothing may fold its call with today's prices.
+    session
+        .ctx
+        .sql(&format!("CREATE VIEW probe AS {cost}"))
+        .await
+        .unwrap();
 
     let csv = dir.path().join("prices.csv");
     std::fs::write(
@@ -240,4 +246,8 @@ async fn a_long_running_session_prices_with_price_files_added_later() {
     tokio::time::sleep(ttl + std::time::Duration::from_millis(300)).await;
     session.refresh_prices().await;
     assert_eq!(rows(&session, cost).await, vec![vec!["4.0"]]);
+    assert_eq!(
+        rows(&session, "SELECT * FROM probe").await,
+        vec![vec!["4.0"]]
+    );
 }
