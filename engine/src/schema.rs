@@ -59,7 +59,9 @@ impl ColumnType {
         }
     }
 
-    /// Whether values stored in a file as `file_type` can be read losslessly as this column.
+    /// Whether values stored in a file as `file_type` can be read as this column: losslessly,
+    /// except into a double column, which also takes integers and decimals as their nearest
+    /// double (exact up to 2^53 and about 15 significant digits; enough for costs in USD).
     ///
     /// Stricter than Arrow's `can_cast_types` on purpose: text in a numeric column is a broken
     /// pipeline, not something to parse at query time.
