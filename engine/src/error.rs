@@ -78,10 +78,16 @@ fn datafusion_message(e: &DataFusionError) -> String {
     if let Some(inner) = find_engine_error(e) {
         return inner.to_string();
     }
+    if let Some(function) =
+        error_chain(e).find_map(|err| err.downcast_ref::<tokenledger_udfs::FunctionError>())
+    {
+        return function.to_string();
+    }
     e.find_root().to_string()
 }
 
-fn find_engine_error(e: &DataFusionError) -> Option<&EngineError> {
+/// The tokenledger error inside `e`, if a layer of it is one.
+pub fn find_engine_error(e: &DataFusionError) -> Option<&EngineError> {
     error_chain(e).find_map(|err| {
         err.downcast_ref::<EngineError>().or_else(|| {
             err.downcast_ref::<crate::files::SharedError>()
@@ -91,7 +97,7 @@ fn find_engine_error(e: &DataFusionError) -> Option<&EngineError> {
 }
 
 /// `e` and its sources, outermost first.
-pub(crate) fn error_chain<'a>(
+pub fn error_chain<'a>(
     e: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(e), |err| err.source())

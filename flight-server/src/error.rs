@@ -1,10 +1,14 @@
 //! The Flight server's one error type, and how engine errors become gRPC statuses.
 
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use tokenledger_engine::EngineError;
-use tonic::Status;
+use tokenledger_engine::error::error_chain;
+use tokenledger_engine::files::SharedError;
+use tokenledger_udfs::FunctionError;
+use tonic::{Code, Status};
 
-/// What can stop the server from starting or serving.
+/// What can stop the server from starting or serving, or make it refuse a query.
 #[derive(Debug, thiserror::Error)]
 pub enum FlightServerError {
     /// Bad settings: users file, TLS files, listen address.
@@ -16,74 +20,144 @@ pub enum FlightServerError {
     /// The gRPC transport failed (binding the port, TLS).
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A query names a table that does not exist.
+    #[error("table '{0}' not found")]
+    TableNotFound(String),
+    /// A query would change something (DDL, DML, `COPY`, `SET`): the server is read-only.
+    #[error("{0} is not allowed: the server is read-only")]
+    ReadOnly(String),
 }
 
 /// Result with [`FlightServerError`].
 pub type Result<T, E = FlightServerError> = std::result::Result<T, E>;
 
-/// Maps a query error to the gRPC code a client can act on: bad SQL → INVALID_ARGUMENT (with
-/// DataFusion's message), unknown table → NOT_FOUND, statements that would change anything →
-/// PERMISSION_DENIED, everything else → INTERNAL.
+/// Maps a query error to the gRPC code a client can act on, by the kind of its innermost cause
+/// (never by its text):
+/// - the query itself is wrong (SQL, planning, a function's argument, `1/0`, a bad cast):
+///   INVALID_ARGUMENT;
+/// - memory or another limit ran out: RESOURCE_EXHAUSTED;
+/// - storage (local disk, S3) failed: UNAVAILABLE, worth retrying;
+/// - a damaged table file: DATA_LOSS (it is quarantined; the next query reads the others);
+/// - a table file that cannot be read as its table, in strict mode: FAILED_PRECONDITION;
+/// - anything else: INTERNAL.
 pub fn status(error: DataFusionError) -> Status {
-    let message = EngineError::from(error).user_message();
-    let code = classify(&message);
-    Status::new(code, message)
+    let code = code_for(&error);
+    Status::new(code, EngineError::from(error).user_message())
 }
 
-fn classify(message: &str) -> tonic::Code {
-    use tonic::Code;
-    if [
-        "DDL not supported",
-        "DML not supported",
-        "Statement not supported",
-    ]
-    .iter()
-    .any(|m| message.contains(m))
-    {
-        Code::PermissionDenied
-    } else if message.contains("table '") && message.contains("' not found") {
-        Code::NotFound
-    } else if message.starts_with("SQL error")
-        || message.starts_with("Error during planning")
-        || message.starts_with("Schema error")
-        || message.starts_with("This feature is not implemented")
-    {
-        Code::InvalidArgument
-    } else {
-        Code::Internal
+/// The gRPC status of a query the server refuses before planning it.
+pub fn refusal(error: FlightServerError) -> Status {
+    let code = match &error {
+        FlightServerError::TableNotFound(_) => Code::NotFound,
+        FlightServerError::ReadOnly(_) => Code::PermissionDenied,
+        _ => Code::Internal,
+    };
+    Status::new(code, error.to_string())
+}
+
+fn code_for(error: &DataFusionError) -> Code {
+    // The innermost layer that has a kind decides: a Context or External wrapper says less
+    // than what it wraps.
+    error_chain(error)
+        .filter_map(kind_of)
+        .last()
+        .unwrap_or(Code::Internal)
+}
+
+fn kind_of(err: &(dyn std::error::Error + 'static)) -> Option<Code> {
+    if let Some(e) = err.downcast_ref::<EngineError>() {
+        return engine_kind(e);
+    }
+    if let Some(shared) = err.downcast_ref::<SharedError>() {
+        return engine_kind(&shared.0);
+    }
+    if err.downcast_ref::<FunctionError>().is_some() {
+        return Some(Code::InvalidArgument);
+    }
+    if err.downcast_ref::<object_store::Error>().is_some() {
+        return Some(Code::Unavailable);
+    }
+    if let Some(e) = err.downcast_ref::<ArrowError>() {
+        return match e {
+            ArrowError::DivideByZero
+            | ArrowError::CastError(_)
+            | ArrowError::ArithmeticOverflow(_)
+            | ArrowError::InvalidArgumentError(_)
+            | ArrowError::ParseError(_) => Some(Code::InvalidArgument),
+            _ => None,
+        };
+    }
+    match err.downcast_ref::<DataFusionError>()? {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_) => Some(Code::InvalidArgument),
+        DataFusionError::ResourcesExhausted(_) => Some(Code::ResourceExhausted),
+        DataFusionError::ExecutionJoin(_) => Some(Code::Internal),
+        _ => None,
+    }
+}
+
+fn engine_kind(e: &EngineError) -> Option<Code> {
+    match e {
+        EngineError::Corrupt { .. } => Some(Code::DataLoss),
+        EngineError::Schema { .. } | EngineError::Input(_) => Some(Code::FailedPrecondition),
+        EngineError::ObjectStore(_) | EngineError::Io(_) => Some(Code::Unavailable),
+        EngineError::Panic(_) => Some(Code::Internal),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
+
+    fn code(error: DataFusionError) -> Code {
+        status(error).code()
+    }
 
     #[test]
-    fn messages_map_to_codes() {
+    fn the_innermost_kind_decides() {
+        let argument = FunctionError::invalid_argument("effective_cost: p = 1.5".into());
+        assert_eq!(code(argument), Code::InvalidArgument);
+        let wrapped = DataFusionError::Context(
+            "while aggregating".into(),
+            Box::new(DataFusionError::ResourcesExhausted("memory".into())),
+        );
+        assert_eq!(code(wrapped), Code::ResourceExhausted);
+        let outage = DataFusionError::ObjectStore(Box::new(object_store::Error::Generic {
+            store: "S3",
+            source: "connection refused".into(),
+        }));
+        assert_eq!(code(outage), Code::Unavailable);
+        let corrupt = DataFusionError::External(Box::new(SharedError(std::sync::Arc::new(
+            EngineError::Corrupt {
+                table: "spans".into(),
+                file: "/d/spans/x.parquet".into(),
+                problem: "Page CRC checksum mismatch".into(),
+            },
+        ))));
+        assert_eq!(code(corrupt), Code::DataLoss);
         assert_eq!(
-            classify("SQL error: ParserError(\"Expected: an SQL statement\")"),
+            code(DataFusionError::ArrowError(
+                Box::new(ArrowError::DivideByZero),
+                None
+            )),
             Code::InvalidArgument
         );
         assert_eq!(
-            classify("Error during planning: table 'tokenledger.public.x' not found"),
-            Code::NotFound
-        );
-        assert_eq!(
-            classify("Error during planning: DDL not supported: CreateMemoryTable"),
-            Code::PermissionDenied
-        );
-        assert_eq!(
-            classify("Error during planning: DML not supported: COPY"),
-            Code::PermissionDenied
-        );
-        assert_eq!(
-            classify("Schema error: No field named y"),
-            Code::InvalidArgument
-        );
-        assert_eq!(
-            classify("Object Store error: connection refused"),
+            code(DataFusionError::Execution("bug".into())),
             Code::Internal
         );
+    }
+
+    #[test]
+    fn refusals_have_their_own_codes() {
+        let missing = refusal(FlightServerError::TableNotFound("no_such_table".into()));
+        assert_eq!(missing.code(), Code::NotFound);
+        let write = refusal(FlightServerError::ReadOnly(
+            "DDL (CreateMemoryTable)".into(),
+        ));
+        assert_eq!(write.code(), Code::PermissionDenied);
     }
 }

@@ -110,6 +110,15 @@ def test_bad_sql_is_invalid_argument_with_datafusion_message(conn):
     assert "SELEC" in str(err.value)
 
 
+def test_a_bad_function_argument_while_running_is_invalid_argument(conn):
+    # The rate comes from a column, so the error arises while the query runs, not at planning.
+    with conn.cursor() as cur:
+        with pytest.raises(adbc_driver_manager.Error, match="(?i)invalid.argument") as err:
+            cur.execute("SELECT effective_cost(1.0, CAST(attempt AS DOUBLE) + 0.5) FROM spans")
+            cur.fetchall()
+    assert "effective_cost: success rate p must be in [0, 1]" in str(err.value)
+
+
 def test_unknown_table_is_not_found(conn):
     with conn.cursor() as cur:
         with pytest.raises(adbc_driver_manager.Error, match="(?i)not.?found") as err:

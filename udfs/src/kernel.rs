@@ -9,6 +9,8 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{Result, ScalarValue, exec_err};
+
+use crate::error::FunctionError;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
@@ -119,7 +121,11 @@ fn scalar_pair<F: PairFunction>(a: Option<f64>, b: Option<f64>) -> Result<Option
         return Ok(None);
     };
     if F::invalid(a, b) {
-        return exec_err!("{}: {}", F::NAME, F::invalid_message(a, b));
+        return Err(FunctionError::invalid_argument(format!(
+            "{}: {}",
+            F::NAME,
+            F::invalid_message(a, b)
+        )));
     }
     Ok((!F::null_if(a, b)).then(|| F::apply(a, b)))
 }
@@ -147,7 +153,11 @@ fn array_pair<F: PairFunction>(a: &Float64Array, b: &Float64Array) -> Result<Arr
     if any_invalid {
         let is_valid = |i: usize| nulls.as_ref().is_none_or(|n| n.is_valid(i));
         if let Some(i) = (0..av.len()).find(|&i| is_valid(i) && F::invalid(av[i], bv[i])) {
-            return exec_err!("{}: {}", F::NAME, F::invalid_message(av[i], bv[i]));
+            return Err(FunctionError::invalid_argument(format!(
+                "{}: {}",
+                F::NAME,
+                F::invalid_message(av[i], bv[i])
+            )));
         }
     }
     let values: ScalarBuffer<f64> = av

@@ -16,6 +16,7 @@
 //! `SHOW FUNCTIONS`, `information_schema.routines` and `tokenledger functions`.
 
 mod attention;
+pub mod error;
 mod kernel;
 mod marginal;
 mod outcome;
@@ -25,6 +26,8 @@ mod success;
 mod time;
 
 use std::sync::Arc;
+
+pub use error::FunctionError;
 
 use datafusion::logical_expr::{AggregateUDF, DocSection, Documentation, ScalarUDF};
 use datafusion::prelude::SessionContext;
