@@ -14,7 +14,8 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
 
-use tokenledger_udfs::{PriceBook, SharedPrices};
+use datafusion::logical_expr::ScalarUDF;
+use tokenledger_udfs::{PriceBook, SharedPrices, UtcDateTrunc};
 
 use crate::error::{EngineError, Result};
 use crate::files::{FileCheck, TableFileStore};
@@ -88,6 +89,9 @@ impl TraceSession {
         ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
         let prices = SharedPrices::new(load_prices(&ctx, &store).await);
         tokenledger_udfs::register_all(&ctx, Arc::clone(&prices));
+        // A session decision, not a function of ours: `date_trunc` is replaced by one that gives
+        // the built-in's answers without its per-value time-zone arithmetic on UTC columns.
+        ctx.register_udf(ScalarUDF::from(UtcDateTrunc::default()));
         crate::reports::register_views(&ctx).await?;
         Ok(TraceSession {
             ctx,

@@ -75,8 +75,6 @@ pub fn register_all(ctx: &SessionContext, prices: Arc<SharedPrices>) {
     for udaf in aggregate_functions() {
         ctx.register_udaf(udaf);
     }
-    // Same answers as the built-in, without its per-value time-zone arithmetic on UTC columns.
-    ctx.register_udf(ScalarUDF::from(UtcDateTrunc::default()));
 }
 
 /// Name, kind and documentation of every function, for listings.
