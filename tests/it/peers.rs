@@ -1,7 +1,7 @@
 //! Third-party programs the tests run against: the S3-compatible server and the independent
-//! engine (DuckDB). The README's test command installs them into `.venv/`; a plain `cargo test`
-//! finds them there too. Without them these tests fail (a silent skip would hide a missing
-//! check) unless TOKENLEDGER_SKIP_PEERS=1 says to skip them on purpose.
+//! engine (DuckDB). The README's test command installs them into `.venv/` and sets
+//! TOKENLEDGER_REQUIRE_PEERS=1, so there a missing peer fails the run. A bare `cargo test` finds
+//! them in the venvs too; without them, the tests that need them say so in one line and skip.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -37,13 +37,15 @@ fn find_peer(venv: &str, program: &str, venv_only: bool) -> Option<PathBuf> {
     if on_path.is_some() && !venv_only {
         return on_path;
     }
-    if std::env::var("TOKENLEDGER_SKIP_PEERS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: {program} not installed in {venv} and TOKENLEDGER_SKIP_PEERS=1");
-        return None;
-    }
-    panic!(
-        "{program} is not installed in {venv}: run scripts/test.sh (it creates the venvs with the test peers)"
+    assert!(
+        std::env::var("TOKENLEDGER_REQUIRE_PEERS").as_deref() != Ok("1"),
+        "{program} is not installed in {venv}, and this run requires the test peers"
     );
+    eprintln!(
+        "SKIPPED: {program} is not installed in {venv}; scripts/test.sh installs the test peers \
+         and runs these tests too"
+    );
+    None
 }
 
 /// Runs the tokenledger binary with `args` and extra environment.
