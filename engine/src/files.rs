@@ -38,6 +38,8 @@ use crate::error::EngineError;
 use crate::footer::{self, BadFooter};
 use crate::schema::TableDef;
 
+/// Files whose verdicts are kept (about 300 bytes each).
+const MAX_CACHED_CHECKS: usize = 200_000;
 /// How many files are read in full at once when looking for the one a scan failed on.
 const FILES_DECODED_AT_ONCE: usize = 2;
 /// How many footers are read at once while checking a listing.
@@ -60,13 +62,47 @@ pub struct TableFileStore {
 struct Checker {
     inner: Arc<dyn ObjectStore>,
     tables: Vec<(Path, &'static TableDef)>,
-    checked: Mutex<HashMap<FileVersion, FileCheck>>,
+    checked: Mutex<CheckCache>,
     /// The session's footer cache: footers read for checking are not read again by the scan.
     footer_cache: Option<Arc<FileMetadataCache>>,
     /// Put before object paths in messages, so users see `/data/x.parquet` or `s3://b/x.parquet`.
     display_prefix: String,
     /// Fail queries on a bad file instead of leaving it out.
     strict: bool,
+}
+
+/// Verdicts by file, for the version last checked: a rewritten file replaces its old entry.
+/// Bounded: past [`MAX_CACHED_CHECKS`] files it starts again empty, which costs one footer read
+/// per file (a file quarantined by a scan is then admitted again until a scan meets it).
+#[derive(Debug)]
+struct CheckCache {
+    entries: HashMap<Path, (FileVersion, FileCheck)>,
+    cap: usize,
+}
+
+impl Default for CheckCache {
+    fn default() -> Self {
+        CheckCache {
+            entries: HashMap::new(),
+            cap: MAX_CACHED_CHECKS,
+        }
+    }
+}
+
+impl CheckCache {
+    fn get(&self, version: &FileVersion) -> Option<FileCheck> {
+        self.entries
+            .get(&version.path)
+            .filter(|(cached, _)| cached == version)
+            .map(|(_, check)| check.clone())
+    }
+
+    fn insert(&mut self, version: FileVersion, check: FileCheck) {
+        if self.entries.len() >= self.cap && !self.entries.contains_key(&version.path) {
+            self.entries.clear();
+        }
+        self.entries.insert(version.path.clone(), (version, check));
+    }
 }
 
 /// A file's identity for caching a check: a rewritten file gets checked again.
@@ -156,18 +192,27 @@ impl TableFileStore {
                 .try_collect()
                 .await?;
             files.sort_by(|a, b| a.location.cmp(&b.location));
-            for meta in files {
-                let check = if is_parquet(&meta) {
-                    match self.checker.check(&meta, table).await {
-                        Ok(check) => check,
-                        // Deleted since the listing: no longer part of the table.
-                        Err(object_store::Error::NotFound { .. }) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                } else {
-                    FileCheck::Quarantined(Arc::new(EngineError::Input(format!(
-                        "not read: tables read only files named *{PARQUET_SUFFIX}"
-                    ))))
+            // Footers are read as many at a time as a listing reads them, in listing order.
+            let checks: Vec<_> = futures::stream::iter(files)
+                .map(|meta| async move {
+                    let check = if is_parquet(&meta) {
+                        self.checker.check(&meta, table).await
+                    } else {
+                        Ok(FileCheck::Quarantined(Arc::new(EngineError::Input(
+                            format!("not read: tables read only files named *{PARQUET_SUFFIX}"),
+                        ))))
+                    };
+                    (meta, check)
+                })
+                .buffered(FOOTER_READS_IN_FLIGHT)
+                .collect()
+                .await;
+            for (meta, check) in checks {
+                let check = match check {
+                    Ok(check) => check,
+                    // Deleted since the listing: no longer part of the table.
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Err(e) => return Err(e.into()),
                 };
                 report.push(FileReport {
                     table: table.name,
@@ -267,7 +312,7 @@ impl Checker {
     ) -> object_store::Result<FileCheck> {
         let version = FileVersion::from(meta);
         if let Some(cached) = self.checked.lock().expect("check cache lock").get(&version) {
-            return Ok(cached.clone());
+            return Ok(cached);
         }
         let check = match self.read_footer(meta, table).await? {
             Ok(rows) => FileCheck::Ok { rows },
@@ -504,6 +549,34 @@ mod tests {
             e_tag: None,
             version: None,
         }
+    }
+
+    #[test]
+    fn the_check_cache_keeps_one_version_per_file_and_stays_bounded() {
+        let version = |path: &str, size: u64| FileVersion {
+            path: Path::from(path),
+            size,
+            version: Some("etag".into()),
+        };
+        let mut cache = CheckCache {
+            entries: HashMap::new(),
+            cap: 3,
+        };
+        cache.insert(version("t/a.parquet", 10), FileCheck::Ok { rows: 1 });
+        // Rewritten: the new version replaces the old one, and the old one is no longer known.
+        cache.insert(version("t/a.parquet", 20), FileCheck::Ok { rows: 2 });
+        assert!(cache.get(&version("t/a.parquet", 10)).is_none());
+        assert!(matches!(
+            cache.get(&version("t/a.parquet", 20)),
+            Some(FileCheck::Ok { rows: 2 })
+        ));
+        cache.insert(version("t/b.parquet", 10), FileCheck::Ok { rows: 1 });
+        cache.insert(version("t/c.parquet", 10), FileCheck::Ok { rows: 1 });
+        assert_eq!(cache.entries.len(), 3);
+        // A fourth file starts again empty: bounded whatever a long-running server sees.
+        cache.insert(version("t/d.parquet", 10), FileCheck::Ok { rows: 1 });
+        assert_eq!(cache.entries.len(), 1);
+        assert!(cache.get(&version("t/d.parquet", 10)).is_some());
     }
 
     #[test]
