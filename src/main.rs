@@ -374,14 +374,10 @@ async fn run_data_command(command: Command) -> Result<(), EngineError> {
                 )));
             };
             let session = open(&data).await?;
-            run_sql(
-                &session,
-                &format!("SELECT * FROM {} ORDER BY 1, 2 NULLS FIRST", report.name),
-                format,
-                output.as_deref(),
-                false,
-            )
-            .await
+            let frame = reports::ordered(&session.ctx, report).await?;
+            let rows = session.execute(frame).await?;
+            output::write(rows, format, output.as_deref()).await?;
+            Ok(())
         }
         Command::Serve { .. } | Command::User { .. } => unreachable!("handled by run"),
         Command::Functions => {

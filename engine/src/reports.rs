@@ -1,7 +1,8 @@
 //! The reports: SQL views over the trace tables, kept as readable files in `sql/reports/` and
 //! compiled into the binary so every session (CLI, Flight SQL) has them.
 
-use datafusion::prelude::SessionContext;
+use datafusion::logical_expr::SortExpr;
+use datafusion::prelude::{DataFrame, SessionContext, col};
 
 use crate::error::{EngineError, Result};
 
@@ -12,12 +13,19 @@ pub struct Report {
     pub name: &'static str,
     /// The query, with its header comment.
     pub sql: &'static str,
-    /// Building blocks are views the reports are built from; they are views too, but not listed
-    /// among the reports.
-    pub building_block: bool,
 }
 
+/// How a building block's header starts: views the reports are built from. They are views too,
+/// but not listed among the reports, and their rows come in no particular order.
+const BUILDING_BLOCK: &str = "-- Building block:";
+
 impl Report {
+    /// Whether this view is a building block of the reports rather than a report (its file's
+    /// header says so).
+    pub fn building_block(&self) -> bool {
+        self.sql.starts_with(BUILDING_BLOCK)
+    }
+
     /// The first comment line: what the view answers.
     pub fn summary(&self) -> &'static str {
         self.sql
@@ -31,32 +39,47 @@ impl Report {
 }
 
 macro_rules! view {
-    ($name:literal, $building_block:expr) => {
+    ($name:literal) => {
         Report {
             name: $name,
             sql: include_str!(concat!("../../sql/reports/", $name, ".sql")),
-            building_block: $building_block,
         }
     };
 }
 
-/// Every view, in dependency order (each may use those before it).
+/// Every view in `sql/reports/`, in dependency order (each may use those before it). A test
+/// checks that this names every file there.
 pub static VIEWS: [Report; 10] = [
-    view!("priced_spans", true),
-    view!("work_item_costs", true),
-    view!("cost_per_outcome", false),
-    view!("retry_tail", false),
-    view!("context_growth", false),
-    view!("routing_candidates", false),
-    view!("bpo_comparison", false),
-    view!("marginal_utility", false),
-    view!("waste", false),
-    view!("allocation", false),
+    view!("priced_spans"),
+    view!("work_item_costs"),
+    view!("cost_per_outcome"),
+    view!("retry_tail"),
+    view!("context_growth"),
+    view!("routing_candidates"),
+    view!("bpo_comparison"),
+    view!("marginal_utility"),
+    view!("waste"),
+    view!("allocation"),
 ];
 
 /// The reports users run (the views that are not building blocks).
 pub fn reports() -> impl Iterator<Item = &'static Report> {
-    VIEWS.iter().filter(|r| !r.building_block)
+    VIEWS.iter().filter(|r| !r.building_block())
+}
+
+/// `report`'s rows ordered by its first two columns, NULLs first: how a front end that runs a
+/// report shows it. (A view cannot carry the order itself: DataFusion drops an `ORDER BY` inside
+/// a view, as SQL allows, so a client querying the view sorts for itself.)
+pub async fn ordered(ctx: &SessionContext, report: &Report) -> Result<DataFrame> {
+    let frame = ctx.table(report.name).await?;
+    let order: Vec<SortExpr> = frame
+        .schema()
+        .columns()
+        .into_iter()
+        .take(2)
+        .map(|column| col(column).sort(true, true))
+        .collect();
+    Ok(frame.sort(order)?)
 }
 
 /// Looks a view up by name.
@@ -77,4 +100,30 @@ pub async fn register_views(ctx: &SessionContext) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_in_sql_reports_is_a_view_and_every_view_a_file() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../sql/reports");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter_map(|name| name.strip_suffix(".sql").map(str::to_string))
+            .collect();
+        files.sort();
+        let mut views: Vec<String> = VIEWS.iter().map(|v| v.name.to_string()).collect();
+        views.sort();
+        assert_eq!(views, files);
+        // Headers say which are building blocks: the two the reports are built from.
+        let blocks: Vec<&str> = VIEWS
+            .iter()
+            .filter(|v| v.building_block())
+            .map(|v| v.name)
+            .collect();
+        assert_eq!(blocks, ["priced_spans", "work_item_costs"]);
+    }
 }

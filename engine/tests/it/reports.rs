@@ -105,3 +105,42 @@ async fn report_spend_matches_the_span_total() {
     let (a, b): (f64, f64) = (totals[0][0].parse().unwrap(), totals[0][1].parse().unwrap());
     assert!((a - b).abs() <= 1e-9 * b, "{a} vs {b}");
 }
+
+#[tokio::test]
+async fn every_report_run_by_a_front_end_comes_ordered_by_its_first_two_columns() {
+    use arrow::array::make_comparator;
+    use arrow::compute::SortOptions;
+    use std::cmp::Ordering;
+    let (_dir, s) = generated().await;
+    let order = SortOptions {
+        descending: false,
+        nulls_first: true,
+    };
+    for report in tokenledger_engine::reports::reports() {
+        let batches = tokenledger_engine::reports::ordered(&s.ctx, report)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        assert!(all.num_rows() > 1, "{}: too few rows to tell", report.name);
+        let compare: Vec<_> = (0..2)
+            .map(|c| make_comparator(all.column(c), all.column(c), order).unwrap())
+            .collect();
+        for row in 1..all.num_rows() {
+            let by_columns = compare
+                .iter()
+                .map(|cmp| cmp(row - 1, row))
+                .find(|o| *o != Ordering::Equal)
+                .unwrap_or(Ordering::Equal);
+            assert_ne!(
+                by_columns,
+                Ordering::Greater,
+                "{}: row {row} comes before row {}",
+                report.name,
+                row - 1
+            );
+        }
+    }
+}
