@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 
+use tokenledger_udfs::PricePeriod;
+
 use crate::error::Result;
 use crate::schema::{BASELINES, MODEL_PRICES};
 
@@ -39,15 +41,22 @@ pub struct Price {
 }
 
 impl Price {
-    /// USD for one call; cached tokens are inside `input`, reasoning inside `output`.
+    /// USD for one call, priced exactly as `token_cost` prices it (cached tokens inside `input`,
+    /// reasoning inside `output`): the generator's `cost_usd` and a repricing agree.
     pub fn cost(&self, input: i64, cached: i64, output: i64, reasoning: i64) -> f64 {
-        let cached_rate = self.cached_input.unwrap_or(self.input);
-        let reasoning_rate = self.reasoning.unwrap_or(self.output);
-        ((input - cached) as f64 * self.input
-            + cached as f64 * cached_rate
-            + (output - reasoning) as f64 * self.output
-            + reasoning as f64 * reasoning_rate)
-            / 1e6
+        self.period().cost(input, cached, output, reasoning)
+    }
+
+    /// This price as `token_cost` reads it from `model_prices`: a NULL cached or reasoning rate
+    /// is the input or output rate.
+    fn period(&self) -> PricePeriod {
+        PricePeriod {
+            valid_from: self.valid_from,
+            input: self.input,
+            cached_input: self.cached_input.unwrap_or(self.input),
+            output: self.output,
+            reasoning: self.reasoning.unwrap_or(self.output),
+        }
     }
 }
 
