@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use datafusion::error::DataFusionError;
 use datafusion::sql::parser::DFParser;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenledger_engine::generate::{GenOptions, generate};
@@ -181,11 +182,32 @@ enum PricesCommand {
 /// What a command can fail with.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
+    /// The command line or its input is not usable (no SQL, an unknown report or table, a
+    /// missing `--output`, an unreadable SQL file).
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
     Flight(#[from] FlightServerError),
 }
+
+/// The engine's sources of error, met directly by the CLI's output writers.
+macro_rules! through_engine_error {
+    ($($source:ty),*) => {
+        $(impl From<$source> for CliError {
+            fn from(e: $source) -> Self {
+                CliError::Engine(e.into())
+            }
+        })*
+    };
+}
+through_engine_error!(
+    DataFusionError,
+    std::io::Error,
+    parquet::errors::ParquetError,
+    arrow::error::ArrowError
+);
 
 impl CliError {
     fn user_message(&self) -> String {
@@ -193,6 +215,7 @@ impl CliError {
             CliError::Engine(e) | CliError::Flight(FlightServerError::Engine(e)) => {
                 e.user_message()
             }
+            CliError::Usage(message) => message.clone(),
             CliError::Flight(e) => e.to_string(),
         }
     }
@@ -288,7 +311,7 @@ fn read_password(name: &str) -> Result<String, EngineError> {
     Ok(password)
 }
 
-async fn run_data_command(command: Command) -> Result<(), EngineError> {
+async fn run_data_command(command: Command) -> Result<(), CliError> {
     match command {
         Command::Query {
             data,
@@ -368,7 +391,7 @@ async fn run_data_command(command: Command) -> Result<(), EngineError> {
         } => {
             let Some(report) = reports::view(&name) else {
                 let names: Vec<_> = reports::reports().map(|r| r.name).collect();
-                return Err(EngineError::Input(format!(
+                return Err(CliError::Usage(format!(
                     "unknown report {name:?}; reports are {}",
                     names.join(", ")
                 )));
@@ -410,7 +433,7 @@ async fn run_data_command(command: Command) -> Result<(), EngineError> {
         Command::Import { data, table, files } => {
             let table = schema::table(&table).ok_or_else(|| {
                 let names: Vec<_> = TABLES.iter().map(|t| t.name).collect();
-                EngineError::Input(format!(
+                CliError::Usage(format!(
                     "unknown table {table:?}; tables are {}",
                     names.join(", ")
                 ))
@@ -431,7 +454,7 @@ async fn open(data: &DataArg) -> Result<TraceSession, EngineError> {
 }
 
 /// Micros since the epoch of `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time.
-fn parse_instant(value: &str) -> Result<i64, EngineError> {
+fn parse_instant(value: &str) -> Result<i64, CliError> {
     if let Ok(date) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
         return Ok(date
             .and_hms_opt(0, 0, 0)
@@ -442,20 +465,20 @@ fn parse_instant(value: &str) -> Result<i64, EngineError> {
     chrono::DateTime::parse_from_rfc3339(value)
         .map(|t| t.timestamp_micros())
         .map_err(|_| {
-            EngineError::Input(format!(
+            CliError::Usage(format!(
                 "--valid-from {value:?}: expected YYYY-MM-DD or an RFC 3339 time"
             ))
         })
 }
 
-fn read_sql(sql: Option<String>, file: Option<PathBuf>) -> Result<String, EngineError> {
+fn read_sql(sql: Option<String>, file: Option<PathBuf>) -> Result<String, CliError> {
     let sql = match (sql, file) {
         (Some(sql), _) if sql != "-" => sql,
         (_, Some(path)) => std::fs::read_to_string(&path).map_err(|e| {
-            EngineError::Input(format!("cannot read SQL file {}: {e}", path.display()))
+            CliError::Usage(format!("cannot read SQL file {}: {e}", path.display()))
         })?,
         _ if std::io::stdin().is_terminal() => {
-            return Err(EngineError::Input(
+            return Err(CliError::Usage(
                 "no SQL given: pass it as an argument, with -f FILE, or on stdin".into(),
             ));
         }
@@ -466,7 +489,7 @@ fn read_sql(sql: Option<String>, file: Option<PathBuf>) -> Result<String, Engine
         }
     };
     if sql.trim().is_empty() {
-        return Err(EngineError::Input("the SQL is empty".into()));
+        return Err(CliError::Usage("the SQL is empty".into()));
     }
     Ok(sql)
 }
@@ -478,10 +501,10 @@ async fn run_sql(
     format: Format,
     output: Option<&std::path::Path>,
     timing: bool,
-) -> Result<(), EngineError> {
+) -> Result<(), CliError> {
     let statements = DFParser::parse_sql(sql)?;
     if statements.is_empty() {
-        return Err(EngineError::Input("the SQL holds no statement".into()));
+        return Err(CliError::Usage("the SQL holds no statement".into()));
     }
     let state = session.ctx.state();
     for statement in statements {

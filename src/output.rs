@@ -14,6 +14,8 @@ use futures::TryStreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use tokenledger_engine::EngineError;
+
+use crate::CliError;
 use tokenledger_engine::writer::seal_file;
 
 /// How `query` prints its result.
@@ -36,12 +38,12 @@ pub async fn write(
     mut batches: SendableRecordBatchStream,
     format: Format,
     output: Option<&Path>,
-) -> Result<usize, EngineError> {
+) -> Result<usize, CliError> {
     let schema = batches.schema();
     let mut rows = 0;
     if format == Format::Parquet {
-        let path = output
-            .ok_or_else(|| EngineError::Input("--format parquet needs --output FILE".into()))?;
+        let path =
+            output.ok_or_else(|| CliError::Usage("--format parquet needs --output FILE".into()))?;
         // Built in memory and written whole, with page and footer checksums like every file
         // tokenledger writes.
         let props = Arc::new(WriterProperties::default());
@@ -126,7 +128,6 @@ fn nested_as_text(batch: &RecordBatch) -> Result<RecordBatch, EngineError> {
     )?)
 }
 
-fn create(path: &Path) -> Result<File, EngineError> {
-    File::create(path)
-        .map_err(|e| EngineError::Input(format!("cannot write {}: {e}", path.display())))
+fn create(path: &Path) -> Result<File, CliError> {
+    File::create(path).map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))
 }

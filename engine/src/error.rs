@@ -1,5 +1,8 @@
 //! The engine's one error type.
 
+use std::fmt;
+use std::sync::Arc;
+
 use datafusion::error::DataFusionError;
 
 /// Everything that can go wrong opening, reading or writing a tokenledger data location.
@@ -31,6 +34,27 @@ pub enum EngineError {
     /// process goes on.
     #[error("internal error while {0}")]
     Panic(String),
+
+    /// A table file left out of queries, and why in a user's words: it cannot be read as
+    /// Parquet, its schema has no Arrow equivalent, or it is not named `*.parquet`.
+    #[error("{table} file {file}: {reason}")]
+    Quarantine {
+        table: String,
+        file: String,
+        reason: String,
+    },
+
+    /// A setting that cannot be applied: a DataFusion setting, an environment variable.
+    #[error("{0}")]
+    Config(String),
+
+    /// A report view's SQL does not compile against the tables and functions.
+    #[error("report view {name} does not compile: {reason}")]
+    View { name: String, reason: String },
+
+    /// A generator worker stopped before finishing its files.
+    #[error("generator task failed: {0}")]
+    Generator(String),
 
     /// Input handed to a writer or importer was not usable.
     #[error("{0}")]
@@ -90,11 +114,24 @@ fn datafusion_message(e: &DataFusionError) -> String {
 pub fn find_engine_error(e: &DataFusionError) -> Option<&EngineError> {
     error_chain(e).find_map(|err| {
         err.downcast_ref::<EngineError>().or_else(|| {
-            err.downcast_ref::<crate::files::SharedError>()
+            err.downcast_ref::<SharedError>()
                 .map(|shared| shared.0.as_ref())
         })
     })
 }
+
+/// An [`EngineError`] shared between the file check cache and the queries that meet it, so it can
+/// travel inside a DataFusion or object_store error.
+#[derive(Debug)]
+pub struct SharedError(pub Arc<EngineError>);
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {}
 
 /// `e` and its sources, outermost first.
 pub fn error_chain<'a>(

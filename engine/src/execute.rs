@@ -120,7 +120,7 @@ async fn name_bad_file(
     let found = store.quarantine_unreadable(files).await;
     match found.first() {
         Some(problem) => {
-            DataFusionError::External(Box::new(crate::files::SharedError(Arc::clone(problem))))
+            DataFusionError::External(Box::new(crate::error::SharedError(Arc::clone(problem))))
         }
         None => error,
     }
@@ -128,7 +128,7 @@ async fn name_bad_file(
 
 /// Whether `error` is one [`name_bad_file`] made: a file was quarantined.
 fn is_quarantine(error: &DataFusionError) -> bool {
-    matches!(error, DataFusionError::External(e) if e.is::<crate::files::SharedError>())
+    matches!(error, DataFusionError::External(e) if e.is::<crate::error::SharedError>())
 }
 
 /// Whether `error` can come from a file's bytes: Parquet decoding errors and panics. Storage

@@ -34,7 +34,7 @@ use object_store::{
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::parquet_to_arrow_schema;
 
-use crate::error::EngineError;
+use crate::error::{EngineError, SharedError};
 use crate::footer::{self, BadFooter};
 use crate::schema::TableDef;
 
@@ -198,9 +198,13 @@ impl TableFileStore {
                     let check = if is_parquet(&meta) {
                         self.checker.check(&meta, table).await
                     } else {
-                        Ok(FileCheck::Quarantined(Arc::new(EngineError::Input(
-                            format!("not read: tables read only files named *{PARQUET_SUFFIX}"),
-                        ))))
+                        Ok(FileCheck::Quarantined(Arc::new(EngineError::Quarantine {
+                            table: table.name.to_string(),
+                            file: self.checker.display(&meta.location),
+                            reason: format!(
+                                "not read: tables read only files named *{PARQUET_SUFFIX}"
+                            ),
+                        })))
                     };
                     (meta, check)
                 })
@@ -343,10 +347,11 @@ impl Checker {
         let footer = match footer::read_footer(self.inner.as_ref(), meta, FOOTER_SIZE_HINT).await? {
             Ok(footer) => footer,
             Err(BadFooter(problem)) => {
-                return Ok(Err(EngineError::Input(format!(
-                    "{} file {file}: not readable as Parquet: {problem}",
-                    table.name
-                ))));
+                return Ok(Err(EngineError::Quarantine {
+                    table: table.name.to_string(),
+                    file,
+                    reason: format!("not readable as Parquet: {problem}"),
+                }));
             }
         };
         let metadata = footer.file_metadata();
@@ -358,10 +363,11 @@ impl Checker {
         let schema = match schema {
             Ok(schema) => schema,
             Err(e) => {
-                return Ok(Err(EngineError::Input(format!(
-                    "{} file {file}: Parquet schema has no Arrow equivalent: {e}",
-                    table.name
-                ))));
+                return Ok(Err(EngineError::Quarantine {
+                    table: table.name.to_string(),
+                    file,
+                    reason: format!("Parquet schema has no Arrow equivalent: {e}"),
+                }));
             }
         };
         let rows = u64::try_from(metadata.num_rows()).unwrap_or_default();
@@ -442,18 +448,6 @@ fn to_store_error(e: Arc<EngineError>) -> object_store::Error {
         source: Box::new(SharedError(e)),
     }
 }
-
-/// An [`EngineError`] shared between the check cache and the queries that hit it.
-#[derive(Debug)]
-pub struct SharedError(pub Arc<EngineError>);
-
-impl fmt::Display for SharedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SharedError {}
 
 impl fmt::Display for TableFileStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

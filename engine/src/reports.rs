@@ -91,12 +91,9 @@ pub fn view(name: &str) -> Option<&'static Report> {
 pub async fn register_views(ctx: &SessionContext) -> Result<()> {
     for view in &VIEWS {
         let create = format!("CREATE VIEW {} AS\n{}", view.name, view.sql);
-        ctx.sql(&create).await.map_err(|e| {
-            EngineError::Input(format!(
-                "report view {} does not compile: {}",
-                view.name,
-                EngineError::from(e).user_message()
-            ))
+        ctx.sql(&create).await.map_err(|e| EngineError::View {
+            name: view.name.to_string(),
+            reason: EngineError::from(e).user_message(),
         })?;
     }
     Ok(())

@@ -224,7 +224,7 @@ pub fn new_context(options: &SessionOptions) -> Result<SessionContext> {
         config
             .options_mut()
             .set(key, value)
-            .map_err(|e| EngineError::Input(format!("DataFusion setting {key}={value:?}: {e}")))?;
+            .map_err(|e| EngineError::Config(format!("DataFusion setting {key}={value:?}: {e}")))?;
     }
     let runtime = RuntimeEnvBuilder::new()
         .with_object_list_cache_ttl(options.listing_ttl)
@@ -241,7 +241,7 @@ fn apply_env_overrides(options: &mut ConfigOptions) -> Result<()> {
         let variable = key.to_uppercase().replace('.', "_");
         if let Ok(value) = std::env::var(&variable) {
             options.set(&key, &value).map_err(|e| {
-                EngineError::Input(format!("environment variable {variable}={value:?}: {e}"))
+                EngineError::Config(format!("environment variable {variable}={value:?}: {e}"))
             })?;
             tracing::info!(setting = %key, %value, "DataFusion setting from the environment");
         }

@@ -3,8 +3,7 @@
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use tokenledger_engine::EngineError;
-use tokenledger_engine::error::error_chain;
-use tokenledger_engine::files::SharedError;
+use tokenledger_engine::error::{SharedError, error_chain};
 use tokenledger_udfs::FunctionError;
 use tonic::{Code, Status};
 
@@ -101,7 +100,10 @@ fn kind_of(err: &(dyn std::error::Error + 'static)) -> Option<Code> {
 fn engine_kind(e: &EngineError) -> Option<Code> {
     match e {
         EngineError::Corrupt { .. } => Some(Code::DataLoss),
-        EngineError::Schema { .. } | EngineError::Input(_) => Some(Code::FailedPrecondition),
+        EngineError::Schema { .. } | EngineError::Quarantine { .. } => {
+            Some(Code::FailedPrecondition)
+        }
+        EngineError::Input(_) => Some(Code::InvalidArgument),
         EngineError::ObjectStore(_) | EngineError::Io(_) => Some(Code::Unavailable),
         EngineError::Panic(_) => Some(Code::Internal),
         _ => None,

@@ -112,8 +112,7 @@ pub async fn generate(
         let Some(done) = tasks.join_next().await else {
             break;
         };
-        let part =
-            done.map_err(|e| crate::EngineError::Input(format!("generator task failed: {e}")))??;
+        let part = done.map_err(|e| crate::EngineError::Generator(e.to_string()))??;
         summary.work_items += part.work_items;
         summary.spans += part.spans;
         summary.files += part.files;
