@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema};
 use datafusion::prelude::CsvReadOptions;
+use futures::TryStreamExt;
 use object_store::ObjectStore;
 
 use crate::error::{EngineError, Result};
@@ -24,31 +25,15 @@ pub async fn import_csv(
     let csv_schema = csv_schema(table, csv_path)?;
     let ctx = new_context(&SessionOptions::default())?;
     let path = csv_path.to_string_lossy();
-    let batches = ctx
+    let mut batches = ctx
         .read_csv(
             path.as_ref(),
             CsvReadOptions::new().schema(&csv_schema).has_header(true),
         )
         .await?
-        .collect()
+        .execute_stream()
         .await?;
-    // Lay the rows out in table order, with nulls for columns the CSV leaves out.
     let table_schema = table.schema();
-    let mut aligned = Vec::with_capacity(batches.len());
-    for batch in &batches {
-        let columns = table_schema
-            .fields()
-            .iter()
-            .map(|field| match batch.column_by_name(field.name()) {
-                Some(column) => Arc::clone(column),
-                None => arrow::array::new_null_array(field.data_type(), batch.num_rows()),
-            })
-            .collect();
-        aligned.push(arrow::array::RecordBatch::try_new(
-            Arc::clone(&table_schema),
-            columns,
-        )?);
-    }
     let stem = csv_path
         .file_stem()
         .map_or("import".into(), |s| s.to_string_lossy().into_owned());
@@ -64,11 +49,24 @@ pub async fn import_csv(
         &table_schema,
         writer_properties(&table_schema, &[]),
     )?;
-    for batch in &aligned {
-        file.write(batch).await?;
+    // Batch by batch as the CSV is read: rows laid out in table order, with nulls for the
+    // columns the CSV leaves out.
+    let mut rows = 0;
+    while let Some(batch) = batches.try_next().await? {
+        let columns = table_schema
+            .fields()
+            .iter()
+            .map(|field| match batch.column_by_name(field.name()) {
+                Some(column) => Arc::clone(column),
+                None => arrow::array::new_null_array(field.data_type(), batch.num_rows()),
+            })
+            .collect();
+        let aligned = arrow::array::RecordBatch::try_new(Arc::clone(&table_schema), columns)?;
+        rows += aligned.num_rows();
+        file.write(&aligned).await?;
     }
     file.close().await?;
-    Ok(aligned.iter().map(|b| b.num_rows()).sum())
+    Ok(rows)
 }
 
 /// Reads a LiteLLM `model_prices_and_context_window.json` (USD per token, keyed by model) and
@@ -179,9 +177,15 @@ fn litellm_prices(
 
 /// The schema of a CSV file: its header's columns with the table's types.
 fn csv_schema(table: &TableDef, csv_path: &std::path::Path) -> Result<Schema> {
-    let text = std::fs::read_to_string(csv_path)
-        .map_err(|e| EngineError::Input(format!("{}: {e}", csv_path.display())))?;
-    let header = text.lines().next().unwrap_or_default();
+    // The header line only: the rows are read later, batch by batch.
+    let unreadable = |e: std::io::Error| EngineError::Input(format!("{}: {e}", csv_path.display()));
+    let mut header = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(std::fs::File::open(csv_path).map_err(unreadable)?),
+        &mut header,
+    )
+    .map_err(unreadable)?;
+    let header = header.trim_end_matches(['\r', '\n']);
     let mut fields = Vec::new();
     for name in header.split(',').map(str::trim) {
         let column = table.column(name).ok_or_else(|| {
