@@ -17,7 +17,7 @@ use tokenledger_engine::generate::{GenOptions, generate};
 use tokenledger_engine::import::{import_csv, import_litellm};
 use tokenledger_engine::reports;
 use tokenledger_engine::schema::{self, TABLES};
-use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
+use tokenledger_engine::{Access, DataLocation, EngineError, SessionOptions, TraceSession};
 use tokenledger_flight_server::{FlightServerError, ServeOptions, Users};
 
 use crate::output::Format;
@@ -506,11 +506,9 @@ async fn run_sql(
     if statements.is_empty() {
         return Err(CliError::Usage("the SQL holds no statement".into()));
     }
-    let state = session.ctx.state();
     for statement in statements {
         let started = Instant::now();
-        let plan = state.statement_to_plan(statement).await?;
-        let frame = session.ctx.execute_logical_plan(plan).await?;
+        let frame = session.plan(statement, Access::ReadWrite).await?;
         let stream = session.execute(frame).await?;
         let rows = output::write(stream, format, output).await?;
         if timing {

@@ -44,6 +44,15 @@ pub enum EngineError {
         reason: String,
     },
 
+    /// A statement names a table that does not exist.
+    #[error("table '{0}' not found")]
+    TableNotFound(String),
+
+    /// A statement would change something (DDL, DML, `COPY`, `SET`) where only queries are
+    /// allowed.
+    #[error("{0} is not allowed: the server is read-only")]
+    ReadOnly(String),
+
     /// A setting that cannot be applied: a DataFusion setting, an environment variable.
     #[error("{0}")]
     Config(String),

@@ -20,4 +20,4 @@ pub mod writer;
 
 pub use error::{EngineError, Result};
 pub use location::DataLocation;
-pub use session::{SessionOptions, TraceSession};
+pub use session::{Access, SessionOptions, TraceSession};

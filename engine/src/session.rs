@@ -4,14 +4,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::config::ConfigOptions;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement;
 use object_store::ObjectStore;
 
 use datafusion::logical_expr::ScalarUDF;
@@ -123,6 +126,46 @@ impl TraceSession {
             .replace(load_prices(&self.ctx, &self.store).await);
     }
 
+    /// Plans one SQL statement the way every front end must: `token_cost`'s prices refreshed
+    /// first; a statement that names a table that does not exist is
+    /// [`EngineError::TableNotFound`]; with [`Access::ReadOnly`], a plan that would change
+    /// anything (DDL, DML, `COPY`, `SET`) is [`EngineError::ReadOnly`]. Both are decided by kind
+    /// (the catalog, the plan's node types), never by an error's text.
+    pub async fn plan(&self, statement: Statement, access: Access) -> Result<DataFrame> {
+        self.refresh_prices().await;
+        let state = self.ctx.state();
+        let references = state.resolve_table_references(&statement)?;
+        let plan = match state.statement_to_plan(statement).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                // Table functions (generate_series) are references too, but they plan: only a
+                // statement that failed to plan is checked for missing tables.
+                for table in references {
+                    if !self.ctx.table_exist(table.clone())? {
+                        let catalog = &state.config().options().catalog;
+                        let name = table.resolve(&catalog.default_catalog, &catalog.default_schema);
+                        return Err(EngineError::TableNotFound(name.to_string()));
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        if access == Access::ReadOnly
+            && let Some(write) = first_write(&plan)
+        {
+            return Err(EngineError::ReadOnly(write));
+        }
+        Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Parses `sql` (one statement) and plans it as [`TraceSession::plan`] does.
+    pub async fn plan_sql(&self, sql: &str, access: Access) -> Result<DataFrame> {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect)?;
+        self.plan(statement, access).await
+    }
+
     /// Plans and runs a query: its batches as execution produces them. Every front end runs
     /// queries through here, so a damaged file fails the query with an error naming it (and is
     /// quarantined), and a panic anywhere below fails the query, never the process.
@@ -162,6 +205,36 @@ impl TraceSession {
             .collect();
         Ok(summaries)
     }
+}
+
+/// What a front end lets a statement do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Queries only (the Flight SQL server: shared by many users).
+    ReadOnly,
+    /// Also statements that change the session, e.g. `CREATE VIEW` in a CLI script.
+    ReadWrite,
+}
+
+/// The first part of `plan` that would change something (DDL, DML, `COPY`, a statement such as
+/// `SET`), named as the user wrote it; `None` for a read-only plan.
+fn first_write(plan: &LogicalPlan) -> Option<String> {
+    let mut found = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        found = match node {
+            LogicalPlan::Ddl(ddl) => Some(format!("DDL ({})", ddl.name())),
+            LogicalPlan::Dml(dml) => Some(format!("DML ({})", dml.op)),
+            LogicalPlan::Copy(_) => Some("COPY".to_string()),
+            LogicalPlan::Statement(statement) => Some(format!("{} statement", statement.name())),
+            _ => None,
+        };
+        Ok(if found.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// Reads `model_prices` for `token_cost`. A broken prices table must not stop every other query,

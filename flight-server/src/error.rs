@@ -7,7 +7,7 @@ use tokenledger_engine::error::{SharedError, error_chain};
 use tokenledger_udfs::FunctionError;
 use tonic::{Code, Status};
 
-/// What can stop the server from starting or serving, or make it refuse a query.
+/// What can stop the server from starting or serving.
 #[derive(Debug, thiserror::Error)]
 pub enum FlightServerError {
     /// Bad settings: users file, TLS files, listen address.
@@ -19,12 +19,6 @@ pub enum FlightServerError {
     /// The gRPC transport failed (binding the port, TLS).
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// A query names a table that does not exist.
-    #[error("table '{0}' not found")]
-    TableNotFound(String),
-    /// A query would change something (DDL, DML, `COPY`, `SET`): the server is read-only.
-    #[error("{0} is not allowed: the server is read-only")]
-    ReadOnly(String),
 }
 
 /// Result with [`FlightServerError`].
@@ -44,14 +38,16 @@ pub fn status(error: DataFusionError) -> Status {
     Status::new(code, EngineError::from(error).user_message())
 }
 
-/// The gRPC status of a query the server refuses before planning it.
-pub fn refusal(error: FlightServerError) -> Status {
-    let code = match &error {
-        FlightServerError::TableNotFound(_) => Code::NotFound,
-        FlightServerError::ReadOnly(_) => Code::PermissionDenied,
-        _ => Code::Internal,
-    };
-    Status::new(code, error.to_string())
+/// The gRPC status of an engine error met while planning: refusals by their kind, the rest as
+/// [`status`] classifies them.
+pub fn engine_status(error: EngineError) -> Status {
+    match error {
+        EngineError::DataFusion(e) => status(e),
+        other => {
+            let code = engine_kind(&other).unwrap_or(Code::Internal);
+            Status::new(code, other.user_message())
+        }
+    }
 }
 
 fn code_for(error: &DataFusionError) -> Code {
@@ -99,6 +95,8 @@ fn kind_of(err: &(dyn std::error::Error + 'static)) -> Option<Code> {
 
 fn engine_kind(e: &EngineError) -> Option<Code> {
     match e {
+        EngineError::TableNotFound(_) => Some(Code::NotFound),
+        EngineError::ReadOnly(_) => Some(Code::PermissionDenied),
         EngineError::Corrupt { .. } => Some(Code::DataLoss),
         EngineError::Schema { .. } | EngineError::Quarantine { .. } => {
             Some(Code::FailedPrecondition)
@@ -155,11 +153,9 @@ mod tests {
 
     #[test]
     fn refusals_have_their_own_codes() {
-        let missing = refusal(FlightServerError::TableNotFound("no_such_table".into()));
+        let missing = engine_status(EngineError::TableNotFound("no_such_table".into()));
         assert_eq!(missing.code(), Code::NotFound);
-        let write = refusal(FlightServerError::ReadOnly(
-            "DDL (CreateMemoryTable)".into(),
-        ));
+        let write = engine_status(EngineError::ReadOnly("DDL (CreateMemoryTable)".into()));
         assert_eq!(write.code(), Code::PermissionDenied);
     }
 }

@@ -30,17 +30,15 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
-use datafusion::logical_expr::LogicalPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use tokenledger_engine::TraceSession;
+use tokenledger_engine::{Access, TraceSession};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Auth;
-use crate::error::{FlightServerError, refusal, status};
+use crate::error::{engine_status, status};
 use crate::handle::{LegacyBindings, PreparedHandle};
 use crate::metadata::{self, client_schema, to_client_batch};
 use crate::placeholders::number_placeholders;
@@ -80,50 +78,22 @@ impl TokenledgerFlightSql {
         query: &str,
         params: Option<&RecordBatch>,
     ) -> Result<DataFrame, Status> {
-        self.session.refresh_prices().await;
-        let planned = match self.plan_read_only(&number_placeholders(query)).await {
+        let planned = match self
+            .session
+            .plan_sql(&number_placeholders(query), Access::ReadOnly)
+            .await
+        {
             Ok(frame) => match params {
                 Some(batch) => param_values(batch)
                     .and_then(|values| frame.with_param_values(values).map_err(status)),
                 None => Ok(frame),
             },
-            Err(refused) => Err(refused),
+            Err(refused) => Err(engine_status(refused)),
         };
         if let Err(refused) = &planned {
             QueryLog::new(user.to_string(), query.to_string()).fail(refused.message());
         }
         planned
-    }
-
-    /// Parses and plans `sql`, refusing by kind what a client must be told apart: anything that
-    /// would change something (PERMISSION_DENIED, by the plan's node types) and a table that does
-    /// not exist (NOT_FOUND, by asking the catalog when planning failed).
-    async fn plan_read_only(&self, sql: &str) -> Result<DataFrame, Status> {
-        let ctx = &self.session.ctx;
-        let state = ctx.state();
-        let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect).map_err(status)?;
-        let references = state.resolve_table_references(&statement).map_err(status)?;
-        let plan = match state.statement_to_plan(statement).await {
-            Ok(plan) => plan,
-            Err(e) => {
-                // Table functions (generate_series) are references too, but they plan.
-                for table in references {
-                    if !ctx.table_exist(table.clone()).map_err(status)? {
-                        let catalog = &state.config().options().catalog;
-                        let name = table
-                            .resolve(&catalog.default_catalog, &catalog.default_schema)
-                            .to_string();
-                        return Err(refusal(FlightServerError::TableNotFound(name)));
-                    }
-                }
-                return Err(status(e));
-            }
-        };
-        if let Some(write) = first_write(&plan) {
-            return Err(refusal(FlightServerError::ReadOnly(write)));
-        }
-        ctx.execute_logical_plan(plan).await.map_err(status)
     }
 
     /// Plans a prepared statement with its parameters: those in the handle, else those a client
@@ -278,27 +248,6 @@ impl TokenledgerFlightSql {
 }
 
 /// The FlightInfo for a result of `schema` fetched with `ticket`.
-/// The first part of `plan` that would change something (DDL, DML, `COPY`, a statement such as
-/// `SET`), named as the client wrote it; `None` for a read-only plan.
-fn first_write(plan: &LogicalPlan) -> Option<String> {
-    let mut found = None;
-    let _ = plan.apply_with_subqueries(|node| {
-        found = match node {
-            LogicalPlan::Ddl(ddl) => Some(format!("DDL ({})", ddl.name())),
-            LogicalPlan::Dml(dml) => Some(format!("DML ({})", dml.op)),
-            LogicalPlan::Copy(_) => Some("COPY".to_string()),
-            LogicalPlan::Statement(statement) => Some(format!("{} statement", statement.name())),
-            _ => None,
-        };
-        Ok(if found.is_some() {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
-}
-
 fn info_for(
     schema: &Schema,
     ticket: Bytes,

@@ -535,3 +535,47 @@ async fn the_sessions_parquet_settings_reach_the_table_scans() {
     let off = [("datafusion.execution.parquet.pruning", "false")];
     assert_eq!(scan(&off).await, (10, 10), "pruning off in the session");
 }
+
+#[tokio::test]
+async fn the_session_plans_statements_and_refuses_by_kind() {
+    use tokenledger_engine::Access;
+    let session = open(&crate::support::repo_root().join("testdata/handmade")).await;
+    match session
+        .plan_sql("SELECT * FROM no_such_table", Access::ReadOnly)
+        .await
+    {
+        Err(EngineError::TableNotFound(name)) => {
+            assert_eq!(name, "tokenledger.public.no_such_table")
+        }
+        other => panic!("expected TableNotFound, got {:?}", other.map(|_| ())),
+    }
+    for sql in [
+        "CREATE TABLE stolen AS SELECT 1",
+        "INSERT INTO outcomes (work_item_id) VALUES ('x')",
+        "COPY (SELECT 1) TO '/tmp/tokenledger-plan-test.parquet'",
+        "SET datafusion.execution.batch_size = 1",
+        "EXPLAIN ANALYZE CREATE TABLE stolen AS SELECT 1",
+    ] {
+        match session.plan_sql(sql, Access::ReadOnly).await {
+            Err(EngineError::ReadOnly(_)) => {}
+            other => panic!("{sql}: expected ReadOnly, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(!std::path::Path::new("/tmp/tokenledger-plan-test.parquet").exists());
+    // A table function is a table reference too, and plans.
+    let frame = session
+        .plan_sql(
+            "SELECT count(*) FROM generate_series(1, 3)",
+            Access::ReadOnly,
+        )
+        .await
+        .unwrap();
+    let batches = frame.collect().await.unwrap();
+    assert_eq!(crate::support::stringify(&batches), [["3"]]);
+    // The CLI may change its own session.
+    session
+        .plan_sql("CREATE VIEW mine AS SELECT 1 AS one", Access::ReadWrite)
+        .await
+        .unwrap();
+    assert_eq!(rows(&session, "SELECT one FROM mine").await, [["1"]]);
+}
