@@ -132,11 +132,12 @@ struct FlightFixture {
 const STREAM_SQL: &str = "SELECT trace_id, span_id, workflow, model, input_tokens, output_tokens, \
                           cost_usd, start_time FROM spans";
 
-async fn flight_fixture() -> FlightFixture {
+/// A `gen` data set of `work_items` work items in a temporary directory.
+async fn generated(work_items: u64) -> (tempfile::TempDir, DataLocation) {
     let dir = tempfile::tempdir().expect("temp dir");
     let location = DataLocation::parse(dir.path().to_str().expect("utf-8 path")).expect("location");
     let options = GenOptions {
-        work_items: 9_000,
+        work_items,
         ..GenOptions::default()
     };
     let store = location.open_store(&[]).expect("store");
@@ -148,6 +149,11 @@ async fn flight_fixture() -> FlightFixture {
     )
     .await
     .expect("gen");
+    (dir, location)
+}
+
+async fn flight_fixture() -> FlightFixture {
+    let (dir, location) = generated(9_000).await;
     let session = Arc::new(
         TraceSession::open(location, &SessionOptions::default())
             .await
@@ -261,21 +267,7 @@ struct ChecksumFixture {
 }
 
 async fn checksum_fixture() -> ChecksumFixture {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let location = DataLocation::parse(dir.path().to_str().expect("utf-8 path")).expect("location");
-    let options = GenOptions {
-        work_items: 90_000,
-        ..GenOptions::default()
-    };
-    let store = location.open_store(&[]).expect("store");
-    generate(
-        store,
-        &location,
-        &options,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
-    .expect("gen");
+    let (dir, _) = generated(90_000).await;
     let largest = walk(&dir.path().join("spans"))
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).expect("file").len())
