@@ -35,9 +35,9 @@ pub const CHECKSUMS_VALUE: &str = "page-crc32,tail-crc32";
 /// Marks the tail record (its last four bytes).
 const TAIL_MAGIC: &[u8; 4] = b"TLck";
 /// The tail record: length of the page-index region (u32 LE), CRC-32 (u32 LE), [`TAIL_MAGIC`].
-pub const TAIL_RECORD_LEN: u64 = 12;
-/// A Parquet file ends with the footer length (u32 LE) and `PAR1`.
-const FOOTER_TAIL_LEN: u64 = 8;
+const TAIL_RECORD_LEN: u64 = 12;
+/// A Parquet file ends with the footer length (u32 LE) and its magic.
+pub(crate) const FOOTER_TAIL_LEN: u64 = 8;
 
 /// Thrift compact protocol: the type id of an i32 field, and the short field header
 /// (`delta << 4 | type`) of a field whose id is one more than the previous one.
@@ -271,7 +271,7 @@ fn insert_tail_record(body: &Bytes, metadata: &ParquetMetaData) -> Result<Bytes,
 }
 
 /// The footer length stored in a Parquet file's last eight bytes (`body` has at least eight).
-fn footer_length(body: &[u8]) -> u32 {
+pub(crate) fn footer_length(body: &[u8]) -> u32 {
     let at = body.len() - FOOTER_TAIL_LEN as usize;
     u32::from_le_bytes(body[at..at + 4].try_into().expect("four bytes"))
 }
@@ -284,7 +284,7 @@ fn tail_crc(region: &[u8], footer: &[u8]) -> u32 {
 }
 
 /// Whether the footer says the file carries tokenledger's checksums.
-pub fn declares_checksums(metadata: &ParquetMetaData) -> bool {
+fn declares_checksums(metadata: &ParquetMetaData) -> bool {
     metadata
         .file_metadata()
         .key_value_metadata()
@@ -292,9 +292,9 @@ pub fn declares_checksums(metadata: &ParquetMetaData) -> bool {
 }
 
 /// Checks the tail record of a file of `size` bytes whose footer decoded to `metadata`; `tail`
-/// holds the file's bytes from [`data_end`] (or earlier) to the end. `Ok(false)`: the file has no tail
-/// record and does not claim one (written by another tool). `Err`: what is wrong.
-pub fn verify_tail(metadata: &ParquetMetaData, size: u64, tail: &[u8]) -> Result<bool, String> {
+/// holds the file's bytes from [`data_end`] (or earlier) to the end. A file with no tail record
+/// that does not claim one (written by another tool) passes. `Err`: what is wrong.
+pub fn verify_tail(metadata: &ParquetMetaData, size: u64, tail: &[u8]) -> Result<(), String> {
     let tail_start = size.saturating_sub(tail.len() as u64);
     let footer_start = (tail.len() as u64 >= FOOTER_TAIL_LEN)
         .then(|| size.checked_sub(FOOTER_TAIL_LEN + u64::from(footer_length(tail))))
@@ -309,7 +309,7 @@ pub fn verify_tail(metadata: &ParquetMetaData, size: u64, tail: &[u8]) -> Result
         _ if declares_checksums(metadata) => {
             return Err("the footer declares checksums but its checksum record is missing".into());
         }
-        _ => return Ok(false),
+        _ => return Ok(()),
     };
     let record_start = record_start.expect("found above");
     let region_len = u64::from(u32::from_le_bytes(record[..4].try_into().expect("4 bytes")));
@@ -330,7 +330,7 @@ pub fn verify_tail(metadata: &ParquetMetaData, size: u64, tail: &[u8]) -> Result
              the file is corrupt"
         ));
     }
-    Ok(true)
+    Ok(())
 }
 
 fn read_varint(bytes: &[u8]) -> Option<(u64, usize)> {

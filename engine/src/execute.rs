@@ -135,16 +135,12 @@ fn is_quarantine(error: &DataFusionError) -> bool {
 /// failures and errors of the query's own expressions (`1/0`, a bad cast) cannot, and reading
 /// every file again for them would only cost time.
 fn may_be_a_bad_file(error: &DataFusionError) -> bool {
-    if matches!(error, DataFusionError::ExecutionJoin(_)) {
-        return true;
-    }
-    let mut chain = error_chain(error);
-    let mut parquet = false;
-    for err in &mut chain {
+    let mut from_a_file = false;
+    for err in error_chain(error) {
         if err.downcast_ref::<object_store::Error>().is_some() {
             return false;
         }
-        parquet |= err
+        from_a_file |= err
             .downcast_ref::<parquet::errors::ParquetError>()
             .is_some()
             || matches!(
@@ -160,7 +156,7 @@ fn may_be_a_bad_file(error: &DataFusionError) -> bool {
                 Some(EngineError::Panic(_))
             );
     }
-    parquet
+    from_a_file
 }
 
 /// The files `plan` reads.

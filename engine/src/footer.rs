@@ -21,7 +21,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::DecodeResult;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataPushDecoder};
 
-use crate::checksum;
+use crate::checksum::{self, FOOTER_TAIL_LEN, footer_length};
 
 /// Magic at the end of a Parquet file with a plain footer.
 const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
@@ -29,8 +29,6 @@ const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 const ENCRYPTED_MAGIC: &[u8; 4] = b"PARE";
 /// The leading magic, the footer length and the trailing magic.
 const MIN_FILE_LEN: u64 = 12;
-/// Footer length (u32 LE) and magic.
-const FOOTER_TAIL_LEN: u64 = 8;
 /// Decoding steps (footer, metadata, page indexes) before a decoder is taken to be looping.
 const MAX_DECODE_STEPS: usize = 8;
 
@@ -107,7 +105,7 @@ pub async fn read_footer(
         None => store.get_range(&meta.location, tail_start..size).await?,
     };
     match checksum::verify_tail(&metadata, size, &tail) {
-        Ok(_) => Ok(Ok(Arc::new(metadata))),
+        Ok(()) => Ok(Ok(Arc::new(metadata))),
         Err(problem) => Ok(Err(BadFooter(problem))),
     }
 }
@@ -127,7 +125,7 @@ fn check_footer_tail(tail: &Bytes, size: u64) -> Result<(), BadFooter> {
             String::from_utf8_lossy(magic)
         )));
     }
-    let metadata_len = u64::from(u32::from_le_bytes(last8[..4].try_into().expect("4 bytes")));
+    let metadata_len = u64::from(footer_length(tail));
     if metadata_len + MIN_FILE_LEN > size {
         return Err(BadFooter(format!(
             "the footer claims {metadata_len} bytes of metadata, but the whole file has \
