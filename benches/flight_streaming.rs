@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
-use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
+use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
 use tokenledger_flight_server::{ServeOptions, bind, serve_on};
 use tonic::transport::Channel;
 
@@ -99,7 +99,11 @@ async fn collect_in_process(
     sql: &str,
 ) -> Result<(usize, Duration), BoxError> {
     let started = Instant::now();
-    let batches = session.ctx.sql(sql).await?.collect().await?;
+    let batches = session
+        .plan_sql(sql, Access::ReadWrite)
+        .await?
+        .collect()
+        .await?;
     let rows = batches.iter().map(|b| b.num_rows()).sum();
     Ok((rows, started.elapsed()))
 }

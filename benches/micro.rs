@@ -21,7 +21,7 @@ use parquet::file::properties::WriterProperties;
 use tokenledger_engine::checksum;
 use tokenledger_engine::generate::{GenOptions, generate};
 use tokenledger_engine::writer::writer_properties;
-use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
+use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
 use tokenledger_flight_server::{ServeOptions, bind, client_schema, serve_on, to_client_batch};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
@@ -101,8 +101,7 @@ fn functions(c: &mut Criterion) {
              FROM range({FUNCTION_ROWS})"
         );
         session
-            .ctx
-            .sql(&table)
+            .plan_sql(&table, Access::ReadWrite)
             .await
             .expect("create t")
             .collect()
@@ -241,7 +240,10 @@ fn stream_over_flight(
 }
 
 async fn collect(session: &TraceSession, sql: &str) -> Vec<RecordBatch> {
-    let frame = session.ctx.sql(sql).await.expect("plan");
+    let frame = session
+        .plan_sql(sql, Access::ReadWrite)
+        .await
+        .expect("plan");
     frame.collect().await.expect("execute")
 }
 

@@ -397,7 +397,7 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
                 )));
             };
             let session = open(&data).await?;
-            let frame = reports::ordered(&session.ctx, report).await?;
+            let frame = session.report(report).await?;
             let rows = session.execute(frame).await?;
             output::write(rows, format, output.as_deref()).await?;
             Ok(())

@@ -70,7 +70,7 @@ pub fn reports() -> impl Iterator<Item = &'static Report> {
 /// `report`'s rows ordered by its first two columns, NULLs first: how a front end that runs a
 /// report shows it. (A view cannot carry the order itself: DataFusion drops an `ORDER BY` inside
 /// a view, as SQL allows, so a client querying the view sorts for itself.)
-pub async fn ordered(ctx: &SessionContext, report: &Report) -> Result<DataFrame> {
+pub(crate) async fn ordered(ctx: &SessionContext, report: &Report) -> Result<DataFrame> {
     let frame = ctx.table(report.name).await?;
     let order: Vec<SortExpr> = frame
         .schema()

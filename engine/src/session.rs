@@ -4,9 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::config::ConfigOptions;
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::error::DataFusionError;
@@ -51,8 +54,9 @@ pub struct SessionOptions {
 
 /// A session over one data location.
 pub struct TraceSession {
-    /// The DataFusion context with tables and functions registered.
-    pub ctx: SessionContext,
+    /// The DataFusion context with tables and functions registered. Private: front ends plan
+    /// through [`TraceSession::plan`], which refreshes what must be fresh first.
+    ctx: SessionContext,
     /// Where the data lives.
     pub location: DataLocation,
     store: Arc<TableFileStore>,
@@ -158,6 +162,72 @@ impl TraceSession {
         Ok(self.ctx.execute_logical_plan(plan).await?)
     }
 
+    /// A report's rows in the order every front end shows them ([`crate::reports::ordered`]),
+    /// planned after the same refresh as [`TraceSession::plan`].
+    pub async fn report(&self, report: &crate::reports::Report) -> Result<DataFrame> {
+        self.refresh_prices().await;
+        crate::reports::ordered(&self.ctx, report).await
+    }
+
+    /// Every table and view the session can query, sorted by catalog, schema and name: what
+    /// catalog browsers (Flight SQL `GetTables`) list.
+    pub async fn tables(&self) -> Result<Vec<TableEntry>> {
+        let mut out = Vec::new();
+        for (catalog_name, schema_name) in self.schemas() {
+            let Some(schema) = self
+                .ctx
+                .catalog(&catalog_name)
+                .and_then(|c| c.schema(&schema_name))
+            else {
+                continue;
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for name in names {
+                if let Some(provider) = schema.table(&name).await? {
+                    out.push(TableEntry {
+                        catalog: catalog_name.clone(),
+                        schema: schema_name.clone(),
+                        name,
+                        table_type: provider.table_type(),
+                        columns: provider.schema(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every (catalog, schema) pair, sorted.
+    pub fn schemas(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .ctx
+            .catalog_names()
+            .into_iter()
+            .filter_map(|name| self.ctx.catalog(&name).map(|c| (name, c)))
+            .flat_map(|(name, catalog)| {
+                catalog
+                    .schema_names()
+                    .into_iter()
+                    .map(move |schema| (name.clone(), schema))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Adds a function to the session, beside tokenledger's: how a program embedding the engine
+    /// extends it.
+    pub fn register_udf(&self, function: ScalarUDF) {
+        self.ctx.register_udf(function);
+    }
+
+    /// Adds a table to the session (an embedding program's own data beside the trace tables).
+    pub fn register_table(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+        self.ctx.register_table(name, table)?;
+        Ok(())
+    }
+
     /// Parses `sql` (one statement) and plans it as [`TraceSession::plan`] does.
     pub async fn plan_sql(&self, sql: &str, access: Access) -> Result<DataFrame> {
         let state = self.ctx.state();
@@ -205,6 +275,21 @@ impl TraceSession {
             .collect();
         Ok(summaries)
     }
+}
+
+/// One table or view of a session, as catalog browsers list it.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    /// Catalog name.
+    pub catalog: String,
+    /// Schema name.
+    pub schema: String,
+    /// Table or view name.
+    pub name: String,
+    /// Base table, view or temporary table.
+    pub table_type: TableType,
+    /// Its columns.
+    pub columns: SchemaRef,
 }
 
 /// What a front end lets a statement do.

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
-use datafusion::catalog::TableProvider;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
@@ -201,49 +200,29 @@ impl TokenledgerFlightSql {
 
     async fn tables(&self, query: &CommandGetTables) -> Result<RecordBatch, Status> {
         let mut builder = query.clone().into_builder();
-        for (catalog, schema, table, provider) in self.table_providers().await? {
-            let table_type = match provider.table_type() {
+        for table in self.session.tables().await.map_err(engine_status)? {
+            let table_type = match table.table_type {
                 TableType::View => "VIEW",
                 TableType::Temporary => "LOCAL TEMPORARY",
                 TableType::Base => "TABLE",
             };
-            let described =
-                metadata::describe_columns(&catalog, &schema, &table, &provider.schema());
+            let described = metadata::describe_columns(
+                &table.catalog,
+                &table.schema,
+                &table.name,
+                &table.columns,
+            );
             builder
-                .append(&catalog, &schema, &table, table_type, &described)
+                .append(
+                    &table.catalog,
+                    &table.schema,
+                    &table.name,
+                    table_type,
+                    &described,
+                )
                 .map_err(|e| Status::internal(e.to_string()))?;
         }
         builder.build().map_err(|e| Status::internal(e.to_string()))
-    }
-
-    /// Every table and view of every catalog and schema, sorted.
-    async fn table_providers(
-        &self,
-    ) -> Result<Vec<(String, String, String, Arc<dyn TableProvider>)>, Status> {
-        let ctx = &self.session.ctx;
-        let mut out = Vec::new();
-        for catalog_name in ctx.catalog_names() {
-            let Some(catalog) = ctx.catalog(&catalog_name) else {
-                continue;
-            };
-            for schema_name in catalog.schema_names() {
-                let Some(schema) = catalog.schema(&schema_name) else {
-                    continue;
-                };
-                for table_name in schema.table_names() {
-                    if let Some(provider) = schema.table(&table_name).await.map_err(status)? {
-                        out.push((
-                            catalog_name.clone(),
-                            schema_name.clone(),
-                            table_name,
-                            provider,
-                        ));
-                    }
-                }
-            }
-        }
-        out.sort_by(|a, b| (&a.0, &a.1, &a.2).cmp(&(&b.0, &b.1, &b.2)));
-        Ok(out)
     }
 }
 
@@ -510,8 +489,8 @@ impl FlightSqlService for TokenledgerFlightSql {
     ) -> Result<Response<FlightDataStream>, Status> {
         self.user(&request)?;
         let mut builder: GetCatalogsBuilder = query.into_builder();
-        let mut names = self.session.ctx.catalog_names();
-        names.sort();
+        let mut names: Vec<String> = self.session.schemas().into_iter().map(|s| s.0).collect();
+        names.dedup();
         for name in names {
             builder.append(name);
         }
@@ -538,13 +517,8 @@ impl FlightSqlService for TokenledgerFlightSql {
     ) -> Result<Response<FlightDataStream>, Status> {
         self.user(&request)?;
         let mut builder: GetDbSchemasBuilder = query.into_builder();
-        let ctx = &self.session.ctx;
-        for catalog_name in ctx.catalog_names() {
-            if let Some(catalog) = ctx.catalog(&catalog_name) {
-                for schema_name in catalog.schema_names() {
-                    builder.append(&catalog_name, schema_name);
-                }
-            }
+        for (catalog_name, schema_name) in self.session.schemas() {
+            builder.append(catalog_name, schema_name);
         }
         Ok(Self::batch_response(
             builder

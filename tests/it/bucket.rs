@@ -10,7 +10,7 @@ use arrow::compute::concat_batches;
 use arrow::datatypes::Int64Type;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
+use tokenledger_engine::{Access, DataLocation, EngineError, SessionOptions, TraceSession};
 
 use crate::peers::{S3Server, repo_root};
 
@@ -44,9 +44,12 @@ async fn put(store: &Arc<dyn ObjectStore>, key: &str, bytes: Vec<u8>) {
 }
 
 async fn count(session: &TraceSession) -> Result<(i64, i64), String> {
-    let batches = async { session.ctx.sql(COUNT).await?.collect().await }
-        .await
-        .map_err(|e| EngineError::from(e).user_message())?;
+    let batches = async {
+        let frame = session.plan_sql(COUNT, Access::ReadWrite).await?;
+        Ok::<_, EngineError>(frame.collect().await?)
+    }
+    .await
+    .map_err(|e| e.user_message())?;
     let column = |i: usize| batches[0].column(i).as_primitive::<Int64Type>().value(0);
     Ok((column(0), column(1)))
 }
@@ -115,8 +118,10 @@ async fn bucket_files_appear_bad_ones_are_quarantined_and_outages_heal() {
     assert_eq!(count(&session).await, Ok((2 * rows, 2 * tokens)));
 
     let files = session
-        .ctx
-        .sql("SELECT path, status, rows, error FROM tokenledger_files ORDER BY path")
+        .plan_sql(
+            "SELECT path, status, rows, error FROM tokenledger_files ORDER BY path",
+            Access::ReadWrite,
+        )
         .await
         .unwrap()
         .collect()
@@ -207,8 +212,7 @@ async fn a_query_reading_when_the_server_dies_fails_clearly_and_the_next_one_ans
     let before = count(&session).await.unwrap();
 
     let mut stream = session
-        .ctx
-        .sql("SELECT span_id, input_tokens FROM spans")
+        .plan_sql("SELECT span_id, input_tokens FROM spans", Access::ReadWrite)
         .await
         .unwrap()
         .execute_stream()

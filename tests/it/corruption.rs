@@ -22,7 +22,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokenledger_engine::generate::{GenOptions, Rng};
-use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
+use tokenledger_engine::{Access, DataLocation, EngineError, SessionOptions, TraceSession};
 
 use crate::flight_clients::ServeProcess;
 use crate::peers::S3Server;
@@ -320,13 +320,11 @@ fn plain_parquet(batches: &[RecordBatch]) -> Bytes {
 /// Runs `sql` the way the CLI and the Flight server do, and collects the answer.
 async fn run(session: &TraceSession, sql: &str) -> Result<Vec<RecordBatch>, String> {
     let answer = async {
-        let frame = session.ctx.sql(sql).await?;
+        let frame = session.plan_sql(sql, Access::ReadWrite).await?;
         let stream = session.execute(frame).await?;
-        datafusion::physical_plan::common::collect(stream).await
+        Ok::<_, EngineError>(datafusion::physical_plan::common::collect(stream).await?)
     };
-    answer
-        .await
-        .map_err(|e| EngineError::from(e).user_message())
+    answer.await.map_err(|e| e.user_message())
 }
 
 /// Whether `tokenledger_files` lists the file named `name` as quarantined.

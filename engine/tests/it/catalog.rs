@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
+use tokenledger_engine::{Access, DataLocation, EngineError, SessionOptions, TraceSession};
 
 use crate::support::{open, rows, write_file};
 
@@ -61,8 +61,12 @@ fn good_batch(workflow: &str, tokens: &[i64]) -> RecordBatch {
 }
 
 async fn query_error(session: &TraceSession, sql: &str) -> String {
-    let result = async { session.ctx.sql(sql).await?.collect().await }.await;
-    EngineError::from(result.expect_err("query should fail")).user_message()
+    let result = async {
+        let frame = session.plan_sql(sql, Access::ReadWrite).await?;
+        Ok::<_, EngineError>(frame.collect().await?)
+    }
+    .await;
+    result.expect_err("query should fail").user_message()
 }
 
 #[tokio::test]
@@ -395,12 +399,13 @@ async fn queries_while_files_come_and_go_answer_consistently_or_fail_clearly() {
     let (mut answered, mut failed) = (0, 0);
     while !churn.is_finished() {
         let result = async {
-            session
-                .ctx
-                .sql("SELECT count(*), sum(input_tokens) FROM spans")
-                .await?
-                .collect()
-                .await
+            let frame = session
+                .plan_sql(
+                    "SELECT count(*), sum(input_tokens) FROM spans",
+                    Access::ReadWrite,
+                )
+                .await?;
+            Ok::<_, EngineError>(frame.collect().await?)
         }
         .await;
         match result {
@@ -422,7 +427,7 @@ async fn queries_while_files_come_and_go_answer_consistently_or_fail_clearly() {
                 answered += 1;
             }
             Err(e) => {
-                let message = EngineError::from(e).user_message();
+                let message = e.user_message();
                 assert!(!message.to_lowercase().contains("panic"), "{message}");
                 assert!(
                     message.contains("not found") || message.contains("No such file"),
@@ -439,12 +444,11 @@ async fn queries_while_files_come_and_go_answer_consistently_or_fail_clearly() {
 /// Runs `sql` through [`TraceSession::execute`], as the CLI and the Flight server do.
 async fn execute(session: &TraceSession, sql: &str) -> Result<Vec<RecordBatch>, String> {
     let answer = async {
-        let frame = session.ctx.sql(sql).await?;
-        datafusion::physical_plan::common::collect(session.execute(frame).await?).await
+        let frame = session.plan_sql(sql, Access::ReadWrite).await?;
+        let batches = session.execute(frame).await?;
+        Ok::<_, EngineError>(datafusion::physical_plan::common::collect(batches).await?)
     };
-    answer
-        .await
-        .map_err(|e| EngineError::from(e).user_message())
+    answer.await.map_err(|e| e.user_message())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -461,7 +465,7 @@ async fn a_panic_while_a_query_runs_fails_that_query_only_and_quarantines_nothin
     .await;
     let session = open(dir.path()).await;
     // Stands in for a bug in a dependency's decoder: a function that panics on every batch.
-    session.ctx.register_udf(create_udf(
+    session.register_udf(create_udf(
         "explode",
         vec![DataType::Int64],
         DataType::Int64,
@@ -538,7 +542,6 @@ async fn the_sessions_parquet_settings_reach_the_table_scans() {
 
 #[tokio::test]
 async fn the_session_plans_statements_and_refuses_by_kind() {
-    use tokenledger_engine::Access;
     let session = open(&crate::support::repo_root().join("testdata/handmade")).await;
     match session
         .plan_sql("SELECT * FROM no_such_table", Access::ReadOnly)

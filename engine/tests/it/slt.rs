@@ -26,11 +26,14 @@ impl sqllogictest::AsyncDB for TokenledgerDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
-        let to_error =
-            |e: datafusion::error::DataFusionError| SltError(EngineError::from(e).user_message());
-        let frame = self.session.ctx.sql(sql).await.map_err(to_error)?;
+        let to_error = |e: EngineError| SltError(e.user_message());
+        let frame = self
+            .session
+            .plan_sql(sql, tokenledger_engine::Access::ReadWrite)
+            .await
+            .map_err(to_error)?;
         let schema = frame.schema().as_arrow().clone();
-        let batches = frame.collect().await.map_err(to_error)?;
+        let batches = frame.collect().await.map_err(|e| to_error(e.into()))?;
         if schema.fields().is_empty() {
             return Ok(DBOutput::StatementComplete(0));
         }

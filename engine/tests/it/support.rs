@@ -65,7 +65,11 @@ pub async fn write_file(
 
 /// Runs `sql` and returns the rows as strings (NULL for nulls), for compact assertions.
 pub async fn rows(session: &TraceSession, sql: &str) -> Vec<Vec<String>> {
-    let batches = session.ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    let frame = session
+        .plan_sql(sql, tokenledger_engine::Access::ReadWrite)
+        .await
+        .unwrap();
+    let batches = frame.collect().await.unwrap();
     stringify(&batches)
 }
 

@@ -7,7 +7,7 @@ use arrow::array::{Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
 use tokenledger_engine::generate::{GenOptions, Rng};
-use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
+use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
 
 use crate::support::{open, rows};
 
@@ -53,7 +53,6 @@ fn random_points() -> MemTable {
 async fn marginal_token_utility_agrees_with_regr_slope() {
     let session = open(&crate::support::repo_root().join("testdata/handmade")).await;
     session
-        .ctx
         .register_table("points", Arc::new(random_points()))
         .unwrap();
     let result = rows(
@@ -193,10 +192,13 @@ async fn a_broken_prices_file_is_quarantined_or_with_strict_fails_only_token_cos
         rows(&session, "SELECT effective_cost(1, 0.5)").await,
         vec![vec!["2.0"]]
     );
-    let error = async { session.ctx.sql(token_cost).await?.collect().await }
-        .await
-        .unwrap_err();
-    let message = tokenledger_engine::EngineError::from(error).user_message();
+    let error = async {
+        let frame = session.plan_sql(token_cost, Access::ReadWrite).await?;
+        Ok::<_, tokenledger_engine::EngineError>(frame.collect().await?)
+    }
+    .await
+    .unwrap_err();
+    let message = error.user_message();
     assert!(
         message.contains("token_cost: model prices are unavailable")
             && message.contains("broken.parquet"),
@@ -223,8 +225,7 @@ async fn a_long_running_session_prices_with_price_files_added_later() {
     assert_eq!(rows(&session, cost).await, vec![vec!["NULL"]]);
     // A view planned now, before the prices exist: nothing may fold its call with today's prices.
     session
-        .ctx
-        .sql(&format!("CREATE VIEW probe AS {cost}"))
+        .plan_sql(&format!("CREATE VIEW probe AS {cost}"), Access::ReadWrite)
         .await
         .unwrap();
 
