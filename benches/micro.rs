@@ -19,10 +19,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 use tokenledger_engine::checksum;
-use tokenledger_engine::generate::{GenOptions, generate};
 use tokenledger_engine::writer::writer_properties;
 use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
 use tokenledger_flight_server::{ServeOptions, bind, client_schema, serve_on, to_client_batch};
+use tokenledger_gen::{GenOptions, generate};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
 
@@ -140,14 +140,9 @@ async fn generated(work_items: u64) -> (tempfile::TempDir, DataLocation) {
         ..GenOptions::default()
     };
     let store = location.open_store(&[]).expect("store");
-    generate(
-        store,
-        &location,
-        &options,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
-    .expect("gen");
+    generate(store, &location, &options, tokenledger_gen::silent())
+        .await
+        .expect("gen");
     (dir, location)
 }
 

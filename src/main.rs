@@ -13,12 +13,12 @@ use clap::{Parser, Subcommand};
 use datafusion::error::DataFusionError;
 use datafusion::sql::parser::DFParser;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokenledger_engine::generate::{GenOptions, generate};
 use tokenledger_engine::import::{import_csv, import_litellm};
 use tokenledger_engine::reports;
 use tokenledger_engine::schema::{self, TABLES};
 use tokenledger_engine::{Access, DataLocation, EngineError, SessionOptions, TraceSession};
 use tokenledger_flight_server::{FlightServerError, ServeOptions, Users};
+use tokenledger_gen::{GenError, GenOptions, generate};
 
 use crate::output::Format;
 
@@ -190,6 +190,8 @@ enum CliError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Flight(#[from] FlightServerError),
+    #[error(transparent)]
+    Generator(#[from] GenError),
 }
 
 /// The engine's sources of error, met directly by the CLI's output writers.
@@ -212,11 +214,12 @@ through_engine_error!(
 impl CliError {
     fn user_message(&self) -> String {
         match self {
-            CliError::Engine(e) | CliError::Flight(FlightServerError::Engine(e)) => {
-                e.user_message()
-            }
+            CliError::Engine(e)
+            | CliError::Flight(FlightServerError::Engine(e))
+            | CliError::Generator(GenError::Engine(e)) => e.user_message(),
             CliError::Usage(message) => message.clone(),
             CliError::Flight(e) => e.to_string(),
+            CliError::Generator(e) => e.to_string(),
         }
     }
 }
@@ -365,7 +368,9 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
                     .expect("static progress template"),
             );
             let started = Instant::now();
-            let summary = generate(store, &location, &options, &progress).await?;
+            let bar = progress.clone();
+            let summary =
+                generate(store, &location, &options, Arc::new(move |n| bar.inc(n))).await?;
             progress.finish_and_clear();
             let secs = started.elapsed().as_secs_f64();
             eprintln!(

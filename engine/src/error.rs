@@ -61,10 +61,6 @@ pub enum EngineError {
     #[error("report view {name} does not compile: {reason}")]
     View { name: String, reason: String },
 
-    /// A generator worker stopped before finishing its files.
-    #[error("generator task failed: {0}")]
-    Generator(String),
-
     /// Input handed to a writer or importer was not usable.
     #[error("{0}")]
     Input(String),

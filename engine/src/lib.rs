@@ -1,5 +1,6 @@
 //! tokenledger's engine: the decision-trace tables, a catalog over local disk or S3, the session
-//! every front end queries through, and the Parquet writers (including the trace generator).
+//! every front end queries through, and the Parquet writers. The trace generator is its own
+//! crate (`tokenledger-gen`), a writer like the importers.
 //!
 //! Data flows one way: storage ([`location`]) → catalog ([`files`], [`schema`]) → session
 //! ([`session`], with the [`system`] table of files) → the CLI or the Flight SQL server.
@@ -9,7 +10,6 @@ pub mod error;
 pub mod execute;
 pub mod files;
 pub mod footer;
-pub mod generate;
 pub mod import;
 pub mod location;
 pub mod reports;

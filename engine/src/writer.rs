@@ -56,14 +56,47 @@ pub fn writer_properties(schema: &SchemaRef, sorted_by: &[&str]) -> WriterProper
     builder.build()
 }
 
-/// One Parquet file being written batch by batch to an object store (local disk or S3).
-///
-/// The file is built in memory and stored whole by [`StreamingParquetFile::close`]: checksums
-/// are added to the finished file ([`checksum::seal`]), and a reader never sees a file
-/// without its footer.
-pub struct StreamingParquetFile {
+/// A Parquet file built in memory, batch by batch, and finished with its checksums
+/// ([`checksum::seal`]). Synchronous: CPU-bound writers (the generator) build files on blocking
+/// threads and store them with [`put_file`].
+pub struct ParquetFileBuilder {
     writer: ArrowWriter<Vec<u8>>,
     props: Arc<WriterProperties>,
+}
+
+impl ParquetFileBuilder {
+    /// Starts a file of `schema` rows.
+    pub fn new(schema: &SchemaRef, props: WriterProperties) -> Result<Self> {
+        let writer = ArrowWriter::try_new(Vec::new(), Arc::clone(schema), Some(props.clone()))?;
+        Ok(ParquetFileBuilder {
+            writer,
+            props: Arc::new(props),
+        })
+    }
+
+    /// Appends a batch (encoded into row groups as they fill).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch)?;
+        Ok(())
+    }
+
+    /// The finished file with its checksums.
+    pub fn finish(self) -> Result<Bytes> {
+        seal_file(self.writer, &self.props)
+    }
+}
+
+/// Stores a finished file with one PUT: a local file appears by rename, an S3 object when the
+/// upload completes, so readers never see half a file.
+pub async fn put_file(store: &dyn ObjectStore, path: &Path, file: Bytes) -> Result<()> {
+    store.put(path, file.into()).await?;
+    Ok(())
+}
+
+/// One Parquet file being written batch by batch to an object store (local disk or S3): a
+/// [`ParquetFileBuilder`] stored by [`StreamingParquetFile::close`].
+pub struct StreamingParquetFile {
+    file: ParquetFileBuilder,
     store: Arc<dyn ObjectStore>,
     path: Path,
 }
@@ -76,10 +109,8 @@ impl StreamingParquetFile {
         schema: &SchemaRef,
         props: WriterProperties,
     ) -> Result<Self> {
-        let writer = ArrowWriter::try_new(Vec::new(), Arc::clone(schema), Some(props.clone()))?;
         Ok(StreamingParquetFile {
-            writer,
-            props: Arc::new(props),
+            file: ParquetFileBuilder::new(schema, props)?,
             store,
             path,
         })
@@ -87,16 +118,12 @@ impl StreamingParquetFile {
 
     /// Appends a batch.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch)?;
-        Ok(())
+        self.file.write(batch)
     }
 
     /// Finishes the file, adds its checksums and stores it; readers see it only after this.
     pub async fn close(self) -> Result<()> {
-        let sealed = seal_file(self.writer, &self.props)?;
-        // One PUT: a local file appears by rename, an S3 object when the upload completes.
-        self.store.put(&self.path, sealed.into()).await?;
-        Ok(())
+        put_file(self.store.as_ref(), &self.path, self.file.finish()?).await
     }
 }
 

@@ -21,8 +21,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tokenledger_engine::generate::{GenOptions, Rng};
 use tokenledger_engine::{Access, DataLocation, EngineError, SessionOptions, TraceSession};
+use tokenledger_gen::{GenOptions, Rng};
 
 use crate::flight_clients::ServeProcess;
 use crate::peers::S3Server;
@@ -248,11 +248,11 @@ impl Lake {
             work_items: 240,
             ..GenOptions::default()
         };
-        tokenledger_engine::generate::generate(
+        tokenledger_gen::generate(
             Arc::clone(&store),
             &location,
             &options,
-            &indicatif::ProgressBar::hidden(),
+            tokenledger_gen::silent(),
         )
         .await
         .unwrap();

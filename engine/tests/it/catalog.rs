@@ -457,7 +457,7 @@ async fn a_panic_while_a_query_runs_fails_that_query_only_and_quarantines_nothin
     let dir = tempfile::tempdir().unwrap();
     let generated = crate::support::gen_into(
         dir.path(),
-        &tokenledger_engine::generate::GenOptions {
+        &tokenledger_gen::GenOptions {
             work_items: 200,
             ..Default::default()
         },

@@ -20,7 +20,7 @@ static SEALED: LazyLock<Bytes> = LazyLock::new(|| {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let options = tokenledger_engine::generate::GenOptions {
+        let options = tokenledger_gen::GenOptions {
             work_items: 60,
             ..Default::default()
         };

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use tokenledger_engine::TraceSession;
-use tokenledger_engine::generate::{GenOptions, GenSummary};
+use tokenledger_gen::{GenOptions, GenSummary};
 
 use crate::support::{gen_into, open, pruning_metric, rows};
 

@@ -1,7 +1,7 @@
 //! The reports on generated data: invariants that must hold whatever the numbers.
 
 use tokenledger_engine::TraceSession;
-use tokenledger_engine::generate::GenOptions;
+use tokenledger_gen::GenOptions;
 
 use crate::support::{open, rows};
 

@@ -21,18 +21,13 @@ pub fn repo_root() -> PathBuf {
 /// Generates a trace data set into a local directory.
 pub async fn gen_into(
     dir: &std::path::Path,
-    options: &tokenledger_engine::generate::GenOptions,
-) -> tokenledger_engine::generate::GenSummary {
+    options: &tokenledger_gen::GenOptions,
+) -> tokenledger_gen::GenSummary {
     let location = DataLocation::parse(dir.to_str().unwrap()).unwrap();
     let store = location.open_store(&[]).unwrap();
-    tokenledger_engine::generate::generate(
-        store,
-        &location,
-        options,
-        &indicatif::ProgressBar::hidden(),
-    )
-    .await
-    .unwrap()
+    tokenledger_gen::generate(store, &location, options, tokenledger_gen::silent())
+        .await
+        .unwrap()
 }
 
 /// Opens a session over a local directory.

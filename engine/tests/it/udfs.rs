@@ -6,8 +6,8 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
-use tokenledger_engine::generate::{GenOptions, Rng};
 use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
+use tokenledger_gen::{GenOptions, Rng};
 
 use crate::support::{open, rows};
 

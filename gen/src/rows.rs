@@ -9,9 +9,11 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 
-use super::catalog::{Model, Workflow};
+use tokenledger_engine::schema::{OUTCOMES, SPANS};
+
+use crate::batch::batch_by_name;
+use crate::catalog::{Model, Workflow};
 use crate::error::Result;
-use crate::schema::{OUTCOMES, SPANS};
 
 /// Token counts of one model call (cached inside input, reasoning inside output).
 #[derive(Debug, Clone, Copy)]
@@ -57,12 +59,37 @@ pub struct SpanRow {
     pub attrs: Attrs,
 }
 
+/// How a work item ended (the `outcome` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// An attempt got it right.
+    Resolved,
+    /// The agent handed it to a person after a failed attempt.
+    Escalated,
+    /// The requester gave up waiting after repeated failures.
+    Abandoned,
+    /// Every attempt failed.
+    Failed,
+}
+
+impl Outcome {
+    /// The value stored in `outcomes.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Resolved => "resolved",
+            Outcome::Escalated => "escalated",
+            Outcome::Abandoned => "abandoned",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 /// One generated outcome row.
 #[derive(Debug, Clone)]
 pub struct OutcomeRow {
     pub item: u64,
     pub tenant: &'static str,
-    pub outcome: &'static str,
+    pub outcome: Outcome,
     pub resolved_attempt: Option<i32>,
     pub value_usd: f64,
     pub human_minutes: f64,
@@ -235,35 +262,41 @@ impl SpanColumns {
         Ok(())
     }
 
+    /// The finished column `name` of the `spans` table, `None` for a column the generator
+    /// does not know.
+    fn column(&mut self, name: &str) -> Option<ArrayRef> {
+        Some(match name {
+            "trace_id" => Arc::new(self.trace_id.finish()),
+            "span_id" => Arc::new(self.span_id.finish()),
+            "parent_span_id" => Arc::new(self.parent_span_id.finish()),
+            "work_item_id" => Arc::new(self.work_item_id.finish()),
+            "attempt" => Arc::new(self.attempt.finish()),
+            "workflow" => Arc::new(self.workflow_name.finish()),
+            "tenant" => Arc::new(self.tenant.finish()),
+            "kind" => Arc::new(self.kind.finish()),
+            "name" => Arc::new(self.name.finish()),
+            "provider" => Arc::new(self.provider.finish()),
+            "model" => Arc::new(self.model.finish()),
+            "input_tokens" => Arc::new(self.input_tokens.finish()),
+            "cached_input_tokens" => Arc::new(self.cached_input_tokens.finish()),
+            "output_tokens" => Arc::new(self.output_tokens.finish()),
+            "reasoning_tokens" => Arc::new(self.reasoning_tokens.finish()),
+            "cost_usd" => Arc::new(self.cost_usd.finish()),
+            "start_time" => Arc::new(self.start_time.finish()),
+            "duration_ms" => Arc::new(self.duration_ms.finish()),
+            "status" => Arc::new(self.status.finish()),
+            "error_type" => Arc::new(self.error_type.finish()),
+            "docs_retrieved" => Arc::new(self.docs_retrieved.finish()),
+            "docs_used" => Arc::new(self.docs_used.finish()),
+            "attributes" => Arc::new(self.attributes.finish()),
+            _ => return None,
+        })
+    }
+
     /// Turns the buffered rows into a batch and empties the builders.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         self.rows = 0;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.trace_id.finish()),
-            Arc::new(self.span_id.finish()),
-            Arc::new(self.parent_span_id.finish()),
-            Arc::new(self.work_item_id.finish()),
-            Arc::new(self.attempt.finish()),
-            Arc::new(self.workflow_name.finish()),
-            Arc::new(self.tenant.finish()),
-            Arc::new(self.kind.finish()),
-            Arc::new(self.name.finish()),
-            Arc::new(self.provider.finish()),
-            Arc::new(self.model.finish()),
-            Arc::new(self.input_tokens.finish()),
-            Arc::new(self.cached_input_tokens.finish()),
-            Arc::new(self.output_tokens.finish()),
-            Arc::new(self.reasoning_tokens.finish()),
-            Arc::new(self.cost_usd.finish()),
-            Arc::new(self.start_time.finish()),
-            Arc::new(self.duration_ms.finish()),
-            Arc::new(self.status.finish()),
-            Arc::new(self.error_type.finish()),
-            Arc::new(self.docs_retrieved.finish()),
-            Arc::new(self.docs_used.finish()),
-            Arc::new(self.attributes.finish()),
-        ];
-        Ok(RecordBatch::try_new(SPANS.schema(), columns)?)
+        batch_by_name(SPANS.name, SPANS.schema(), |name| self.column(name))
     }
 }
 
@@ -318,7 +351,7 @@ impl OutcomeColumns {
         self.work_item_id.append_value(&self.scratch);
         self.workflow_name.append_value(self.workflow.name);
         self.tenant.append_value(row.tenant);
-        self.outcome.append_value(row.outcome);
+        self.outcome.append_value(row.outcome.as_str());
         self.resolved_attempt.append_option(row.resolved_attempt);
         self.value_usd.append_value(row.value_usd);
         self.human_minutes.append_value(row.human_minutes);
@@ -327,21 +360,27 @@ impl OutcomeColumns {
         self.rows += 1;
     }
 
+    /// The finished column `name` of the `outcomes` table, `None` for a column the generator
+    /// does not know.
+    fn column(&mut self, name: &str) -> Option<ArrayRef> {
+        Some(match name {
+            "work_item_id" => Arc::new(self.work_item_id.finish()),
+            "workflow" => Arc::new(self.workflow_name.finish()),
+            "tenant" => Arc::new(self.tenant.finish()),
+            "outcome" => Arc::new(self.outcome.finish()),
+            "resolved_attempt" => Arc::new(self.resolved_attempt.finish()),
+            "value_usd" => Arc::new(self.value_usd.finish()),
+            "human_minutes" => Arc::new(self.human_minutes.finish()),
+            "human_cost_usd" => Arc::new(self.human_cost_usd.finish()),
+            "closed_at" => Arc::new(self.closed_at.finish()),
+            _ => return None,
+        })
+    }
+
     /// Turns the buffered rows into a batch and empties the builders.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         self.rows = 0;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.work_item_id.finish()),
-            Arc::new(self.workflow_name.finish()),
-            Arc::new(self.tenant.finish()),
-            Arc::new(self.outcome.finish()),
-            Arc::new(self.resolved_attempt.finish()),
-            Arc::new(self.value_usd.finish()),
-            Arc::new(self.human_minutes.finish()),
-            Arc::new(self.human_cost_usd.finish()),
-            Arc::new(self.closed_at.finish()),
-        ];
-        Ok(RecordBatch::try_new(OUTCOMES.schema(), columns)?)
+        batch_by_name(OUTCOMES.name, OUTCOMES.schema(), |name| self.column(name))
     }
 }
 

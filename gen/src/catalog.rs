@@ -8,8 +8,10 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMi
 
 use tokenledger_udfs::PricePeriod;
 
+use tokenledger_engine::schema::{BASELINES, MODEL_PRICES};
+
+use crate::batch::batch_by_name;
 use crate::error::Result;
-use crate::schema::{BASELINES, MODEL_PRICES};
 
 /// Model capability tiers: cheaper models fail more on hard inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -297,52 +299,48 @@ pub fn model_prices_batch() -> Result<RecordBatch> {
         .chain(std::iter::once(&EMBEDDING_MODEL))
         .flat_map(|m| m.prices.iter().map(move |p| (m, p)))
         .collect();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(m, _)| m.provider),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|(m, _)| m.name),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|(_, p)| p.valid_from))
-                .with_timezone("UTC"),
-        ),
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|(_, p)| p.input),
-        )),
-        Arc::new(Float64Array::from_iter(
-            rows.iter().map(|(_, p)| p.cached_input),
-        )),
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|(_, p)| p.output),
-        )),
-        Arc::new(Float64Array::from_iter(
-            rows.iter().map(|(_, p)| p.reasoning),
-        )),
-    ];
-    Ok(RecordBatch::try_new(MODEL_PRICES.schema(), columns)?)
+    let rates = |rate: fn(&Price) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from_iter(rows.iter().map(|(_, p)| rate(p))))
+    };
+    batch_by_name(MODEL_PRICES.name, MODEL_PRICES.schema(), |name| {
+        Some(match name {
+            "provider" => Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(m, _)| m.provider),
+            )),
+            "model" => Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|(m, _)| m.name),
+            )),
+            "valid_from" => utc_timestamps(rows.iter().map(|(_, p)| p.valid_from)),
+            "input_usd_per_mtok" => rates(|p| Some(p.input)),
+            "cached_input_usd_per_mtok" => rates(|p| p.cached_input),
+            "output_usd_per_mtok" => rates(|p| Some(p.output)),
+            "reasoning_usd_per_mtok" => rates(|p| p.reasoning),
+            _ => return None,
+        })
+    })
 }
 
 /// The `baselines` table: one row per workflow, valid for every tenant.
 pub fn baselines_batch() -> Result<RecordBatch> {
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            WORKFLOWS.iter().map(|w| w.name),
-        )),
-        Arc::new(StringArray::new_null(WORKFLOWS.len())),
-        Arc::new(Float64Array::from_iter_values(
-            WORKFLOWS.iter().map(|w| w.bpo_unit_price_usd),
-        )),
-        Arc::new(Float64Array::from_iter_values(
-            WORKFLOWS.iter().map(|w| w.human_unit_cost_usd),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(WORKFLOWS.iter().map(|_| Y2025))
-                .with_timezone("UTC"),
-        ),
-    ];
-    Ok(RecordBatch::try_new(BASELINES.schema(), columns)?)
+    let values = |value: fn(&Workflow) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter_values(WORKFLOWS.iter().map(value)))
+    };
+    batch_by_name(BASELINES.name, BASELINES.schema(), |name| {
+        Some(match name {
+            "workflow" => Arc::new(StringArray::from_iter_values(
+                WORKFLOWS.iter().map(|w| w.name),
+            )),
+            "tenant" => Arc::new(StringArray::new_null(WORKFLOWS.len())),
+            "bpo_unit_price_usd" => values(|w| w.bpo_unit_price_usd),
+            "human_unit_cost_usd" => values(|w| w.human_unit_cost_usd),
+            "valid_from" => utc_timestamps(WORKFLOWS.iter().map(|_| Y2025)),
+            _ => return None,
+        })
+    })
+}
+
+fn utc_timestamps(micros: impl Iterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(micros).with_timezone("UTC"))
 }
 
 #[cfg(test)]

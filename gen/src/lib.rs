@@ -1,4 +1,5 @@
-//! `tokenledger gen`: a deterministic generator of realistic agent decision traces.
+//! tokenledger's synthetic data generator (`tokenledger gen`): deterministic, realistic agent
+//! decision traces written as the engine's tables.
 //!
 //! Work items of four workflows arrive over a period. Each attempt retrieves documents, runs a
 //! few LLM turns whose context grows with every answer and tool result, and ends in a validation
@@ -7,25 +8,31 @@
 //! human. Output is Parquet, sorted by start time within each workflow's files, so min/max
 //! statistics prune time ranges. The same seed gives the same bytes: every file is produced by
 //! its own random stream, whatever the thread schedule.
+//!
+//! Simulation and Parquet encoding are CPU work: they run on blocking threads, one file pair at
+//! a time per core, and only the uploads run on the async runtime.
 
+mod batch;
 mod catalog;
+mod error;
 mod rng;
 mod rows;
 
 use std::sync::Arc;
 
-use indicatif::ProgressBar;
+use bytes::Bytes;
 use object_store::ObjectStore;
+use object_store::path::Path;
+use tokenledger_engine::DataLocation;
+use tokenledger_engine::schema::{BASELINES, MODEL_PRICES, OUTCOMES, SPANS};
+use tokenledger_engine::writer::{ParquetFileBuilder, put_file, writer_properties};
 
 pub use catalog::{CHAT_MODELS, EMBEDDING_MODEL, Model, Tier, WORKFLOWS, Workflow};
 use catalog::{baselines_batch, model_prices_batch};
+pub use error::{GenError, Result};
 pub use rng::Rng;
+pub use rows::Outcome;
 use rows::{Attrs, OutcomeColumns, OutcomeRow, SpanColumns, SpanRow, Tokens};
-
-use crate::error::Result;
-use crate::location::DataLocation;
-use crate::schema::{BASELINES, MODEL_PRICES, OUTCOMES, SPANS};
-use crate::writer::{StreamingParquetFile, writer_properties};
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -57,9 +64,20 @@ impl Default for GenOptions {
 /// What was generated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GenSummary {
+    /// Work items (rows of `outcomes`).
     pub work_items: u64,
+    /// Rows of `spans`.
     pub spans: u64,
+    /// Parquet files written, all tables.
     pub files: usize,
+}
+
+/// Called with the number of work items just finished, from the threads that generate them.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// A [`Progress`] that reports nowhere.
+pub fn silent() -> Progress {
+    Arc::new(|_| {})
 }
 
 /// Rows per batch handed to the Parquet writer.
@@ -84,12 +102,12 @@ struct Segment {
 }
 
 /// Generates traces into `location` (created if local), writing `spans`, `outcomes`,
-/// `model_prices` and `baselines`. `progress` counts work items.
+/// `model_prices` and `baselines`. `progress` is told of work items as they are done.
 pub async fn generate(
     store: Arc<dyn ObjectStore>,
     location: &DataLocation,
     options: &GenOptions,
-    progress: &ProgressBar,
+    progress: Progress,
 ) -> Result<GenSummary> {
     if let DataLocation::Local(dir) = location {
         std::fs::create_dir_all(dir)?;
@@ -103,35 +121,39 @@ pub async fn generate(
         while tasks.len() < parallelism {
             let Some(segment) = pending.next() else { break };
             let (store, location, progress) =
-                (Arc::clone(&store), location.clone(), progress.clone());
+                (Arc::clone(&store), location.clone(), Arc::clone(&progress));
             let seed = options.seed;
             tasks.spawn(async move {
-                generate_segment(store, &location, segment, seed, &progress).await
+                let built = tokio::task::spawn_blocking(move || {
+                    build_segment(&location, segment, seed, progress.as_ref())
+                })
+                .await
+                .map_err(|e| GenError::Worker(e.to_string()))??;
+                for (path, file) in built.files {
+                    put_file(store.as_ref(), &path, file).await?;
+                }
+                Ok::<_, GenError>(built.summary)
             });
         }
         let Some(done) = tasks.join_next().await else {
             break;
         };
-        let part = done.map_err(|e| crate::EngineError::Generator(e.to_string()))??;
+        let part = done.map_err(|e| GenError::Worker(e.to_string()))??;
         summary.work_items += part.work_items;
         summary.spans += part.spans;
         summary.files += part.files;
     }
-    let prices = model_prices_batch()?;
-    let baselines = baselines_batch()?;
-    for (table, batch) in [(&MODEL_PRICES, prices), (&BASELINES, baselines)] {
+    for (table, batch) in [
+        (&MODEL_PRICES, model_prices_batch()?),
+        (&BASELINES, baselines_batch()?),
+    ] {
         let path = location
             .table_dir(table.name)
             .join(format!("{}.parquet", table.name));
         let schema = table.schema();
-        let mut file = StreamingParquetFile::create(
-            Arc::clone(&store),
-            path,
-            &schema,
-            writer_properties(&schema, &[]),
-        )?;
-        file.write(&batch).await?;
-        file.close().await?;
+        let mut file = ParquetFileBuilder::new(&schema, writer_properties(&schema, &[]))?;
+        file.write(&batch)?;
+        put_file(store.as_ref(), &path, file.finish()?).await?;
         summary.files += 1;
     }
     Ok(summary)
@@ -170,13 +192,20 @@ fn plan_segments(options: &GenOptions) -> Vec<Segment> {
     segments
 }
 
-async fn generate_segment(
-    store: Arc<dyn ObjectStore>,
+/// The finished files of one segment, ready to store.
+struct BuiltSegment {
+    files: Vec<(Path, Bytes)>,
+    summary: GenSummary,
+}
+
+/// Simulates one segment and encodes its `spans` and `outcomes` files (CPU work: runs on a
+/// blocking thread).
+fn build_segment(
     location: &DataLocation,
     segment: Segment,
     seed: u64,
-    progress: &ProgressBar,
-) -> Result<GenSummary> {
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<BuiltSegment> {
     let workflow = &WORKFLOWS[segment.workflow];
     let mut rng = Rng::new(
         seed,
@@ -185,23 +214,11 @@ async fn generate_segment(
     let file_name = format!("part-{:05}.parquet", segment.index);
     let span_schema = SPANS.schema();
     let outcome_schema = OUTCOMES.schema();
-    let span_path = location
-        .table_dir(SPANS.name)
-        .join(workflow.name)
-        .join(file_name.as_str());
-    let outcome_path = location
-        .table_dir(OUTCOMES.name)
-        .join(workflow.name)
-        .join(file_name.as_str());
-    let mut span_file = StreamingParquetFile::create(
-        Arc::clone(&store),
-        span_path,
+    let mut span_file = ParquetFileBuilder::new(
         &span_schema,
         writer_properties(&span_schema, &["workflow", "start_time"]),
     )?;
-    let mut outcome_file = StreamingParquetFile::create(
-        store,
-        outcome_path,
+    let mut outcome_file = ParquetFileBuilder::new(
         &outcome_schema,
         writer_properties(&outcome_schema, &["workflow"]),
     )?;
@@ -223,45 +240,54 @@ async fn generate_segment(
         outcomes.append(&outcome);
         if pending.len() >= 8 * 1024 {
             // Every later span starts at or after this arrival, so spans before it are final.
-            span_count +=
-                flush_sorted(&mut pending, Some(arrival), &mut spans, &mut span_file).await?;
+            span_count += flush_sorted(&mut pending, Some(arrival), &mut spans, &mut span_file)?;
         }
         if outcomes.len() >= BATCH_ROWS {
-            outcome_file.write(&outcomes.finish()?).await?;
-            progress.inc(BATCH_ROWS as u64);
+            outcome_file.write(&outcomes.finish()?)?;
+            progress(BATCH_ROWS as u64);
         }
     }
-    span_count += flush_sorted(&mut pending, None, &mut spans, &mut span_file).await?;
+    span_count += flush_sorted(&mut pending, None, &mut spans, &mut span_file)?;
     if !spans.is_empty() {
-        span_file.write(&spans.finish()?).await?;
+        span_file.write(&spans.finish()?)?;
     }
     if !outcomes.is_empty() {
-        progress.inc(outcomes.len() as u64);
-        outcome_file.write(&outcomes.finish()?).await?;
+        progress(outcomes.len() as u64);
+        outcome_file.write(&outcomes.finish()?)?;
     }
-    span_file.close().await?;
-    outcome_file.close().await?;
-    Ok(GenSummary {
-        work_items: segment.items,
-        spans: span_count,
-        files: 2,
+    let file_path = |table: &str| {
+        location
+            .table_dir(table)
+            .join(workflow.name)
+            .join(file_name.as_str())
+    };
+    Ok(BuiltSegment {
+        files: vec![
+            (file_path(SPANS.name), span_file.finish()?),
+            (file_path(OUTCOMES.name), outcome_file.finish()?),
+        ],
+        summary: GenSummary {
+            work_items: segment.items,
+            spans: span_count,
+            files: 2,
+        },
     })
 }
 
 /// Moves the pending spans that start before `watermark` (all of them for `None`) into the
 /// builders in start-time order, writing full batches.
-async fn flush_sorted(
+fn flush_sorted(
     pending: &mut Vec<SpanRow>,
     watermark: Option<i64>,
     spans: &mut SpanColumns,
-    file: &mut StreamingParquetFile,
+    file: &mut ParquetFileBuilder,
 ) -> Result<u64> {
     pending.sort_unstable_by_key(|s| (s.start, s.seq));
     let ready = watermark.map_or(pending.len(), |w| pending.partition_point(|s| s.start < w));
     for row in pending.drain(..ready) {
         spans.append(&row)?;
         if spans.len() >= BATCH_ROWS {
-            file.write(&spans.finish()?).await?;
+            file.write(&spans.finish()?)?;
         }
     }
     Ok(ready as u64)
@@ -328,11 +354,11 @@ impl Simulator<'_> {
             // give up waiting; otherwise it retries.
             let next = self.rng.unit();
             if next < 0.25 {
-                stopped = Some("escalated");
+                stopped = Some(Outcome::Escalated);
                 break;
             }
             if number >= 2 && next < 0.35 {
-                stopped = Some("abandoned");
+                stopped = Some(Outcome::Abandoned);
                 break;
             }
             // Back off, and sometimes escalate to a bigger model.
@@ -350,16 +376,22 @@ impl Simulator<'_> {
                 } else {
                     0.0
                 };
-                ("resolved", minutes, self.rng.lognormal(wf.value_usd, 0.35))
+                (
+                    Outcome::Resolved,
+                    minutes,
+                    self.rng.lognormal(wf.value_usd, 0.35),
+                )
             }
             None => match stopped {
-                Some("escalated") => ("escalated", self.rng.lognormal(25.0, 0.4), 0.0),
+                Some(Outcome::Escalated) => {
+                    (Outcome::Escalated, self.rng.lognormal(25.0, 0.4), 0.0)
+                }
                 Some(other) => (other, 0.0, 0.0),
-                None => ("failed", 0.0, 0.0),
+                None => (Outcome::Failed, 0.0, 0.0),
             },
         };
         if human_minutes > 0.0 {
-            let role = if outcome == "resolved" {
+            let role = if outcome == Outcome::Resolved {
                 "reviewer"
             } else {
                 "specialist"
