@@ -1,5 +1,6 @@
 //! `tokenledger`: query agent decision traces by what they cost and what they bought.
 
+mod error;
 mod output;
 
 use std::io::{IsTerminal, Read};
@@ -10,16 +11,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use datafusion::error::DataFusionError;
 use datafusion::sql::parser::DFParser;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokenledger_engine::import::{import_csv, import_litellm};
 use tokenledger_engine::reports;
 use tokenledger_engine::schema::{self, TABLES};
 use tokenledger_engine::{Access, DataLocation, EngineError, SessionOptions, TraceSession};
-use tokenledger_flight_server::{FlightServerError, ServeOptions, Users};
-use tokenledger_gen::{GenError, GenOptions, generate};
+use tokenledger_flight_server::{ServeOptions, Users};
+use tokenledger_gen::{GenOptions, generate};
 
+use crate::error::CliError;
 use crate::output::Format;
 
 /// Columnar analytics over LLM agent decision traces: what each token buys.
@@ -177,51 +178,6 @@ enum PricesCommand {
         #[arg(long)]
         valid_from: String,
     },
-}
-
-/// What a command can fail with.
-#[derive(Debug, thiserror::Error)]
-enum CliError {
-    /// The command line or its input is not usable (no SQL, an unknown report or table, a
-    /// missing `--output`, an unreadable SQL file).
-    #[error("{0}")]
-    Usage(String),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error(transparent)]
-    Flight(#[from] FlightServerError),
-    #[error(transparent)]
-    Generator(#[from] GenError),
-}
-
-/// The engine's sources of error, met directly by the CLI's output writers.
-macro_rules! through_engine_error {
-    ($($source:ty),*) => {
-        $(impl From<$source> for CliError {
-            fn from(e: $source) -> Self {
-                CliError::Engine(e.into())
-            }
-        })*
-    };
-}
-through_engine_error!(
-    DataFusionError,
-    std::io::Error,
-    parquet::errors::ParquetError,
-    arrow::error::ArrowError
-);
-
-impl CliError {
-    fn user_message(&self) -> String {
-        match self {
-            CliError::Engine(e)
-            | CliError::Flight(FlightServerError::Engine(e))
-            | CliError::Generator(GenError::Engine(e)) => e.user_message(),
-            CliError::Usage(message) => message.clone(),
-            CliError::Flight(e) => e.to_string(),
-            CliError::Generator(e) => e.to_string(),
-        }
-    }
 }
 
 #[tokio::main]

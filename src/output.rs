@@ -15,7 +15,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use tokenledger_engine::EngineError;
 
-use crate::CliError;
+use crate::error::CliError;
 use tokenledger_engine::writer::seal_file;
 
 /// How `query` prints its result.

@@ -57,6 +57,10 @@ pub enum EngineError {
     #[error("{0}")]
     Config(String),
 
+    /// The data location's `report_settings.csv` cannot be used (the line and what is wrong).
+    #[error("report settings {file}: {reason}")]
+    Settings { file: String, reason: String },
+
     /// A report view's SQL does not compile against the tables and functions.
     #[error("report view {name} does not compile: {reason}")]
     View { name: String, reason: String },

@@ -15,6 +15,7 @@ pub mod location;
 pub mod reports;
 pub mod schema;
 pub mod session;
+pub mod settings;
 pub mod system;
 pub mod writer;
 

@@ -27,6 +27,7 @@ use crate::error::{EngineError, Result};
 use crate::files::{FileCheck, TableFileStore};
 use crate::location::{DataLocation, S3Overrides};
 use crate::schema::{MODEL_PRICES, TABLES, TableDef};
+use crate::settings::{SETTINGS_FILE, SETTINGS_TABLE, SettingsTable};
 use crate::system::{FILES_TABLE, FilesTable};
 
 /// The catalog and schema that hold the trace tables (what BI tools show).
@@ -79,6 +80,15 @@ impl TraceSession {
             .collect();
         let ctx = new_context(options)?;
         let footer_cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+        let settings = SettingsTable::new(
+            Arc::clone(&raw_store),
+            location.root().join(SETTINGS_FILE),
+            format!(
+                "{}{}",
+                location.display_prefix(),
+                location.root().join(SETTINGS_FILE)
+            ),
+        );
         let store = Arc::new(TableFileStore::new(
             raw_store,
             table_dirs,
@@ -94,6 +104,7 @@ impl TraceSession {
             register_table(&ctx, &location, table)?;
         }
         ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
+        ctx.register_table(SETTINGS_TABLE, Arc::new(settings))?;
         let prices = SharedPrices::new(load_prices(&ctx, &store).await);
         tokenledger_udfs::register_all(&ctx, Arc::clone(&prices));
         // A session decision, not a function of ours: `date_trunc` is replaced by one that gives

@@ -98,9 +98,9 @@ fn engine_kind(e: &EngineError) -> Option<Code> {
         EngineError::TableNotFound(_) => Some(Code::NotFound),
         EngineError::ReadOnly(_) => Some(Code::PermissionDenied),
         EngineError::Corrupt { .. } => Some(Code::DataLoss),
-        EngineError::Schema { .. } | EngineError::Quarantine { .. } => {
-            Some(Code::FailedPrecondition)
-        }
+        EngineError::Schema { .. }
+        | EngineError::Quarantine { .. }
+        | EngineError::Settings { .. } => Some(Code::FailedPrecondition),
         EngineError::Input(_) => Some(Code::InvalidArgument),
         EngineError::ObjectStore(_) | EngineError::Io(_) => Some(Code::Unavailable),
         EngineError::Panic(_) => Some(Code::Internal),

@@ -1,9 +1,10 @@
 -- One decision per workflow (outsource to BPO, keep human, route to cheaper model, invest more compute, or cap spend) with the numbers that led to it.
 --
--- Parameters (edit here):
---   route_min_saving_share       route when a cheaper model would save at least this share of AI spend
+-- Settings (report_settings; a report_settings.csv in the data location overrides the defaults):
+--   route_min_saving_share       route when a cheaper model would save at least this share of AI
+--                                spend (default 0.10)
 --   invest_min_value_per_dollar  invest when an extra dollar of inference has gone with at least this
---                                much extra value (marginal_utility's value_per_extra_dollar)
+--                                much extra value (marginal_utility's value_per_extra_dollar; default 1)
 -- The rules, first match wins:
 --   1. AI cost per resolved unit (human corrections included) above the cheaper of the BPO price and
 --      in-house cost: 'outsource to BPO' if the BPO is the cheaper of the two, else 'keep human'.
@@ -11,8 +12,9 @@
 --   3. value per extra dollar >= invest_min_value_per_dollar: 'invest more compute'.
 --   4. otherwise 'cap spend': more compute has not bought more value.
 WITH params AS (
-    SELECT 0.10 AS route_min_saving_share,
-           1.0  AS invest_min_value_per_dollar
+    SELECT max(CASE WHEN name = 'route_min_saving_share' THEN value END)      AS route_min_saving_share,
+           max(CASE WHEN name = 'invest_min_value_per_dollar' THEN value END) AS invest_min_value_per_dollar
+    FROM report_settings
 ),
 facts AS (
     SELECT c.workflow,
@@ -30,7 +32,7 @@ facts AS (
            ON c.workflow = r.workflow
     LEFT JOIN (SELECT workflow, value_per_extra_dollar FROM marginal_utility WHERE model IS NULL) m
            ON c.workflow = m.workflow
-    WHERE c.tenant IS NULL
+    WHERE c.all_tenants
 )
 SELECT f.workflow,
        CASE

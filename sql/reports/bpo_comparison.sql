@@ -2,7 +2,8 @@
 --
 -- The baseline is the workflow's row in baselines with the latest valid_from (rows for a single
 -- tenant are not used here).
---   ai_cost_per_unit_usd       (AI spend + human correction cost) / resolved items
+--   ai_cost_per_unit_usd       (AI spend + human correction cost) / resolved items (cost_per_outcome's
+--                              cost_per_resolved_usd)
 --   ai_cost_per_attempt_usd    AI spend / attempts
 --   break_even_first_try_rate  break_even_rate(cost per attempt, BPO price): below this first-try
 --                              rate, T/p exceeds the BPO price
@@ -14,19 +15,14 @@ WITH baseline AS (
     WHERE pick = 1
 ),
 ai AS (
-    SELECT workflow,
-           sum(CASE WHEN outcome = 'resolved' THEN 1 ELSE 0 END)     AS resolved,
-           avg(CASE WHEN resolved_attempt = 1 THEN 1.0 ELSE 0.0 END) AS first_try_rate,
-           sum(attempts)                                             AS attempts,
-           sum(spend_usd)                                            AS spend_usd,
-           sum(human_cost_usd)                                       AS human_cost_usd
-    FROM work_item_costs
-    GROUP BY workflow
+    SELECT workflow, resolved, first_try_rate, attempts, spend_usd, human_cost_usd, cost_per_resolved_usd
+    FROM cost_per_outcome
+    WHERE all_tenants
 )
 SELECT ai.workflow,
        ai.resolved,
        ai.first_try_rate,
-       (ai.spend_usd + ai.human_cost_usd) / nullif(ai.resolved, 0)                 AS ai_cost_per_unit_usd,
+       ai.cost_per_resolved_usd                                                    AS ai_cost_per_unit_usd,
        b.bpo_unit_price_usd,
        b.human_unit_cost_usd,
        ai.spend_usd / nullif(ai.attempts, 0)                                       AS ai_cost_per_attempt_usd,
@@ -34,10 +30,10 @@ SELECT ai.workflow,
        CASE
            WHEN b.bpo_unit_price_usd IS NULL THEN 'no BPO price'
            WHEN ai.resolved = 0 THEN 'BPO cheaper'
-           WHEN (ai.spend_usd + ai.human_cost_usd) / ai.resolved < b.bpo_unit_price_usd THEN 'AI cheaper'
+           WHEN ai.cost_per_resolved_usd < b.bpo_unit_price_usd THEN 'AI cheaper'
            ELSE 'BPO cheaper'
        END                                                                         AS verdict,
-       (b.bpo_unit_price_usd - (ai.spend_usd + ai.human_cost_usd) / nullif(ai.resolved, 0)) * ai.resolved
+       (b.bpo_unit_price_usd - ai.cost_per_resolved_usd) * ai.resolved
                                                                                    AS saving_vs_bpo_usd
 FROM ai
 LEFT JOIN baseline b ON ai.workflow = b.workflow

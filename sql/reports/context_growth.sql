@@ -1,6 +1,7 @@
 -- Context growth per workflow: prompt size per LLM call, its growth turn by turn, what long contexts cost, and retrieval over-fetch.
 --
--- Parameter (edit here): reference_context_tokens, the context size above which a call counts as long.
+-- Setting (report_settings, default 8000): reference_context_tokens, the prompt size above which a
+-- call counts as long.
 --   p50/p90_input_tokens       prompt tokens per LLM call
 --   avg_growth_per_turn        average increase of the prompt from one LLM call to the next within an attempt
 --   avg_attention_vs_median    mean attention_cost_ratio(prompt, workflow median prompt): attention compute
@@ -8,7 +9,8 @@
 --   spend_above_reference_usd  spend on calls whose prompt exceeds reference_context_tokens
 --   overfetch_share            share of retrieved documents the answer did not use
 WITH params AS (
-    SELECT 8000 AS reference_context_tokens
+    SELECT CAST(max(CASE WHEN name = 'reference_context_tokens' THEN value END) AS BIGINT) AS reference_context_tokens
+    FROM report_settings
 ),
 calls AS (
     SELECT workflow, input_tokens, spend_usd

@@ -1,32 +1,23 @@
 -- Routing candidates: per workflow and model, success rate and cost per attempt, and what moving that model's calls to a cheaper model that succeeds about as often would save.
 --
--- Parameter (edit here): success_tolerance, how much lower a cheaper model's success rate may be
--- (0.05 = five percentage points) for it to count as doing the job as well.
--- An attempt succeeded when its work item's outcome says it was resolved by that attempt; an
--- attempt's model is the model of its LLM calls. The what-if reprices the expensive model's LLM
--- calls with token_cost on the cheaper model at the same instants. Caveat: where models get
+-- Setting (report_settings, default 0.05): success_tolerance, how much lower a cheaper model's
+-- success rate may be (0.05 = five percentage points) for it to count as doing the job as well.
+-- Attempts, their models and whether they succeeded come from the attempt_costs building block. The
+-- what-if reprices the expensive model's LLM calls with token_cost on the cheaper model at the
+-- same instants. Caveat: where models get
 -- different work (the big model the hard items), success rates are not like for like.
 WITH params AS (
-    SELECT 0.05 AS success_tolerance
-),
-attempts AS (
-    SELECT s.workflow,
-           s.work_item_id,
-           s.attempt,
-           max(CASE WHEN s.kind = 'llm' THEN s.model END) AS model,
-           sum(s.spend_usd)                               AS spend_usd
-    FROM priced_spans s
-    GROUP BY s.workflow, s.work_item_id, s.trace_id, s.attempt
+    SELECT max(CASE WHEN name = 'success_tolerance' THEN value END) AS success_tolerance
+    FROM report_settings
 ),
 by_model AS (
     SELECT a.workflow,
            a.model,
            count(*)                                                             AS attempts,
-           avg(CASE WHEN o.resolved_attempt = a.attempt THEN 1.0 ELSE 0.0 END) AS success_rate,
+           avg(CASE WHEN a.succeeded THEN 1.0 ELSE 0.0 END)                    AS success_rate,
            sum(a.spend_usd)                                                     AS spend_usd,
            sum(a.spend_usd) / count(*)                                          AS cost_per_attempt_usd
-    FROM attempts a
-    JOIN outcomes o ON a.work_item_id = o.work_item_id
+    FROM attempt_costs a
     WHERE a.model IS NOT NULL
     GROUP BY a.workflow, a.model
 ),

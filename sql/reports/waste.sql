@@ -7,17 +7,15 @@
 --   overkill_spend_usd         what routing_candidates would save by moving calls to a cheaper
 --                              model that succeeds about as often
 -- The three overlap (a failed attempt on an overkill model counts in both), so they are not summed.
-WITH attempts AS (
-    SELECT s.workflow,
-           sum(s.spend_usd)                                                                AS spend_usd,
-           sum(CASE WHEN o.resolved_attempt IS DISTINCT FROM s.attempt THEN s.spend_usd END) AS failed_attempt_spend_usd,
-           sum(CASE WHEN o.resolved_attempt IS NULL THEN s.spend_usd END)                  AS unresolved_item_spend_usd,
-           sum(CASE WHEN s.kind = 'retrieval' THEN s.spend_usd * (1.0 - s.docs_used / CAST(nullif(s.docs_retrieved, 0) AS DOUBLE)) END)
-                                                                                           AS overfetch_spend_usd,
-           sum(CASE WHEN s.kind = 'retrieval' THEN s.docs_retrieved - s.docs_used END)     AS unused_docs
-    FROM priced_spans s
-    JOIN outcomes o ON s.work_item_id = o.work_item_id
-    GROUP BY s.workflow
+WITH spent AS (
+    SELECT workflow,
+           sum(spend_usd)                                                   AS spend_usd,
+           sum(CASE WHEN NOT succeeded THEN spend_usd END)                  AS failed_attempt_spend_usd,
+           sum(CASE WHEN NOT item_resolved THEN spend_usd END)              AS unresolved_item_spend_usd,
+           sum(overfetch_spend_usd)                                         AS overfetch_spend_usd,
+           sum(unused_docs)                                                 AS unused_docs
+    FROM attempt_costs
+    GROUP BY workflow
 ),
 overkill AS (
     SELECT workflow, sum(saving_usd) AS overkill_spend_usd FROM routing_candidates GROUP BY workflow
@@ -31,5 +29,5 @@ SELECT a.workflow,
        coalesce(a.overfetch_spend_usd, 0.0)                              AS overfetch_spend_usd,
        coalesce(k.overkill_spend_usd, 0.0)                               AS overkill_spend_usd,
        coalesce(k.overkill_spend_usd, 0.0) / nullif(a.spend_usd, 0)      AS overkill_share
-FROM attempts a
+FROM spent a
 LEFT JOIN overkill k ON a.workflow = k.workflow

@@ -1,7 +1,10 @@
 -- Building block: one row per work item, its outcome beside what it cost (first attempt, each retry, human corrections).
 --
 -- Work items are those with an outcome row; spans of items without one (still open) are left out.
--- attempts is the highest attempt number seen for the item.
+--   resolved   the outcome is 'resolved'
+--   first_try  the first attempt resolved it (resolved_attempt = 1): the success behind every
+--              first-try rate (p in T/p)
+--   attempts   the highest attempt number seen for the item
 WITH item_spend AS (
     SELECT work_item_id,
            max(attempt)                                              AS attempts,
@@ -19,6 +22,8 @@ SELECT o.work_item_id,
        o.tenant,
        o.outcome,
        o.resolved_attempt,
+       coalesce(o.outcome = 'resolved', false)          AS resolved,
+       coalesce(o.resolved_attempt = 1, false)          AS first_try,
        coalesce(o.value_usd, 0.0)                       AS value_usd,
        coalesce(o.human_minutes, 0.0)                   AS human_minutes,
        coalesce(o.human_cost_usd, 0.0)                  AS human_cost_usd,

@@ -139,3 +139,86 @@ async fn every_report_run_by_a_front_end_comes_ordered_by_its_first_two_columns(
         }
     }
 }
+
+/// Copies the directory tree at `from` into `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A `report_settings.csv` in the data location changes the reports' thresholds from the next
+/// query on; a bad one fails the reports with its line named, and nothing else. Expected values
+/// are testdata/handmade/HAND_CALC.md's: invoice has 8 LLM calls of 5,000 prompt tokens costing
+/// 0.01848 in all, and a value per extra dollar of −715.04.
+#[tokio::test]
+async fn report_settings_file_overrides_thresholds_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(
+        &crate::support::repo_root().join("testdata/handmade"),
+        dir.path(),
+    );
+    let s = open(dir.path()).await;
+    let invoice_growth = "SELECT reference_context_tokens, round(spend_above_reference_usd, 6) \
+                          FROM context_growth WHERE workflow = 'invoice'";
+    let decisions = "SELECT workflow, decision FROM allocation ORDER BY workflow";
+    assert_eq!(rows(&s, invoice_growth).await, [["8000", "0.0"]]);
+    assert_eq!(
+        rows(&s, decisions).await,
+        [
+            ["invoice", "cap spend"],
+            ["support_ticket", "outsource to BPO"]
+        ]
+    );
+
+    let file = dir.path().join("report_settings.csv");
+    std::fs::write(
+        &file,
+        "name,value\n# below every invoice prompt\nreference_context_tokens,4000\n\
+         invest_min_value_per_dollar,-1000\n",
+    )
+    .unwrap();
+    // 5,000-token prompts are now long: all of invoice's LLM spend is above the reference.
+    assert_eq!(rows(&s, invoice_growth).await, [["4000", "0.01848"]]);
+    // −715 ≥ −1000: invoice's extra compute now counts as worth it; support still fails rule 1.
+    assert_eq!(
+        rows(&s, decisions).await,
+        [
+            ["invoice", "invest more compute"],
+            ["support_ticket", "outsource to BPO"]
+        ]
+    );
+    let shown = format!("{}:3", file.display());
+    assert_eq!(
+        rows(
+            &s,
+            "SELECT value, source FROM report_settings WHERE name = 'reference_context_tokens'"
+        )
+        .await,
+        [["4000.0", shown.as_str()]]
+    );
+
+    std::fs::write(&file, "name,value\nsuccess_tolerence,0.1\n").unwrap();
+    let error = async {
+        let frame = s
+            .plan_sql(decisions, tokenledger_engine::Access::ReadOnly)
+            .await?;
+        Ok::<_, tokenledger_engine::EngineError>(frame.collect().await?)
+    }
+    .await
+    .unwrap_err();
+    let message = error.user_message();
+    assert!(
+        message.contains(&format!("{}:2", file.display()))
+            && message.contains("unknown setting \"success_tolerence\""),
+        "{message}"
+    );
+    assert_eq!(rows(&s, "SELECT count(*) FROM outcomes").await, [["12"]]);
+}
