@@ -14,7 +14,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPORTS = ["cost_per_outcome", "retry_tail", "context_growth", "routing_candidates",
            "bpo_comparison", "marginal_utility", "waste", "allocation"]
 # Views the reports read, in dependency order.
-VIEWS = ["priced_spans", "work_item_costs"] + REPORTS
+VIEWS = ["priced_spans", "work_item_costs", "attempt_costs"] + REPORTS
+# report_settings at its defaults (tokenledger's table when the data location has no settings file).
+REPORT_SETTINGS = """SELECT * FROM (VALUES ('route_min_saving_share', 0.10), ('invest_min_value_per_dollar', 1.0),
+    ('success_tolerance', 0.05), ('reference_context_tokens', 8000.0)) AS t(name, value)"""
 
 PRICE = """((coalesce({s}.input_tokens, 0) - coalesce({s}.cached_input_tokens, 0)) * {p}.input_usd_per_mtok
   + coalesce({s}.cached_input_tokens, 0) * coalesce({p}.cached_input_usd_per_mtok, {p}.input_usd_per_mtok)
@@ -38,10 +41,11 @@ WHAT_IF = f"""what_if AS (
 SELECT k.workflow,"""
 
 
-def struct_pack(sql):
-    """DataFusion's named_struct('a', x, 'b', y) as DuckDB's struct_pack(a := x, b := y)."""
-    while "named_struct(" in sql:
-        start = sql.index("named_struct(") + len("named_struct(")
+def rewrite_calls(sql, fn, rewrite):
+    """Every call `fn(a, b, ...)` in `sql` replaced by rewrite([a, b, ...]) (nesting respected)."""
+    opening = fn + "("
+    while opening in sql:
+        start = sql.index(opening) + len(opening)
         depth, end, args, arg_start = 1, start, [], start
         while depth:
             ch = sql[end]
@@ -53,9 +57,14 @@ def struct_pack(sql):
                 args.append(sql[arg_start:end].strip())
                 arg_start = end + 1
             end += 1
-        pairs = ", ".join(f"{args[i].strip(chr(39))} := {args[i + 1]}" for i in range(0, len(args), 2))
-        sql = sql[:start - len("named_struct(")] + f"struct_pack({pairs})" + sql[end:]
+        sql = sql[:start - len(opening)] + rewrite(args) + sql[end:]
     return sql
+
+
+def struct_pack(sql):
+    """DataFusion's named_struct('a', x, 'b', y) as DuckDB's struct_pack(a := x, b := y)."""
+    return rewrite_calls(sql, "named_struct", lambda args: "struct_pack({})".format(
+        ", ".join(f"{args[i].strip(chr(39))} := {args[i + 1]}" for i in range(0, len(args), 2))))
 
 
 def duckdb_sql(name):
@@ -68,9 +77,9 @@ def duckdb_sql(name):
     sql = sql.replace("marginal_token_utility(", "regr_slope(")
     # DuckDB's ordered first/last aggregates are first() and last().
     sql = sql.replace("last_value(", "last(").replace("first_value(", "first(")
-    sql = sql.replace(
-        "effective_cost(sum(attempt_1_spend_usd) / count(*),\n                      avg(CASE WHEN resolved_attempt = 1 THEN 1.0 ELSE 0.0 END))",
-        "(sum(attempt_1_spend_usd) / count(*)) / nullif(avg(CASE WHEN resolved_attempt = 1 THEN 1.0 ELSE 0.0 END), 0)")
+    sql = rewrite_calls(sql, "effective_cost", lambda a: f"(({a[0]}) / nullif({a[1]}, 0))")
+    sql = rewrite_calls(sql, "cost_per_outcome",
+                        lambda a: f"(sum({a[0]}) / nullif(count(*) FILTER (WHERE {a[1]}), 0))")
     sql = sql.replace("attention_cost_ratio(c.input_tokens, m.median_input_tokens)",
                       "power(c.input_tokens / m.median_input_tokens, 2)")
     sql = sql.replace("break_even_rate(ai.spend_usd / nullif(ai.attempts, 0), b.bpo_unit_price_usd)",
@@ -78,7 +87,7 @@ def duckdb_sql(name):
     if name == "routing_candidates":
         sql = re.sub(r"what_if AS \(.*?\)\nSELECT k\.workflow,", WHAT_IF, sql, flags=re.S)
         sql = struct_pack(sql)
-    for fn in ["token_cost(", "effective_cost(", "attention_cost_ratio(", "break_even_rate("]:
+    for fn in ["token_cost(", "effective_cost(", "attention_cost_ratio(", "break_even_rate(", "cost_per_outcome("]:
         assert fn not in sql, f"{name}: {fn} left in the DuckDB version"
     return sql
 
@@ -88,5 +97,6 @@ def create_views(con, data):
     con.sql("SET TimeZone = 'UTC'")
     for table in ["spans", "outcomes", "model_prices", "baselines"]:
         con.sql(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{data}/{table}/**/*.parquet')")
+    con.sql(f"CREATE VIEW report_settings AS {REPORT_SETTINGS}")
     for view in VIEWS:
         con.sql(f"CREATE VIEW {view} AS {duckdb_sql(view)}")
