@@ -5,7 +5,10 @@
 
 use std::sync::{Arc, LazyLock};
 
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::error::{EngineError, Result};
 
 /// One column of a tokenledger table.
 #[derive(Debug, Clone, Copy)]
@@ -469,6 +472,30 @@ pub static BASELINES: TableDef = TableDef {
 
 /// All tables, in the order they are listed to users.
 pub static TABLES: [&TableDef; 4] = [&SPANS, &OUTCOMES, &MODEL_PRICES, &BASELINES];
+
+/// A batch of `table`, each column taken by its name from `column`: the table's schema decides
+/// the order, so a writer cannot fill a column from the wrong builder when the schema changes.
+pub fn batch_by_name(
+    table: &TableDef,
+    mut column: impl FnMut(&str) -> Option<ArrayRef>,
+) -> Result<RecordBatch> {
+    let schema = table.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            column(field.name()).ok_or_else(|| {
+                EngineError::Input(format!(
+                    "{} rows: the writer has no column {:?}",
+                    table.name,
+                    field.name()
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema, columns)
+        .map_err(|e| EngineError::Input(format!("{} rows: {e}", table.name)))
+}
 
 /// Looks a table up by name.
 pub fn table(name: &str) -> Option<&'static TableDef> {

@@ -8,9 +8,8 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMi
 
 use tokenledger_udfs::PricePeriod;
 
-use tokenledger_engine::schema::{BASELINES, MODEL_PRICES};
+use tokenledger_engine::schema::{BASELINES, MODEL_PRICES, batch_by_name};
 
-use crate::batch::batch_by_name;
 use crate::error::Result;
 
 /// Model capability tiers: cheaper models fail more on hard inputs.
@@ -302,7 +301,7 @@ pub fn model_prices_batch() -> Result<RecordBatch> {
     let rates = |rate: fn(&Price) -> Option<f64>| -> ArrayRef {
         Arc::new(Float64Array::from_iter(rows.iter().map(|(_, p)| rate(p))))
     };
-    batch_by_name(MODEL_PRICES.name, MODEL_PRICES.schema(), |name| {
+    Ok(batch_by_name(&MODEL_PRICES, |name| {
         Some(match name {
             "provider" => Arc::new(StringArray::from_iter_values(
                 rows.iter().map(|(m, _)| m.provider),
@@ -317,7 +316,7 @@ pub fn model_prices_batch() -> Result<RecordBatch> {
             "reasoning_usd_per_mtok" => rates(|p| p.reasoning),
             _ => return None,
         })
-    })
+    })?)
 }
 
 /// The `baselines` table: one row per workflow, valid for every tenant.
@@ -325,7 +324,7 @@ pub fn baselines_batch() -> Result<RecordBatch> {
     let values = |value: fn(&Workflow) -> f64| -> ArrayRef {
         Arc::new(Float64Array::from_iter_values(WORKFLOWS.iter().map(value)))
     };
-    batch_by_name(BASELINES.name, BASELINES.schema(), |name| {
+    Ok(batch_by_name(&BASELINES, |name| {
         Some(match name {
             "workflow" => Arc::new(StringArray::from_iter_values(
                 WORKFLOWS.iter().map(|w| w.name),
@@ -336,7 +335,7 @@ pub fn baselines_batch() -> Result<RecordBatch> {
             "valid_from" => utc_timestamps(WORKFLOWS.iter().map(|_| Y2025)),
             _ => return None,
         })
-    })
+    })?)
 }
 
 fn utc_timestamps(micros: impl Iterator<Item = i64>) -> ArrayRef {

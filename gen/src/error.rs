@@ -9,10 +9,6 @@ pub enum GenError {
     #[error(transparent)]
     Engine(#[from] EngineError),
 
-    /// A generated batch does not fit its table's schema (a generator bug).
-    #[error("generated {table} rows do not fit the table: {reason}")]
-    Columns { table: &'static str, reason: String },
-
     /// A generator worker stopped before finishing its files (it panicked or was cancelled).
     #[error("generator worker failed: {0}")]
     Worker(String),

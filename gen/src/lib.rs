@@ -12,7 +12,6 @@
 //! Simulation and Parquet encoding are CPU work: they run on blocking threads, one file pair at
 //! a time per core, and only the uploads run on the async runtime.
 
-mod batch;
 mod catalog;
 mod error;
 mod rng;

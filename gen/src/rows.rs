@@ -9,9 +9,8 @@ use arrow::array::{
     TimestampMicrosecondBuilder,
 };
 
-use tokenledger_engine::schema::{OUTCOMES, SPANS};
+use tokenledger_engine::schema::{OUTCOMES, SPANS, batch_by_name};
 
-use crate::batch::batch_by_name;
 use crate::catalog::{Model, Workflow};
 use crate::error::Result;
 
@@ -296,7 +295,7 @@ impl SpanColumns {
     /// Turns the buffered rows into a batch and empties the builders.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         self.rows = 0;
-        batch_by_name(SPANS.name, SPANS.schema(), |name| self.column(name))
+        Ok(batch_by_name(&SPANS, |name| self.column(name))?)
     }
 }
 
@@ -380,7 +379,7 @@ impl OutcomeColumns {
     /// Turns the buffered rows into a batch and empties the builders.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         self.rows = 0;
-        batch_by_name(OUTCOMES.name, OUTCOMES.schema(), |name| self.column(name))
+        Ok(batch_by_name(&OUTCOMES, |name| self.column(name))?)
     }
 }
 
