@@ -4,6 +4,7 @@ use datafusion::error::DataFusionError;
 use tokenledger_engine::EngineError;
 use tokenledger_flight_server::FlightServerError;
 use tokenledger_gen::GenError;
+use tokenledger_ingest::IngestError;
 
 /// What a command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,8 @@ pub enum CliError {
     Flight(#[from] FlightServerError),
     #[error(transparent)]
     Generator(#[from] GenError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
 }
 
 /// The engine's sources of error, met directly by the CLI's output writers.
@@ -43,10 +46,12 @@ impl CliError {
         match self {
             CliError::Engine(e)
             | CliError::Flight(FlightServerError::Engine(e))
-            | CliError::Generator(GenError::Engine(e)) => e.user_message(),
+            | CliError::Generator(GenError::Engine(e))
+            | CliError::Ingest(IngestError::Engine(e)) => e.user_message(),
             CliError::Usage(message) => message.clone(),
             CliError::Flight(e) => e.to_string(),
             CliError::Generator(e) => e.to_string(),
+            CliError::Ingest(e) => e.to_string(),
         }
     }
 }

@@ -19,6 +19,7 @@ use tokenledger_engine::schema::{self, TABLES};
 use tokenledger_engine::{Access, DataLocation, EngineError, SessionOptions, TraceSession};
 use tokenledger_flight_server::{ServeOptions, Users};
 use tokenledger_gen::{GenOptions, generate};
+use tokenledger_ingest::{ExporterAuth, IngestOptions, Ingestor, Receiver, ReceiverConfig};
 
 use crate::error::CliError;
 use crate::output::Format;
@@ -43,6 +44,22 @@ struct DataArg {
     /// mistyped column) instead of leaving it out with a warning (see `tokenledger_files`).
     #[arg(long)]
     strict: bool,
+}
+
+/// Where the OTLP receiver listens and spools (`serve` and `collect`).
+#[derive(clap::Args, Debug)]
+struct SpoolArgs {
+    /// Local directory where accepted spans are kept (synced) until they are in Parquet; default
+    /// <data>/_ingest/spool, required for s3:// data.
+    #[arg(long)]
+    spool: Option<PathBuf>,
+    /// Seconds at most between a span's acknowledgement and its Parquet file.
+    #[arg(long, default_value_t = 2)]
+    flush_seconds: u64,
+    /// Spans accepted but not yet in Parquet above which exporters are asked to retry later
+    /// (HTTP 503 with Retry-After, gRPC UNAVAILABLE).
+    #[arg(long, default_value_t = 2_000_000)]
+    max_pending_rows: usize,
 }
 
 impl DataArg {
@@ -127,6 +144,32 @@ enum Command {
         /// Seconds a table's file listing is reused before new files are looked for.
         #[arg(long, default_value_t = 10)]
         refresh: u64,
+        /// Also receive OpenTelemetry traces over OTLP/gRPC here (e.g. 127.0.0.1:4317).
+        #[arg(long)]
+        otlp_grpc: Option<SocketAddr>,
+        /// Also receive OpenTelemetry traces over OTLP/HTTP here (e.g. 127.0.0.1:4318).
+        #[arg(long)]
+        otlp_http: Option<SocketAddr>,
+        #[command(flatten)]
+        spool: SpoolArgs,
+    },
+    /// Receive OpenTelemetry traces (OTLP over gRPC and HTTP) into the data location, without
+    /// serving queries: a separate ingest tier.
+    Collect {
+        /// Local directory or s3://bucket/prefix to write spans/ and outcomes/ files into.
+        #[arg(long, env = "TOKENLEDGER_DATA")]
+        data: String,
+        /// OTLP/gRPC address. Anything but loopback needs --users.
+        #[arg(long, default_value = tokenledger_ingest::DEFAULT_GRPC)]
+        otlp_grpc: SocketAddr,
+        /// OTLP/HTTP address. Anything but loopback needs --users.
+        #[arg(long, default_value = tokenledger_ingest::DEFAULT_HTTP)]
+        otlp_http: SocketAddr,
+        /// Users file: exporters authenticate with Basic or Bearer user:password.
+        #[arg(long)]
+        users: Option<PathBuf>,
+        #[command(flatten)]
+        spool: SpoolArgs,
     },
     /// Manage the users of `tokenledger serve`.
     User {
@@ -184,7 +227,7 @@ enum PricesCommand {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server logs one line per query; one-shot commands only warnings.
-    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+    let default_level = if matches!(cli.command, Command::Serve { .. } | Command::Collect { .. }) {
         "info"
     } else {
         "warn"
@@ -216,6 +259,9 @@ async fn run(command: Command) -> Result<(), CliError> {
             tls_cert,
             tls_key,
             refresh,
+            otlp_grpc,
+            otlp_http,
+            spool,
         } => {
             let options = SessionOptions {
                 listing_ttl: Some(Duration::from_secs(refresh)),
@@ -239,11 +285,39 @@ async fn run(command: Command) -> Result<(), CliError> {
                 "serving {} over Arrow Flight SQL on {scheme}://{address}",
                 session.location
             );
+            // Kept alive while the Flight server runs; dropped (stopped) with it.
+            let _receiver = match (otlp_grpc, otlp_http) {
+                (None, None) => None,
+                (grpc, http) => Some(
+                    start_receiver(&data.data, serve.users.as_deref(), grpc, http, &spool).await?,
+                ),
+            };
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
             tokenledger_flight_server::serve_on(Arc::new(session), &serve, listener, shutdown)
                 .await?;
+            Ok(())
+        }
+        Command::Collect {
+            data,
+            otlp_grpc,
+            otlp_http,
+            users,
+            spool,
+        } => {
+            let receiver = start_receiver(
+                &data,
+                users.as_deref(),
+                Some(otlp_grpc),
+                Some(otlp_http),
+                &spool,
+            )
+            .await?;
+            tokio::select! {
+                result = receiver.wait() => result?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
             Ok(())
         }
         Command::User {
@@ -256,6 +330,55 @@ async fn run(command: Command) -> Result<(), CliError> {
         }
         other => Ok(run_data_command(other).await?),
     }
+}
+
+/// Starts the OTLP receiver writing into `data`, announcing its addresses on stderr (tests read
+/// the ports from there).
+async fn start_receiver(
+    data: &str,
+    users: Option<&std::path::Path>,
+    grpc: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    spool: &SpoolArgs,
+) -> Result<tokenledger_ingest::Receiver, CliError> {
+    let location = DataLocation::parse(data)?;
+    let spool_dir = spool
+        .spool
+        .clone()
+        .or_else(|| IngestOptions::local_spool_dir(&location))
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "{location} is not on local disk: give --spool DIR, a local directory where \
+                 accepted spans wait (synced) until they are stored"
+            ))
+        })?;
+    if let DataLocation::Local(dir) = &location {
+        std::fs::create_dir_all(dir).map_err(EngineError::from)?;
+    }
+    let store = location.open_store(&[])?;
+    let options = IngestOptions {
+        flush_age: Duration::from_secs(spool.flush_seconds.max(1)),
+        max_pending_rows: spool.max_pending_rows,
+        ..IngestOptions::new(spool_dir)
+    };
+    let ingestor = Ingestor::start(store, location.clone(), options)?;
+    let auth = match users {
+        Some(path) => {
+            let users = Arc::new(Users::load(path)?);
+            let check: tokenledger_ingest::CheckPassword =
+                Arc::new(move |name, password| users.verify(name, password));
+            Some(Arc::new(ExporterAuth::new(check)))
+        }
+        None => None,
+    };
+    let receiver = Receiver::start(ingestor, ReceiverConfig { grpc, http, auth }).await?;
+    if let Some(address) = receiver.grpc {
+        eprintln!("receiving OTLP/gRPC traces into {location} on http://{address}");
+    }
+    if let Some(address) = receiver.http {
+        eprintln!("receiving OTLP/HTTP traces into {location} on http://{address}");
+    }
+    Ok(receiver)
 }
 
 /// Reads a password from stdin, without echo when stdin is a terminal.
@@ -363,7 +486,9 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             output::write(rows, format, output.as_deref()).await?;
             Ok(())
         }
-        Command::Serve { .. } | Command::User { .. } => unreachable!("handled by run"),
+        Command::Serve { .. } | Command::User { .. } | Command::Collect { .. } => {
+            unreachable!("handled by run")
+        }
         Command::Functions => {
             for (name, kind, doc) in tokenledger_udfs::catalog() {
                 println!(

@@ -153,7 +153,7 @@ fn path(p: &Path) -> String {
 }
 
 /// `tokenledger user add NAME --users FILE`, with the password on stdin as a script would.
-fn add_user(users: &Path, name: &str, password: &str) {
+pub(crate) fn add_user(users: &Path, name: &str, password: &str) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenledger"))
         .args(["user", "add", name, "--users", &path(users)])
         .stdin(Stdio::piped())

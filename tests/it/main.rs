@@ -4,5 +4,6 @@ mod bucket;
 mod cli;
 mod corruption;
 mod flight_clients;
+mod otlp;
 mod peers;
 mod s3;

@@ -1,0 +1,50 @@
+//! The receiver's one error type, each variant with the answer an exporter gets for it.
+
+use tokenledger_engine::EngineError;
+
+/// What can go wrong receiving or storing spans.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Too many accepted rows wait for Parquet: try again shortly (503 / UNAVAILABLE, retried).
+    #[error("the receiver is busy: too many spans wait to be written; retry shortly")]
+    Busy,
+
+    /// The spool cannot be written or read (a full or failing disk): retried too.
+    #[error("spool {path}: {source}")]
+    Spool {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The body is not an OTLP export request (400 / INVALID_ARGUMENT, not retried).
+    #[error("not an OTLP trace export request: {0}")]
+    Decode(String),
+
+    /// A content type or encoding the receiver does not speak (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+
+    /// The body, or what it inflates to, is over the limit (413 / RESOURCE_EXHAUSTED).
+    #[error("request too large: {0}")]
+    TooLarge(String),
+
+    /// Missing or wrong credentials (401 / UNAUTHENTICATED).
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// A receiver address cannot be used.
+    #[error("OTLP receiver on {address}: {reason}")]
+    Listen { address: String, reason: String },
+
+    /// Writing Parquet failed (the data location, encoding).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+
+    /// A bug: a task stopped.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result with [`IngestError`].
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;

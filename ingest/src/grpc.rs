@@ -1,0 +1,69 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`, gzip accepted.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::{Request, Response, Status};
+
+use crate::auth::ExporterAuth;
+use crate::error::IngestError;
+use crate::http::{MAX_REQUEST_BYTES, classify};
+use crate::pipeline::Ingestor;
+
+/// The gRPC trace service over `ingestor`.
+pub fn service(
+    ingestor: Ingestor,
+    auth: Option<Arc<ExporterAuth>>,
+) -> TraceServiceServer<GrpcReceiver> {
+    TraceServiceServer::new(GrpcReceiver { ingestor, auth })
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+}
+
+/// Receives trace exports over gRPC.
+pub struct GrpcReceiver {
+    ingestor: Ingestor,
+    auth: Option<Arc<ExporterAuth>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        if let Some(auth) = &self.auth {
+            let header = request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            auth.authorize(header).await.map_err(|e| to_status(&e))?;
+        }
+        let request = request.into_inner();
+        let payload = request.encode_to_vec().into();
+        let accepted = self
+            .ingestor
+            .accept(payload, &request)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: (!accepted.rejected.is_empty()).then(|| ExportTracePartialSuccess {
+                rejected_spans: accepted.rejected.len() as i64,
+                error_message: accepted.rejected.join("; "),
+            }),
+        }))
+    }
+}
+
+fn to_status(error: &IngestError) -> Status {
+    let (_, code) = classify(error);
+    Status::new(code, error.to_string())
+}

@@ -1,0 +1,221 @@
+//! OTLP/HTTP: `POST /v1/traces` (and Langfuse's `/api/public/otel/v1/traces`), protobuf or JSON,
+//! plain or gzip. Answers as the OTLP specification says exporters expect: 200 with partial
+//! success, 400 for a bad body (not retried), 413/415, 401, and 503 with `Retry-After` when busy
+//! or the spool cannot be written (retried).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use crate::auth::ExporterAuth;
+use crate::error::IngestError;
+use crate::pipeline::{Accepted, Ingestor};
+
+/// The largest request accepted, compressed or inflated (what OTLP recommends receivers take).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// The paths exporters post traces to.
+pub const TRACE_PATHS: [&str; 2] = ["/v1/traces", "/api/public/otel/v1/traces"];
+
+struct Shared {
+    ingestor: Ingestor,
+    auth: Option<Arc<ExporterAuth>>,
+}
+
+/// The OTLP/HTTP routes over `ingestor`; with `auth`, exporters must authenticate.
+pub fn router(ingestor: Ingestor, auth: Option<Arc<ExporterAuth>>) -> Router {
+    let shared = Arc::new(Shared { ingestor, auth });
+    let mut router = Router::new();
+    for path in TRACE_PATHS {
+        router = router.route(path, post(export));
+    }
+    router
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(shared)
+}
+
+/// How the client wrote its body, and so how it reads our answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let format = match content_type(&headers) {
+        Ok(format) => format,
+        Err(e) => return error_response(Format::Protobuf, &e),
+    };
+    match receive(&shared, &headers, body, format).await {
+        Ok(accepted) => success(format, &accepted),
+        Err(e) => error_response(format, &e),
+    }
+}
+
+async fn receive(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Bytes,
+    format: Format,
+) -> Result<Accepted, IngestError> {
+    if let Some(auth) = &shared.auth {
+        let header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        auth.authorize(header).await?;
+    }
+    let body = inflate(headers, body)?;
+    let (payload, request) = match format {
+        Format::Protobuf => {
+            let request = ExportTraceServiceRequest::decode(body.clone())
+                .map_err(|e| IngestError::Decode(e.to_string()))?;
+            (body, request)
+        }
+        Format::Json => {
+            let request: ExportTraceServiceRequest =
+                serde_json::from_slice(&body).map_err(|e| IngestError::Decode(e.to_string()))?;
+            (Bytes::from(request.encode_to_vec()), request)
+        }
+    };
+    shared.ingestor.accept(payload, &request).await
+}
+
+fn content_type(headers: &HeaderMap) -> Result<Format, IngestError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = value.split(';').next().unwrap_or("").trim();
+    match mime.to_ascii_lowercase().as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
+        "application/json" => Ok(Format::Json),
+        _ => Err(IngestError::UnsupportedMediaType(format!(
+            "content type {value:?}: send application/x-protobuf or application/json"
+        ))),
+    }
+}
+
+/// The body, inflated if it is gzip (at most [`MAX_REQUEST_BYTES`] inflated).
+fn inflate(headers: &HeaderMap, body: Bytes) -> Result<Bytes, IngestError> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "identity" | "" => Ok(body),
+        "gzip" => {
+            let mut inflated = Vec::new();
+            flate2::read::GzDecoder::new(body.as_ref())
+                .take(MAX_REQUEST_BYTES as u64 + 1)
+                .read_to_end(&mut inflated)
+                .map_err(|e| IngestError::Decode(format!("gzip body: {e}")))?;
+            if inflated.len() > MAX_REQUEST_BYTES {
+                return Err(IngestError::TooLarge(format!(
+                    "the body inflates to more than {MAX_REQUEST_BYTES} bytes"
+                )));
+            }
+            Ok(Bytes::from(inflated))
+        }
+        other => Err(IngestError::UnsupportedMediaType(format!(
+            "content encoding {other:?}: send gzip or no encoding"
+        ))),
+    }
+}
+
+fn success(format: Format, accepted: &Accepted) -> Response {
+    let response = ExportTraceServiceResponse {
+        partial_success: (!accepted.rejected.is_empty()).then(|| ExportTracePartialSuccess {
+            rejected_spans: accepted.rejected.len() as i64,
+            error_message: accepted.rejected.join("; "),
+        }),
+    };
+    let body = match format {
+        Format::Protobuf => response.encode_to_vec(),
+        Format::Json => serde_json::to_vec(&response).unwrap_or_default(),
+    };
+    with_type(StatusCode::OK, format, body)
+}
+
+/// `google.rpc.Status`, the body OTLP/HTTP errors carry.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// The HTTP status (and gRPC code, for the body) an error is answered with.
+pub(crate) fn classify(error: &IngestError) -> (StatusCode, tonic::Code) {
+    match error {
+        IngestError::Busy | IngestError::Spool { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+        }
+        IngestError::Decode(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+        IngestError::UnsupportedMediaType(_) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            tonic::Code::InvalidArgument,
+        ),
+        IngestError::TooLarge(_) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            tonic::Code::ResourceExhausted,
+        ),
+        IngestError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+        // Storage trouble is temporary from the exporter's side: its retry will find it fixed.
+        IngestError::Engine(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+        IngestError::Listen { .. } | IngestError::Internal(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+        }
+    }
+}
+
+fn error_response(format: Format, error: &IngestError) -> Response {
+    let (status, code) = classify(error);
+    if status.is_server_error() {
+        tracing::warn!(error = %error, "OTLP request refused");
+    }
+    let message = error.to_string();
+    let body = match format {
+        Format::Protobuf => RpcStatus {
+            code: code as i32,
+            message,
+        }
+        .encode_to_vec(),
+        Format::Json => serde_json::json!({"code": code as i32, "message": message})
+            .to_string()
+            .into_bytes(),
+    };
+    let mut response = with_type(status, format, body);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tokenledger\""),
+        );
+    }
+    response
+}
+
+fn with_type(status: StatusCode, format: Format, body: Vec<u8>) -> Response {
+    let content_type = match format {
+        Format::Protobuf => "application/x-protobuf",
+        Format::Json => "application/json",
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}

@@ -1,0 +1,129 @@
+//! tokenledger's OTLP trace receiver: an LLM app's OpenTelemetry exporter points at it, and its
+//! spans become rows of the `spans` and `outcomes` tables, as Parquet files in the data location
+//! that every query, report and Flight SQL client reads like any other.
+//!
+//! Request path: [`http`] or [`grpc`] decodes the export request; [`pipeline`] maps its spans
+//! ([`map`]), appends the request to the [`spool`] and syncs it (one sync for every request
+//! waiting) before answering; segments of the spool become Parquet ([`records`]) by rows, bytes
+//! or age, named after the segment so a replay after a crash rewrites the same files.
+
+pub mod attrs;
+pub mod auth;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod map;
+pub mod pipeline;
+pub mod records;
+pub mod spool;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+pub use auth::{CheckPassword, ExporterAuth};
+pub use error::{IngestError, Result};
+pub use pipeline::{IngestOptions, Ingestor};
+
+/// Default OTLP ports, on loopback.
+pub const DEFAULT_GRPC: &str = "127.0.0.1:4317";
+/// See [`DEFAULT_GRPC`].
+pub const DEFAULT_HTTP: &str = "127.0.0.1:4318";
+
+/// Where the receiver listens, and who may send.
+#[derive(Clone, Default)]
+pub struct ReceiverConfig {
+    /// OTLP/gRPC address.
+    pub grpc: Option<SocketAddr>,
+    /// OTLP/HTTP address.
+    pub http: Option<SocketAddr>,
+    /// Exporters' credentials; without them only loopback addresses are allowed.
+    pub auth: Option<Arc<ExporterAuth>>,
+}
+
+/// A running receiver: its bound addresses; dropping it stops the listeners.
+pub struct Receiver {
+    /// Where OTLP/gRPC listens.
+    pub grpc: Option<SocketAddr>,
+    /// Where OTLP/HTTP listens.
+    pub http: Option<SocketAddr>,
+    tasks: JoinSet<Result<()>>,
+}
+
+impl Receiver {
+    /// Binds the configured addresses (refusing a non-loopback one without credentials, as the
+    /// Flight SQL server does) and starts serving `ingestor` on them.
+    pub async fn start(ingestor: Ingestor, config: ReceiverConfig) -> Result<Self> {
+        let mut tasks = JoinSet::new();
+        let mut receiver = Receiver {
+            grpc: None,
+            http: None,
+            tasks: JoinSet::new(),
+        };
+        if let Some(address) = config.grpc {
+            let listener = bind(address, config.auth.is_some()).await?;
+            receiver.grpc = Some(local_address(&listener)?);
+            let service = grpc::service(ingestor.clone(), config.auth.clone());
+            tasks.spawn(async move {
+                Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+                    .await
+                    .map_err(|e| IngestError::Internal(format!("OTLP/gRPC server: {e}")))
+            });
+        }
+        if let Some(address) = config.http {
+            let listener = bind(address, config.auth.is_some()).await?;
+            receiver.http = Some(local_address(&listener)?);
+            let router = http::router(ingestor.clone(), config.auth.clone());
+            tasks.spawn(async move {
+                axum::serve(listener, router)
+                    .await
+                    .map_err(|e| IngestError::Internal(format!("OTLP/HTTP server: {e}")))
+            });
+        }
+        receiver.tasks = tasks;
+        for (protocol, address) in [("gRPC", receiver.grpc), ("HTTP", receiver.http)] {
+            if let Some(address) = address {
+                tracing::info!("OTLP/{protocol} receiver listening on {address}");
+            }
+        }
+        Ok(receiver)
+    }
+
+    /// Runs until a listener fails (they do not stop on their own).
+    pub async fn wait(mut self) -> Result<()> {
+        while let Some(done) = self.tasks.join_next().await {
+            done.map_err(|e| IngestError::Internal(e.to_string()))??;
+        }
+        Ok(())
+    }
+}
+
+async fn bind(address: SocketAddr, authenticated: bool) -> Result<TcpListener> {
+    if !authenticated && !address.ip().is_loopback() {
+        return Err(IngestError::Listen {
+            address: address.to_string(),
+            reason: "refusing a non-loopback address without --users: anyone on the network \
+                     could write spans (add users with `tokenledger user add`, or listen on 127.0.0.1)"
+                .into(),
+        });
+    }
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| IngestError::Listen {
+            address: address.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn local_address(listener: &TcpListener) -> Result<SocketAddr> {
+    listener.local_addr().map_err(|e| IngestError::Listen {
+        address: "?".into(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,484 @@
+//! From OTLP spans to rows of `spans` and `outcomes`: what each instrumentation (OTel GenAI,
+//! OpenLLMetry, OpenInference, Langfuse) calls each column, with the double-counting rules of
+//! `shared/notes/otlp-ingest.md`. Explicit `tokenledger.*` attributes win over every spelling.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+
+use crate::attrs::{Attributes, as_text, json_field, json_float, json_text};
+
+/// One row of `spans`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanRecord {
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
+    pub work_item_id: String,
+    pub attempt: i32,
+    pub workflow: String,
+    pub tenant: Option<String>,
+    pub kind: &'static str,
+    pub name: String,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub input_tokens: Option<i64>,
+    pub cached_input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub reasoning_tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    /// Micros since the epoch.
+    pub start_time: i64,
+    pub duration_ms: Option<i64>,
+    pub status: &'static str,
+    pub error_type: Option<String>,
+    pub docs_retrieved: Option<i32>,
+    pub docs_used: Option<i32>,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One row of `outcomes`, from a span carrying `tokenledger.outcome`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeRecord {
+    pub work_item_id: String,
+    pub workflow: String,
+    pub tenant: Option<String>,
+    pub outcome: String,
+    pub resolved_attempt: Option<i32>,
+    pub value_usd: Option<f64>,
+    pub human_minutes: Option<f64>,
+    pub human_cost_usd: Option<f64>,
+    /// Micros since the epoch.
+    pub closed_at: Option<i64>,
+}
+
+/// What one export request becomes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Mapped {
+    pub spans: Vec<SpanRecord>,
+    pub outcomes: Vec<OutcomeRecord>,
+    /// Spans left out, each with why (for OTLP partial success and the log).
+    pub rejected: Vec<String>,
+}
+
+/// The outcomes a work item can end in.
+pub const OUTCOMES: [&str; 4] = ["resolved", "failed", "escalated", "abandoned"];
+
+/// Maps every span of `request`.
+pub fn map_request(request: &ExportTraceServiceRequest) -> Mapped {
+    let mut mapped = Mapped::default();
+    for resource_spans in &request.resource_spans {
+        let resource: &[KeyValue] = resource_spans
+            .resource
+            .as_ref()
+            .map_or(&[], |r| r.attributes.as_slice());
+        for scope in &resource_spans.scope_spans {
+            for span in &scope.spans {
+                match map_span(span, resource) {
+                    Ok(Row::Span(row)) => mapped.spans.push(*row),
+                    Ok(Row::Outcome(row)) => mapped.outcomes.push(row),
+                    Err(reason) => mapped.rejected.push(reason),
+                }
+            }
+        }
+    }
+    mapped
+}
+
+enum Row {
+    Span(Box<SpanRecord>),
+    Outcome(OutcomeRecord),
+}
+
+/// The spellings of a business key: ours, then each framework's place for user metadata.
+fn key_spellings(key: &str) -> [String; 4] {
+    [
+        format!("tokenledger.{key}"),
+        format!("langfuse.observation.metadata.{key}"),
+        format!("langfuse.trace.metadata.{key}"),
+        format!("traceloop.association.properties.{key}"),
+    ]
+}
+
+/// The business keys of a span.
+struct Keys {
+    work_item_id: String,
+    attempt: i32,
+    workflow: String,
+    tenant: Option<String>,
+}
+
+fn business_keys(a: &mut Attributes, trace_id: &str) -> Result<Keys, String> {
+    // OpenInference puts user metadata in one JSON attribute.
+    let metadata: Option<serde_json::Value> = a
+        .text(&["metadata"])
+        .and_then(|m| serde_json::from_str(&m).ok());
+    let key = |a: &mut Attributes, name: &str| -> Option<String> {
+        let spellings = key_spellings(name);
+        let refs: Vec<&str> = spellings.iter().map(String::as_str).collect();
+        a.text(&refs).or_else(|| {
+            let m = metadata.as_ref()?;
+            json_field(m, &format!("tokenledger.{name}"))
+                .or_else(|| json_field(m, name))
+                .and_then(|v| json_text(&v))
+        })
+    };
+    let work_item_id = key(a, "work_item_id").unwrap_or_else(|| trace_id.to_string());
+    let attempt = match key(a, "attempt") {
+        None => 1,
+        Some(text) => text
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("attempt {text:?} is not a whole number from 1"))?,
+    };
+    let workflow = key(a, "workflow")
+        .or_else(|| {
+            a.text(&[
+                "gen_ai.workflow.name",
+                "traceloop.workflow.name",
+                "langfuse.trace.name",
+                "service.name",
+            ])
+        })
+        .unwrap_or_else(|| "unknown".to_string());
+    let tenant = key(a, "tenant");
+    Ok(Keys {
+        work_item_id,
+        attempt,
+        workflow,
+        tenant,
+    })
+}
+
+fn map_span(span: &Span, resource: &[KeyValue]) -> Result<Row, String> {
+    let trace_id = id_hex(&span.trace_id, 16)
+        .ok_or_else(|| format!("span {:?}: trace id must be 16 non-zero bytes", span.name))?;
+    let span_id = id_hex(&span.span_id, 8)
+        .ok_or_else(|| format!("span {:?}: span id must be 8 non-zero bytes", span.name))?;
+    let parent_span_id = match span.parent_span_id.len() {
+        0 => None,
+        8 => id_hex(&span.parent_span_id, 8),
+        _ => {
+            return Err(format!(
+                "span {:?}: parent span id must be 8 bytes",
+                span.name
+            ));
+        }
+    };
+    if span.start_time_unix_nano == 0 {
+        return Err(format!("span {:?} has no start time", span.name));
+    }
+    let start_time = nanos_to_micros(span.start_time_unix_nano);
+    let end_time = (span.end_time_unix_nano >= span.start_time_unix_nano
+        && span.end_time_unix_nano > 0)
+        .then(|| nanos_to_micros(span.end_time_unix_nano));
+    let mut a = Attributes::new(&span.attributes, resource);
+    let keys =
+        business_keys(&mut a, &trace_id).map_err(|e| format!("span {:?}: {e}", span.name))?;
+
+    if let Some(outcome) = a.text(&["tokenledger.outcome"]) {
+        if !OUTCOMES.contains(&outcome.as_str()) {
+            return Err(format!(
+                "span {:?}: outcome {outcome:?} is not one of {}",
+                span.name,
+                OUTCOMES.join(", ")
+            ));
+        }
+        return Ok(Row::Outcome(OutcomeRecord {
+            work_item_id: keys.work_item_id,
+            workflow: keys.workflow,
+            tenant: keys.tenant,
+            outcome,
+            resolved_attempt: a
+                .int(&["tokenledger.resolved_attempt"])
+                .and_then(|n| i32::try_from(n).ok()),
+            value_usd: a.float(&["tokenledger.value_usd"]),
+            human_minutes: a.float(&["tokenledger.human_minutes"]),
+            human_cost_usd: a.float(&["tokenledger.human_cost_usd"]),
+            closed_at: end_time.or(Some(start_time)),
+        }));
+    }
+
+    let kind = kind(&mut a);
+    let usage = if kind == "llm" {
+        usage(&mut a)
+    } else {
+        Usage::default()
+    };
+    let level_error = a
+        .text(&["langfuse.observation.level"])
+        .is_some_and(|l| l.eq_ignore_ascii_case("error"));
+    let failed = span
+        .status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32)
+        || level_error;
+    let error_type = failed.then(|| error_type(&mut a, span));
+    let row = SpanRecord {
+        trace_id,
+        span_id,
+        parent_span_id,
+        work_item_id: keys.work_item_id,
+        attempt: keys.attempt,
+        workflow: keys.workflow,
+        tenant: keys.tenant,
+        kind,
+        name: span.name.clone(),
+        provider: a.text(&[
+            "tokenledger.provider",
+            "gen_ai.provider.name",
+            "gen_ai.system",
+            "llm.provider",
+            "llm.system",
+        ]),
+        model: a
+            .text(&[
+                "tokenledger.model",
+                "gen_ai.response.model",
+                "gen_ai.request.model",
+                "llm.model_name",
+                "langfuse.observation.model.name",
+            ])
+            .or_else(|| invocation_model(&mut a)),
+        input_tokens: usage.input,
+        cached_input_tokens: usage.cached,
+        output_tokens: usage.output,
+        reasoning_tokens: usage.reasoning,
+        cost_usd: cost(&mut a),
+        start_time,
+        duration_ms: end_time.map(|end| (end - start_time) / 1_000),
+        status: if failed { "error" } else { "ok" },
+        error_type,
+        docs_retrieved: a
+            .int(&["tokenledger.docs_retrieved"])
+            .and_then(|n| i32::try_from(n).ok()),
+        docs_used: a
+            .int(&["tokenledger.docs_used"])
+            .and_then(|n| i32::try_from(n).ok()),
+        attributes: BTreeMap::new(),
+    };
+    Ok(Row::Span(Box::new(SpanRecord {
+        attributes: a.unused(),
+        ..row
+    })))
+}
+
+/// llm | retrieval | tool | human | decision, from whichever convention the span follows. The
+/// attributes it reads stay in `attributes` (chat and embeddings are both `llm`).
+fn kind(a: &mut Attributes) -> &'static str {
+    if let Some(kind) = a.text(&["tokenledger.kind"]) {
+        for known in ["llm", "retrieval", "tool", "human", "decision"] {
+            if kind.eq_ignore_ascii_case(known) {
+                return known;
+            }
+        }
+    }
+    if let Some(op) = a.peek_text(&["gen_ai.operation.name"]) {
+        match op.as_str() {
+            "chat" | "text_completion" | "generate_content" | "embeddings" => return "llm",
+            "retrieval" => return "retrieval",
+            "execute_tool" => return "tool",
+            _ => return "decision",
+        }
+    }
+    if let Some(kind) = a.peek_text(&["openinference.span.kind"]) {
+        return match kind.to_ascii_uppercase().as_str() {
+            "LLM" | "EMBEDDING" => "llm",
+            "RETRIEVER" | "RERANKER" => "retrieval",
+            "TOOL" => "tool",
+            _ => "decision",
+        };
+    }
+    if let Some(kind) = a.peek_text(&["langfuse.observation.type"]) {
+        return match kind.to_ascii_lowercase().as_str() {
+            "generation" | "embedding" => "llm",
+            "retriever" => "retrieval",
+            "tool" => "tool",
+            _ => "decision",
+        };
+    }
+    if let Some(kind) = a.peek_text(&["traceloop.span.kind"]) {
+        return match kind.as_str() {
+            "tool" => "tool",
+            _ => "decision",
+        };
+    }
+    "decision"
+}
+
+/// Token counts, input including cached and output including reasoning; NULL when not reported.
+#[derive(Debug, Default)]
+struct Usage {
+    input: Option<i64>,
+    cached: Option<i64>,
+    output: Option<i64>,
+    reasoning: Option<i64>,
+}
+
+fn usage(a: &mut Attributes) -> Usage {
+    let mut usage = Usage {
+        input: a.int(&[
+            "tokenledger.input_tokens",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.prompt_tokens",
+            "llm.token_count.prompt",
+        ]),
+        cached: a.int(&[
+            "tokenledger.cached_input_tokens",
+            "gen_ai.usage.cache_read.input_tokens",
+            "llm.token_count.prompt_details.cache_read",
+        ]),
+        output: a.int(&[
+            "tokenledger.output_tokens",
+            "gen_ai.usage.output_tokens",
+            "gen_ai.usage.completion_tokens",
+            "llm.token_count.completion",
+        ]),
+        reasoning: a.int(&[
+            "tokenledger.reasoning_tokens",
+            "gen_ai.usage.reasoning.output_tokens",
+            "gen_ai.usage.reasoning_tokens",
+            "llm.token_count.completion_details.reasoning",
+        ]),
+    };
+    if usage.input.is_none()
+        && usage.output.is_none()
+        && let Some(details) = a
+            .text(&["langfuse.observation.usage_details"])
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+    {
+        usage = langfuse_usage(&details);
+    }
+    usage
+}
+
+/// Langfuse's usage details: OpenAI's spelling (prompt includes cached, completion includes
+/// reasoning) or Langfuse's own separate buckets (`input` excludes `input_cached_tokens`,
+/// `output` excludes `output_reasoning_tokens`), added up to our inclusive columns.
+fn langfuse_usage(details: &serde_json::Value) -> Usage {
+    let int = |path: &str| {
+        json_field(details, path)
+            .and_then(|v| json_float(&v))
+            .map(|f| f as i64)
+    };
+    if int("prompt_tokens").is_some() || int("completion_tokens").is_some() {
+        return Usage {
+            input: int("prompt_tokens"),
+            cached: int("prompt_tokens_details.cached_tokens"),
+            output: int("completion_tokens"),
+            reasoning: int("completion_tokens_details.reasoning_tokens"),
+        };
+    }
+    let cached = int("input_cached_tokens").or_else(|| int("cache_read_input_tokens"));
+    let reasoning = int("output_reasoning_tokens");
+    Usage {
+        input: int("input").map(|i| i + cached.unwrap_or(0)),
+        cached,
+        output: int("output").map(|o| o + reasoning.unwrap_or(0)),
+        reasoning,
+    }
+}
+
+/// The model named in OpenInference's invocation parameters, when `llm.model_name` is absent.
+fn invocation_model(a: &mut Attributes) -> Option<String> {
+    let parameters = a.text(&["llm.invocation_parameters"])?;
+    let json: serde_json::Value = serde_json::from_str(&parameters).ok()?;
+    json.get("model").and_then(json_text)
+}
+
+/// Reported cost in USD: ours, the proposed GenAI attribute (USD only), OpenInference's, or
+/// Langfuse's cost details (their total, else the sum of their parts).
+fn cost(a: &mut Attributes) -> Option<f64> {
+    if let Some(cost) = a.float(&["tokenledger.cost_usd", "llm.cost.total"]) {
+        return Some(cost);
+    }
+    let currency = a.text(&["gen_ai.usage.cost.currency"]);
+    if currency
+        .as_deref()
+        .is_none_or(|c| c.eq_ignore_ascii_case("usd"))
+        && let Some(cost) = a.float(&["gen_ai.usage.cost.amount"])
+    {
+        return Some(cost);
+    }
+    let details: serde_json::Value =
+        serde_json::from_str(&a.text(&["langfuse.observation.cost_details"])?).ok()?;
+    if let Some(total) = details.get("total").and_then(json_float) {
+        return Some(total);
+    }
+    let parts: Vec<f64> = details
+        .as_object()?
+        .values()
+        .filter_map(json_float)
+        .collect();
+    (!parts.is_empty()).then(|| parts.iter().sum())
+}
+
+/// The error class of a failed span: `error.type` (Python's `<class 'openai.X'>` becomes `X`),
+/// else the `exception` event's `exception.type`, else `error`.
+fn error_type(a: &mut Attributes, span: &Span) -> String {
+    let raw = a.text(&["error.type"]).or_else(|| {
+        span.events
+            .iter()
+            .filter(|e| e.name == "exception")
+            .flat_map(|e| e.attributes.iter())
+            .find(|kv| kv.key == "exception.type")
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+            .and_then(as_text)
+    });
+    raw.map_or_else(|| "error".to_string(), |t| short_class(&t))
+}
+
+fn short_class(raw: &str) -> String {
+    let inner = raw
+        .strip_prefix("<class '")
+        .and_then(|r| r.strip_suffix("'>"))
+        .unwrap_or(raw);
+    inner.rsplit('.').next().unwrap_or(inner).to_string()
+}
+
+/// Lower-case hex of an id of `len` bytes; `None` if it has another length or is all zeros.
+fn id_hex(id: &[u8], len: usize) -> Option<String> {
+    (id.len() == len && id.iter().any(|b| *b != 0))
+        .then(|| id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn nanos_to_micros(nanos: u64) -> i64 {
+    i64::try_from(nanos / 1_000).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_class_names_are_shortened() {
+        assert_eq!(
+            short_class("<class 'openai.InternalServerError'>"),
+            "InternalServerError"
+        );
+        assert_eq!(short_class("openai.RateLimitError"), "RateLimitError");
+        assert_eq!(short_class("timeout"), "timeout");
+    }
+
+    #[test]
+    fn langfuse_buckets_are_added_up_and_openai_spelling_is_not() {
+        let native = serde_json::json!({"input": 200, "input_cached_tokens": 1000, "output": 100, "output_reasoning_tokens": 200});
+        let u = langfuse_usage(&native);
+        assert_eq!(
+            (u.input, u.cached, u.output, u.reasoning),
+            (Some(1200), Some(1000), Some(300), Some(200))
+        );
+        let openai = serde_json::json!({"prompt_tokens": 1200, "completion_tokens": 300,
+            "prompt_tokens_details": {"cached_tokens": 1000}, "completion_tokens_details.reasoning_tokens": 200});
+        let u = langfuse_usage(&openai);
+        assert_eq!(
+            (u.input, u.cached, u.output, u.reasoning),
+            (Some(1200), Some(1000), Some(300), Some(200))
+        );
+    }
+}

@@ -1,0 +1,486 @@
+//! The path of an accepted request: mapped, spooled and synced (group commit: one sync for all
+//! requests waiting), acknowledged, then written as Parquet with the rest of its segment when the
+//! segment is full or old enough.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use tokenledger_engine::DataLocation;
+use tokenledger_engine::schema::{OUTCOMES, SPANS};
+use tokenledger_engine::writer::{ParquetFileBuilder, put_file, writer_properties};
+use tokio::sync::oneshot;
+
+use crate::error::{IngestError, Result};
+use crate::map::{Mapped, OutcomeRecord, SpanRecord, map_request};
+use crate::records::{outcomes_batch, spans_batch};
+use crate::spool::{SegmentWriter, list_segments, read_segment, remove_segment};
+
+/// When a segment becomes Parquet, and how much may wait.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Where accepted requests are spooled (a local directory; created if missing).
+    pub spool_dir: PathBuf,
+    /// A segment is written out once it holds this many rows…
+    pub flush_rows: usize,
+    /// …or this many bytes of requests…
+    pub flush_bytes: u64,
+    /// …or is this old.
+    pub flush_age: Duration,
+    /// Rows accepted but not yet in Parquet above which requests are refused (503 / UNAVAILABLE,
+    /// which exporters retry).
+    pub max_pending_rows: usize,
+}
+
+impl IngestOptions {
+    /// Defaults, spooling into `spool_dir`.
+    pub fn new(spool_dir: PathBuf) -> Self {
+        IngestOptions {
+            spool_dir,
+            flush_rows: 200_000,
+            flush_bytes: 64 * 1024 * 1024,
+            flush_age: Duration::from_secs(2),
+            max_pending_rows: 2_000_000,
+        }
+    }
+
+    /// The spool directory for a local data location: a hidden folder beside the tables.
+    pub fn local_spool_dir(location: &DataLocation) -> Option<PathBuf> {
+        match location {
+            DataLocation::Local(dir) => Some(dir.join("_ingest").join("spool")),
+            DataLocation::S3 { .. } => None,
+        }
+    }
+}
+
+/// What happened to one request.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Accepted {
+    /// Spans stored (span and outcome rows).
+    pub rows: usize,
+    /// Spans refused one by one, with why (OTLP partial success).
+    pub rejected: Vec<String>,
+}
+
+/// One request for the spool thread.
+struct Job {
+    payload: Bytes,
+    mapped: Mapped,
+    done: oneshot::Sender<std::io::Result<()>>,
+}
+
+/// A segment ready to be written as Parquet.
+struct Sealed {
+    id: String,
+    path: PathBuf,
+    spans: Vec<SpanRecord>,
+    outcomes: Vec<OutcomeRecord>,
+}
+
+/// The receiver's shared state: the way into the spool and the count of rows not yet in Parquet.
+#[derive(Clone)]
+pub struct Ingestor {
+    jobs: SyncSender<Job>,
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
+}
+
+impl Ingestor {
+    /// Starts the spool thread and the writer task (on the current Tokio runtime) over
+    /// `location`, first turning any segments a previous run left into Parquet.
+    pub fn start(
+        store: Arc<dyn ObjectStore>,
+        location: DataLocation,
+        options: IngestOptions,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&options.spool_dir).map_err(|e| IngestError::Spool {
+            path: options.spool_dir.display().to_string(),
+            source: e,
+        })?;
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (sealed_tx, sealed_rx) = tokio::sync::mpsc::unbounded_channel();
+        for (id, path) in list_segments(&options.spool_dir).map_err(|e| IngestError::Spool {
+            path: options.spool_dir.display().to_string(),
+            source: e,
+        })? {
+            let segment = replay(&id, path)?;
+            pending.fetch_add(segment.rows(), Ordering::SeqCst);
+            let _ = sealed_tx.send(segment);
+        }
+        tokio::spawn(write_segments(
+            store,
+            location,
+            sealed_rx,
+            Arc::clone(&pending),
+        ));
+        // Enough queued requests for a group commit to gather many; more wait in the caller.
+        let (jobs, job_rx) = mpsc::sync_channel(1024);
+        let spool = Spooler {
+            options: options.clone(),
+            sealed: sealed_tx,
+            segment: None,
+        };
+        std::thread::Builder::new()
+            .name("otlp-spool".into())
+            .spawn(move || spool.run(job_rx))
+            .map_err(|e| IngestError::Spool {
+                path: options.spool_dir.display().to_string(),
+                source: e,
+            })?;
+        Ok(Ingestor {
+            jobs,
+            pending,
+            max_pending: options.max_pending_rows,
+        })
+    }
+
+    /// Maps `request` (whose encoded bytes are `payload`), spools it and returns once it is
+    /// durable. Refused with [`IngestError::Busy`] while too many rows wait for Parquet.
+    pub async fn accept(
+        &self,
+        payload: Bytes,
+        request: &ExportTraceServiceRequest,
+    ) -> Result<Accepted> {
+        let mapped = map_request(request);
+        let rows = mapped.spans.len() + mapped.outcomes.len();
+        for reason in &mapped.rejected {
+            tracing::warn!(%reason, "span rejected");
+        }
+        let accepted = Accepted {
+            rows,
+            rejected: mapped.rejected.clone(),
+        };
+        if rows == 0 {
+            return Ok(accepted);
+        }
+        let waiting = self.pending.fetch_add(rows, Ordering::SeqCst);
+        if waiting + rows > self.max_pending && waiting > 0 {
+            self.pending.fetch_sub(rows, Ordering::SeqCst);
+            return Err(IngestError::Busy);
+        }
+        let (done, synced) = oneshot::channel();
+        let job = Job {
+            payload,
+            mapped,
+            done,
+        };
+        let sent = self.jobs.clone();
+        // The queue is bounded: a full one waits on a blocking thread, never on a Tokio worker.
+        let queued = tokio::task::spawn_blocking(move || sent.send(job).is_ok())
+            .await
+            .unwrap_or(false);
+        let result = if queued {
+            synced
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the spool thread stopped")))
+        } else {
+            Err(std::io::Error::other("the spool thread stopped"))
+        };
+        match result {
+            Ok(()) => Ok(accepted),
+            Err(e) => {
+                self.pending.fetch_sub(rows, Ordering::SeqCst);
+                Err(IngestError::Spool {
+                    path: "spool".into(),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// Rows accepted and not yet stored as Parquet.
+    pub fn pending_rows(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+/// The spool thread's state: the open segment and the rows it holds.
+struct Spooler {
+    options: IngestOptions,
+    sealed: tokio::sync::mpsc::UnboundedSender<Sealed>,
+    segment: Option<OpenSegment>,
+}
+
+struct OpenSegment {
+    writer: SegmentWriter,
+    opened: Instant,
+    spans: Vec<SpanRecord>,
+    outcomes: Vec<OutcomeRecord>,
+}
+
+impl Spooler {
+    fn run(mut self, jobs: Receiver<Job>) {
+        loop {
+            let wait = self
+                .segment
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |s| {
+                    self.options.flush_age.saturating_sub(s.opened.elapsed())
+                });
+            let first = match jobs.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.seal();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.seal();
+                    return;
+                }
+            };
+            // Group commit: everything queued meanwhile shares this sync.
+            let mut batch = vec![first];
+            while let Ok(job) = jobs.try_recv() {
+                batch.push(job);
+            }
+            self.commit(batch);
+            let full = self.segment.as_ref().is_some_and(|s| {
+                s.spans.len() + s.outcomes.len() >= self.options.flush_rows
+                    || s.writer.len() >= self.options.flush_bytes
+                    || s.opened.elapsed() >= self.options.flush_age
+            });
+            if full {
+                self.seal();
+            }
+        }
+    }
+
+    /// Appends and syncs `batch`, then acknowledges each request.
+    fn commit(&mut self, batch: Vec<Job>) {
+        let written = self.open().and_then(|segment| {
+            for job in &batch {
+                if let Err(e) = segment.writer.append(&job.payload) {
+                    segment.writer.discard_unsynced();
+                    return Err(e);
+                }
+            }
+            segment.writer.sync().map(|()| segment)
+        });
+        match written {
+            Ok(segment) => {
+                for job in batch {
+                    segment.spans.extend(job.mapped.spans);
+                    segment.outcomes.extend(job.mapped.outcomes);
+                    let _ = job.done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "spool write failed; requests refused");
+                for job in batch {
+                    let _ = job
+                        .done
+                        .send(Err(std::io::Error::new(e.kind(), e.to_string())));
+                }
+                // A fresh segment for what comes next.
+                self.seal();
+            }
+        }
+    }
+
+    fn open(&mut self) -> std::io::Result<&mut OpenSegment> {
+        if self.segment.is_none() {
+            let writer = SegmentWriter::create(&self.options.spool_dir, &segment_id())?;
+            self.segment = Some(OpenSegment {
+                writer,
+                opened: Instant::now(),
+                spans: Vec::new(),
+                outcomes: Vec::new(),
+            });
+        }
+        Ok(self.segment.as_mut().expect("opened above"))
+    }
+
+    /// Hands the open segment to the writer task.
+    fn seal(&mut self) {
+        let Some(segment) = self.segment.take() else {
+            return;
+        };
+        let sealed = Sealed {
+            id: segment.writer.id().to_string(),
+            path: segment.writer.path().to_path_buf(),
+            spans: segment.spans,
+            outcomes: segment.outcomes,
+        };
+        let _ = self.sealed.send(sealed);
+    }
+}
+
+/// A new segment id: creation time in milliseconds (so ids sort by age), then randomness (so two
+/// receivers sharing a location never pick the same name).
+fn segment_id() -> String {
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{millis:013}-{:016x}", rand::random::<u64>())
+}
+
+impl Sealed {
+    fn rows(&self) -> usize {
+        self.spans.len() + self.outcomes.len()
+    }
+}
+
+/// A segment a previous run left: its requests mapped again (mapping is deterministic, so the
+/// rows, and the files, are the ones that run would have written).
+fn replay(id: &str, path: PathBuf) -> Result<Sealed> {
+    let records = read_segment(&path).map_err(|e| IngestError::Spool {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    let mut sealed = Sealed {
+        id: id.to_string(),
+        path,
+        spans: Vec::new(),
+        outcomes: Vec::new(),
+    };
+    for record in records {
+        match ExportTraceServiceRequest::decode(record) {
+            Ok(request) => {
+                let mapped = map_request(&request);
+                sealed.spans.extend(mapped.spans);
+                sealed.outcomes.extend(mapped.outcomes);
+            }
+            Err(e) => tracing::error!(segment = id, error = %e, "undecodable spool record skipped"),
+        }
+    }
+    tracing::info!(
+        segment = id,
+        spans = sealed.spans.len(),
+        outcomes = sealed.outcomes.len(),
+        "replaying spool segment"
+    );
+    Ok(sealed)
+}
+
+/// Writes sealed segments as Parquet, in order, retrying a failed store until it works (rows
+/// wait in the spool meanwhile; new requests are refused once too many wait).
+async fn write_segments(
+    store: Arc<dyn ObjectStore>,
+    location: DataLocation,
+    mut sealed: tokio::sync::mpsc::UnboundedReceiver<Sealed>,
+    pending: Arc<AtomicUsize>,
+) {
+    while let Some(segment) = sealed.recv().await {
+        let rows = segment.rows();
+        let id = segment.id.clone();
+        let location_for_encoding = location.clone();
+        let encoded =
+            tokio::task::spawn_blocking(move || encode_segment(&location_for_encoding, segment))
+                .await
+                .map_err(|e| IngestError::Internal(e.to_string()))
+                .and_then(|r| r);
+        match encoded {
+            Ok(encoded) => {
+                let mut backoff = Duration::from_millis(200);
+                while let Err(e) = store_segment(store.as_ref(), &encoded).await {
+                    tracing::error!(segment = %id, error = %e, "storing segment failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+            // Not a passing condition: the segment stays in the spool for the next start.
+            Err(e) => {
+                tracing::error!(segment = %id, error = %e, "segment cannot be encoded; kept in the spool")
+            }
+        }
+        pending.fetch_sub(rows, Ordering::SeqCst);
+    }
+}
+
+/// A segment's finished Parquet files and where they go.
+struct Encoded {
+    id: String,
+    spool_file: PathBuf,
+    files: Vec<(Path, Bytes)>,
+    spans: usize,
+    outcomes: usize,
+    started: Instant,
+}
+
+/// The Parquet files of `segment`, named after its id (CPU work: runs on a blocking thread).
+fn encode_segment(location: &DataLocation, mut segment: Sealed) -> Result<Encoded> {
+    let started = Instant::now();
+    let day = segment_day(&segment.id);
+    let mut files = Vec::new();
+    if !segment.spans.is_empty() {
+        let batch = spans_batch(&mut segment.spans)?;
+        files.push((
+            file_path(location, SPANS.name, &day, &segment.id),
+            encode(&SPANS, batch, &["workflow", "start_time"])?,
+        ));
+    }
+    if !segment.outcomes.is_empty() {
+        let batch = outcomes_batch(&mut segment.outcomes)?;
+        files.push((
+            file_path(location, OUTCOMES.name, &day, &segment.id),
+            encode(&OUTCOMES, batch, &["workflow"])?,
+        ));
+    }
+    Ok(Encoded {
+        id: segment.id,
+        spool_file: segment.path,
+        files,
+        spans: segment.spans.len(),
+        outcomes: segment.outcomes.len(),
+        started,
+    })
+}
+
+/// Stores the files (each in one PUT, so readers see all of a file or none of it), then removes
+/// the segment from the spool. Run again after a failure, it overwrites the same names.
+async fn store_segment(store: &dyn ObjectStore, encoded: &Encoded) -> Result<()> {
+    for (path, file) in &encoded.files {
+        put_file(store, path, file.clone()).await?;
+    }
+    remove_segment(&encoded.spool_file).map_err(|e| IngestError::Spool {
+        path: encoded.spool_file.display().to_string(),
+        source: e,
+    })?;
+    tracing::info!(
+        segment = %encoded.id,
+        spans = encoded.spans,
+        outcomes = encoded.outcomes,
+        ms = encoded.started.elapsed().as_millis() as u64,
+        "flushed to Parquet"
+    );
+    Ok(())
+}
+
+fn encode(
+    table: &tokenledger_engine::schema::TableDef,
+    batch: arrow::array::RecordBatch,
+    sorted_by: &[&str],
+) -> Result<Bytes> {
+    let schema = table.schema();
+    let mut file = ParquetFileBuilder::new(&schema, writer_properties(&schema, sorted_by))?;
+    file.write(&batch)?;
+    Ok(file.finish()?)
+}
+
+/// `table/otlp/YYYY-MM-DD/<segment>.parquet`: the day the segment was opened (UTC).
+fn file_path(location: &DataLocation, table: &str, day: &str, id: &str) -> Path {
+    location
+        .table_dir(table)
+        .join("otlp")
+        .join(day)
+        .join(format!("{id}.parquet"))
+}
+
+fn segment_day(id: &str) -> String {
+    let millis: i64 = id
+        .split('-')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .format("%Y-%m-%d")
+        .to_string()
+}

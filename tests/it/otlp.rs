@@ -1,0 +1,729 @@
+//! `tokenledger collect`, the OTLP trace receiver, from the outside: real HTTP and gRPC requests
+//! to the binary, and the rows they become read back through a session. Expected rows are worked
+//! out by hand from the fixtures (testdata/otlp/).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
+
+use crate::peers::repo_root;
+
+/// A `tokenledger collect` process on free loopback ports, killed when dropped.
+pub struct Collector {
+    child: Child,
+    log: PathBuf,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+}
+
+impl Collector {
+    /// Receives into `data`, logging into `log_dir`, with `extra` arguments.
+    pub fn start(data: &Path, log_dir: &Path, extra: &[&str]) -> Collector {
+        let log = log_dir.join(format!(
+            "collect-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+            .args(["collect", "--data", data.to_str().unwrap()])
+            .args(["--otlp-grpc", "127.0.0.1:0", "--otlp-http", "127.0.0.1:0"])
+            .args(if extra.contains(&"--flush-seconds") {
+                &[][..]
+            } else {
+                &["--flush-seconds", "1"][..]
+            })
+            .args(extra)
+            .env("TOKENLEDGER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("tokenledger collect starts");
+        let mut collector = Collector {
+            child,
+            log,
+            http: "127.0.0.1:1".parse().unwrap(),
+            grpc: "127.0.0.1:1".parse().unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = collector.log();
+            let address = |protocol: &str| {
+                log.lines()
+                    .find(|l| l.contains(&format!("receiving OTLP/{protocol} traces")))
+                    .and_then(|l| l.rsplit("http://").next())
+                    .and_then(|a| a.trim().parse().ok())
+            };
+            if let (Some(http), Some(grpc)) = (address("HTTP"), address("gRPC")) {
+                collector.http = http;
+                collector.grpc = grpc;
+                return collector;
+            }
+            if let Some(status) = collector.child.try_wait().unwrap() {
+                panic!("tokenledger collect exited with {status}:\n{log}");
+            }
+            assert!(Instant::now() < deadline, "collect did not start:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process at once (SIGKILL): no shutdown code runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP answer: status, headers (lower-case names), body.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 POST, written by hand so the test depends on no HTTP client's habits.
+pub fn post(address: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpAnswer {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    // A refused body may be answered before it is all sent: the answer still counts.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v == "chunked")
+    {
+        body = dechunk(&body);
+    }
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end]).unwrap().trim(), 16)
+            .unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&raw[line_end + 2..line_end + 2 + size]);
+        raw = &raw[line_end + 4 + size..];
+    }
+}
+
+fn fixture() -> String {
+    std::fs::read_to_string(repo_root().join("testdata/otlp/edge_cases.json")).unwrap()
+}
+
+fn fixture_request() -> ExportTraceServiceRequest {
+    serde_json::from_str(&fixture()).unwrap()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Runs `sql` over `data` in a fresh session (so new files are listed) and returns its rows as
+/// strings (NULL for nulls).
+pub fn query(data: &Path, sql: &str) -> Vec<Vec<String>> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let location = DataLocation::parse(data.to_str().unwrap()).unwrap();
+        let session = TraceSession::open(location, &SessionOptions::default())
+            .await
+            .unwrap();
+        let frame = session.plan_sql(sql, Access::ReadOnly).await.unwrap();
+        let batches = frame.collect().await.unwrap();
+        let options = FormatOptions::default().with_null("NULL");
+        let mut out = Vec::new();
+        for batch in &batches {
+            let columns: Vec<_> = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+                .collect();
+            for row in 0..batch.num_rows() {
+                out.push(columns.iter().map(|c| c.value(row).to_string()).collect());
+            }
+        }
+        out
+    })
+}
+
+/// Polls `sql` over `data` until it answers `expected` (files appear after a flush).
+fn eventually(data: &Path, sql: &str, expected: &[Vec<String>]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = query(data, sql);
+        if rows == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}\nexpected {expected:#?}\ngot {rows:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn strings(rows: &[&[&str]]) -> Vec<Vec<String>> {
+    rows.iter()
+        .map(|r| r.iter().map(|v| v.to_string()).collect())
+        .collect()
+}
+
+const SPAN_COLUMNS: &str = "span_id, trace_id, parent_span_id, work_item_id, attempt, workflow, tenant, kind, name, \
+     provider, model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cost_usd, \
+     start_time, duration_ms, status, error_type, attributes";
+
+/// The fixture's spans, worked out by hand from testdata/otlp/edge_cases.json: keys from
+/// `tokenledger.*`, resource attributes, OpenInference metadata and Langfuse's JSON-encoded
+/// metadata; Langfuse's separate usage buckets added up; no tokens on the tool span; NULL, not
+/// 0, where usage is missing; Python's exception class shortened.
+fn expected_spans() -> Vec<Vec<String>> {
+    strings(&[
+        &[
+            "b7ad6b7169203331",
+            "0af7651916cd43dd8448eb211c80319c",
+            "NULL",
+            "CLAIM-7",
+            "1",
+            "claims",
+            "initech",
+            "llm",
+            "ChatCompletion",
+            "openai",
+            "gpt-4.1",
+            "NULL",
+            "NULL",
+            "NULL",
+            "NULL",
+            "NULL",
+            "2026-01-05T01:00:00Z",
+            "30000",
+            "error",
+            "APITimeoutError",
+            "{openinference.span.kind: LLM}",
+        ],
+        &[
+            "b7ad6b7169203332",
+            "0af7651916cd43dd8448eb211c80319d",
+            "NULL",
+            "CLAIM-8",
+            "1",
+            "claims-agent",
+            "NULL",
+            "llm",
+            "classify-claim",
+            "NULL",
+            "claude-sonnet-4-5",
+            "1200",
+            "1000",
+            "300",
+            "200",
+            "0.0123",
+            "2026-01-05T01:01:40Z",
+            "2250",
+            "error",
+            "error",
+            "{langfuse.observation.type: generation}",
+        ],
+        &[
+            "eee19b7ec3c1b174",
+            "5b8efff798038103d269b633813fc60c",
+            "eee19b7ec3c1b173",
+            "TICKET-42",
+            "2",
+            "support-bot",
+            "acme",
+            "llm",
+            "chat gpt-4.1-mini",
+            "openai",
+            "gpt-4.1-mini-2025-04-14",
+            "1200",
+            "1000",
+            "300",
+            "200",
+            "NULL",
+            "2026-01-05T00:00:00Z",
+            "1500",
+            "ok",
+            "NULL",
+            "{gen_ai.operation.name: chat, gen_ai.request.model: gpt-4.1-mini, gen_ai.response.finish_reasons: [\"stop\"]}",
+        ],
+        &[
+            "eee19b7ec3c1b175",
+            "5b8efff798038103d269b633813fc60c",
+            "eee19b7ec3c1b173",
+            "TICKET-42",
+            "2",
+            "support-bot",
+            "acme",
+            "tool",
+            "execute_tool lookup_policy",
+            "NULL",
+            "NULL",
+            "NULL",
+            "NULL",
+            "NULL",
+            "NULL",
+            "NULL",
+            "2026-01-05T00:00:01.500Z",
+            "120",
+            "ok",
+            "NULL",
+            "{gen_ai.operation.name: execute_tool, gen_ai.tool.name: lookup_policy, gen_ai.usage.input_tokens: 999}",
+        ],
+    ])
+}
+
+fn expected_outcomes() -> Vec<Vec<String>> {
+    strings(&[&[
+        "TICKET-42",
+        "support-bot",
+        "acme",
+        "resolved",
+        "2",
+        "12.5",
+        "1.5",
+        "NULL",
+        "2026-01-05T00:01:00Z",
+    ]])
+}
+
+const OUTCOME_COLUMNS: &str = "work_item_id, workflow, tenant, outcome, resolved_attempt, value_usd, \
+     human_minutes, human_cost_usd, closed_at";
+
+#[test]
+fn otlp_json_over_http_becomes_the_rows_worked_out_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let collector = Collector::start(&data, dir.path(), &[]);
+    let answer = post(
+        collector.http,
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        fixture().as_bytes(),
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let response: ExportTraceServiceResponse = serde_json::from_slice(&answer.body).unwrap();
+    let partial = response.partial_success.expect("two spans rejected");
+    assert_eq!(partial.rejected_spans, 2, "{}", partial.error_message);
+    assert!(
+        partial
+            .error_message
+            .contains("\"short trace id\": trace id must be 16 non-zero bytes")
+            && partial
+                .error_message
+                .contains("\"zero span id\": span id must be 8 non-zero bytes"),
+        "{}",
+        partial.error_message
+    );
+    eventually(
+        &data,
+        &format!("SELECT {SPAN_COLUMNS} FROM spans ORDER BY span_id"),
+        &expected_spans(),
+    );
+    eventually(
+        &data,
+        &format!("SELECT {OUTCOME_COLUMNS} FROM outcomes"),
+        &expected_outcomes(),
+    );
+    // Ingested files are ordinary table files: listed, checked, named after their segment.
+    let files = query(
+        &data,
+        "SELECT table_name, status, rows FROM tokenledger_files ORDER BY table_name",
+    );
+    assert_eq!(
+        files,
+        strings(&[&["outcomes", "ok", "1"], &["spans", "ok", "4"]])
+    );
+    assert!(
+        collector.log().contains("flushed to Parquet"),
+        "{}",
+        collector.log()
+    );
+}
+
+#[test]
+fn protobuf_with_gzip_over_http_and_grpc_land_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let collector = Collector::start(&data, dir.path(), &[]);
+    let protobuf = fixture_request().encode_to_vec();
+    // Langfuse's path, gzip, as the Langfuse SDK sends.
+    let answer = post(
+        collector.http,
+        "/api/public/otel/v1/traces",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "gzip"),
+        ],
+        &gzip(&protobuf),
+    );
+    assert_eq!(answer.status, 200);
+    let response = ExportTraceServiceResponse::decode(answer.body.as_slice()).unwrap();
+    assert_eq!(response.partial_success.unwrap().rejected_spans, 2);
+    eventually(
+        &data,
+        &format!("SELECT {SPAN_COLUMNS} FROM spans ORDER BY span_id"),
+        &expected_spans(),
+    );
+
+    // The same request over gRPC, gzip-compressed, into a second location.
+    let grpc_data = dir.path().join("grpc");
+    let grpc_collector = Collector::start(&grpc_data, dir.path(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let response = runtime.block_on(async {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let mut client = TraceServiceClient::connect(format!("http://{}", grpc_collector.grpc))
+            .await
+            .unwrap()
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        client.export(fixture_request()).await.unwrap().into_inner()
+    });
+    assert_eq!(response.partial_success.unwrap().rejected_spans, 2);
+    eventually(
+        &grpc_data,
+        &format!("SELECT {SPAN_COLUMNS} FROM spans ORDER BY span_id"),
+        &expected_spans(),
+    );
+    eventually(
+        &grpc_data,
+        &format!("SELECT {OUTCOME_COLUMNS} FROM outcomes"),
+        &expected_outcomes(),
+    );
+    drop(collector);
+}
+
+#[test]
+fn bad_requests_get_the_status_exporters_expect_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let collector = Collector::start(&data, dir.path(), &[]);
+    let protobuf = [("Content-Type", "application/x-protobuf")];
+    // Not OTLP: 400, which exporters do not retry.
+    let garbage = post(collector.http, "/v1/traces", &protobuf, b"\xff\xff\xff\xff");
+    assert_eq!(garbage.status, 400);
+    let broken_json = post(
+        collector.http,
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        b"{\"resourceSpans\": [",
+    );
+    assert_eq!(broken_json.status, 400);
+    // A content type or encoding nobody agreed on: 415.
+    assert_eq!(
+        post(
+            collector.http,
+            "/v1/traces",
+            &[("Content-Type", "text/plain")],
+            b"hi"
+        )
+        .status,
+        415
+    );
+    assert_eq!(
+        post(
+            collector.http,
+            "/v1/traces",
+            &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "br")
+            ],
+            b"hi"
+        )
+        .status,
+        415
+    );
+    // A gzip bomb: 64 KiB that inflates past the 64 MiB limit is refused, not inflated.
+    let bomb = gzip(&vec![0u8; 65 * 1024 * 1024]);
+    assert!(bomb.len() < 1024 * 1024);
+    let answer = post(
+        collector.http,
+        "/v1/traces",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "gzip"),
+        ],
+        &bomb,
+    );
+    assert_eq!(answer.status, 413);
+    // The receiver is still up and takes a good request.
+    let good = post(
+        collector.http,
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        fixture().as_bytes(),
+    );
+    assert_eq!(good.status, 200);
+    eventually(&data, "SELECT count(*) FROM spans", &strings(&[&["4"]]));
+}
+
+#[test]
+fn a_full_buffer_answers_503_with_retry_after_and_the_retry_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Five rows per request (four spans, one outcome): the second waits for the first's flush.
+    let collector = Collector::start(&data, dir.path(), &["--max-pending-rows", "6"]);
+    let json = [("Content-Type", "application/json")];
+    assert_eq!(
+        post(collector.http, "/v1/traces", &json, fixture().as_bytes()).status,
+        200
+    );
+    let busy = post(collector.http, "/v1/traces", &json, fixture().as_bytes());
+    assert_eq!(busy.status, 503, "{}", String::from_utf8_lossy(&busy.body));
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    // Retried as an exporter does (Retry-After seconds apart), it is taken once the first flushed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let retry = post(collector.http, "/v1/traces", &json, fixture().as_bytes());
+        if retry.status == 200 {
+            break;
+        }
+        assert_eq!(retry.status, 503);
+        assert!(Instant::now() < deadline, "never accepted");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    eventually(&data, "SELECT count(*) FROM spans", &strings(&[&["8"]]));
+}
+
+#[test]
+fn exporters_must_authenticate_when_there_are_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let users = dir.path().join("users");
+    crate::flight_clients::add_user(&users, "ingest", "pipe secret");
+    let collector = Collector::start(&data, dir.path(), &["--users", users.to_str().unwrap()]);
+    let json = ("Content-Type", "application/json");
+    let body = fixture();
+    let with = |authorization: Option<&str>| {
+        let mut headers = vec![json];
+        if let Some(value) = authorization {
+            headers.push(("Authorization", value));
+        }
+        post(collector.http, "/v1/traces", &headers, body.as_bytes()).status
+    };
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    assert_eq!(with(None), 401);
+    assert_eq!(with(Some(&format!("Basic {}", b64("ingest:wrong")))), 401);
+    assert_eq!(
+        with(Some(&format!("Basic {}", b64("nobody:pipe secret")))),
+        401
+    );
+    assert_eq!(with(Some("Bearer ingest:pipe secrets")), 401);
+    assert_eq!(
+        with(Some(&format!("Basic {}", b64("ingest:pipe secret")))),
+        200
+    );
+    assert_eq!(with(Some("Bearer ingest:pipe secret")), 200);
+    // gRPC: UNAUTHENTICATED without credentials, accepted with them.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let mut client = TraceServiceClient::connect(format!("http://{}", collector.grpc))
+            .await
+            .unwrap();
+        let refused = client.export(fixture_request()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        let mut request = tonic::Request::new(fixture_request());
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Basic {}", b64("ingest:pipe secret")).parse().unwrap(),
+        );
+        client.export(request).await.unwrap();
+    });
+    // Only the three accepted requests' spans are stored.
+    eventually(&data, "SELECT count(*) FROM spans", &strings(&[&["12"]]));
+    // Without users, a non-loopback address is refused before anything listens.
+    let refused = Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+        .args(["collect", "--data", data.to_str().unwrap()])
+        .args(["--otlp-http", "0.0.0.0:0", "--otlp-grpc", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("refusing a non-loopback address without --users"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// Spans of request `n`: `per_request` LLM spans with ids that say which request sent them.
+fn numbered_request(n: u32, per_request: u32) -> ExportTraceServiceRequest {
+    let mut request = fixture_request();
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    let template = spans[0].clone();
+    spans.clear();
+    for i in 0..per_request {
+        let mut span = template.clone();
+        span.span_id = ((u64::from(n) << 32) | u64::from(i) | 1 << 63)
+            .to_be_bytes()
+            .to_vec();
+        spans.push(span);
+    }
+    request.resource_spans.truncate(1);
+    request
+}
+
+#[test]
+fn acknowledged_spans_survive_sigkill_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut collector = Collector::start(&data, dir.path(), &["--flush-seconds", "3"]);
+    let address = collector.http;
+    const PER_REQUEST: u32 = 50;
+    const LIMIT: u32 = 1_000_000;
+    // A sender that keeps exporting until the receiver disappears, noting each acknowledgement.
+    let sender = std::thread::spawn(move || {
+        let mut acknowledged = Vec::new();
+        for n in 0..LIMIT {
+            let body = numbered_request(n, PER_REQUEST).encode_to_vec();
+            let sent = std::panic::catch_unwind(|| {
+                post(
+                    address,
+                    "/v1/traces",
+                    &[("Content-Type", "application/x-protobuf")],
+                    &body,
+                )
+                .status
+            });
+            match sent {
+                Ok(200) => acknowledged.push(n),
+                _ => break,
+            }
+        }
+        acknowledged
+    });
+    // Let some segments flush and some wait in the spool, then kill mid-stream.
+    std::thread::sleep(Duration::from_millis(4_500));
+    collector.kill();
+    let acknowledged = sender.join().unwrap();
+    assert!(
+        acknowledged.len() > 20,
+        "only {} requests acknowledged",
+        acknowledged.len()
+    );
+    assert!(
+        (acknowledged.len() as u32) < LIMIT,
+        "the kill came after the last request"
+    );
+
+    // Restarted on the same location, the receiver replays its spool.
+    let restarted = Collector::start(&data, dir.path(), &[]);
+    let spool = data.join("_ingest/spool");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&spool).unwrap().count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "spool not drained:\n{}",
+            restarted.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The kill left acknowledged spans in the spool only: the replay is what this test tests.
+    assert!(
+        restarted.log().contains("replaying spool segment"),
+        "{}",
+        restarted.log()
+    );
+    eprintln!(
+        "{} requests acknowledged before SIGKILL; after the restart:\n{}",
+        acknowledged.len(),
+        restarted.log()
+    );
+    let counts = query(&data, "SELECT count(*), count(DISTINCT span_id) FROM spans");
+    let (total, distinct): (u64, u64) =
+        (counts[0][0].parse().unwrap(), counts[0][1].parse().unwrap());
+    assert_eq!(total, distinct, "a span was stored twice");
+    let stored: std::collections::HashSet<u32> = query(&data, "SELECT DISTINCT span_id FROM spans")
+        .into_iter()
+        .map(|r| (u64::from_str_radix(&r[0], 16).unwrap() >> 32 & 0x7fff_ffff) as u32)
+        .collect();
+    let missing: Vec<u32> = acknowledged
+        .iter()
+        .copied()
+        .filter(|n| !stored.contains(n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged requests lost: {missing:?}"
+    );
+    // Each stored request is whole: all its spans or none.
+    assert_eq!(total, stored.len() as u64 * u64::from(PER_REQUEST));
+}
