@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test on a fresh machine. Installs what the tests need into two venvs from pinned
+# Runs every test on a fresh machine. Installs what the tests need into venvs from pinned
 # requirements files: .venv (a SeaweedFS S3 server, DuckDB, pyarrow, the ADBC Flight SQL driver,
-# pytest) and .venv-dbapi (flightsql-dbapi, which cannot share a venv with the rest). Then checks
+# pytest), .venv-dbapi (flightsql-dbapi, which cannot share a venv with the rest) and one
+# .venv-otlp-* per OpenTelemetry instrumentation the OTLP receiver is tested with. Then checks
 # formatting and lints and runs the Rust test suites, which start and stop their own servers on
 # 127.0.0.1 and run the Python client tests in tests/python/ against them. Last, checks that the
 # main command's build reuses the test build's dependencies.
@@ -20,6 +21,10 @@ setup_venv() {
 }
 setup_venv .venv scripts/requirements-test.txt
 setup_venv .venv-dbapi scripts/requirements-dbapi.txt
+# An LLM app (openai-python) under each OTLP instrumentation the receiver maps, one venv each.
+for instrumentation in openai-v2 traceloop openinference langfuse; do
+  setup_venv ".venv-otlp-$instrumentation" "scripts/requirements-otlp-$instrumentation.txt"
+done
 # Benchmarks reuse the venvs without running the tests.
 [ "${1:-}" = "--venv-only" ] && exit 0
 export PATH="$PWD/.venv/bin:$PATH"

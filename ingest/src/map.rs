@@ -111,21 +111,46 @@ struct Keys {
     tenant: Option<String>,
 }
 
-fn business_keys(a: &mut Attributes, trace_id: &str) -> Result<Keys, String> {
-    // OpenInference puts user metadata in one JSON attribute.
-    let metadata: Option<serde_json::Value> = a
-        .text(&["metadata"])
-        .and_then(|m| serde_json::from_str(&m).ok());
-    let key = |a: &mut Attributes, name: &str| -> Option<String> {
+/// Where a span carries tokenledger's own fields (business keys, outcome fields): our
+/// `tokenledger.*` attributes, each framework's user metadata, or OpenInference's `metadata` JSON.
+struct Metadata {
+    /// OpenInference puts user metadata in one JSON attribute.
+    json: Option<serde_json::Value>,
+}
+
+impl Metadata {
+    fn of(a: &mut Attributes) -> Self {
+        Metadata {
+            json: a
+                .text(&["metadata"])
+                .and_then(|m| serde_json::from_str(&m).ok()),
+        }
+    }
+
+    /// Field `name` as text, from the first place that has it.
+    fn text(&self, a: &mut Attributes, name: &str) -> Option<String> {
         let spellings = key_spellings(name);
         let refs: Vec<&str> = spellings.iter().map(String::as_str).collect();
         a.text(&refs).or_else(|| {
-            let m = metadata.as_ref()?;
+            let m = self.json.as_ref()?;
             json_field(m, &format!("tokenledger.{name}"))
                 .or_else(|| json_field(m, name))
                 .and_then(|v| json_text(&v))
         })
-    };
+    }
+
+    /// Field `name` as a number.
+    fn float(&self, a: &mut Attributes, name: &str) -> Option<f64> {
+        self.text(a, name)?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+    }
+}
+
+fn business_keys(a: &mut Attributes, metadata: &Metadata, trace_id: &str) -> Result<Keys, String> {
+    let key = |a: &mut Attributes, name: &str| metadata.text(a, name);
     let work_item_id = key(a, "work_item_id").unwrap_or_else(|| trace_id.to_string());
     let attempt = match key(a, "attempt") {
         None => 1,
@@ -178,10 +203,11 @@ fn map_span(span: &Span, resource: &[KeyValue]) -> Result<Row, String> {
         && span.end_time_unix_nano > 0)
         .then(|| nanos_to_micros(span.end_time_unix_nano));
     let mut a = Attributes::new(&span.attributes, resource);
-    let keys =
-        business_keys(&mut a, &trace_id).map_err(|e| format!("span {:?}: {e}", span.name))?;
+    let metadata = Metadata::of(&mut a);
+    let keys = business_keys(&mut a, &metadata, &trace_id)
+        .map_err(|e| format!("span {:?}: {e}", span.name))?;
 
-    if let Some(outcome) = a.text(&["tokenledger.outcome"]) {
+    if let Some(outcome) = metadata.text(&mut a, "outcome") {
         if !OUTCOMES.contains(&outcome.as_str()) {
             return Err(format!(
                 "span {:?}: outcome {outcome:?} is not one of {}",
@@ -194,12 +220,13 @@ fn map_span(span: &Span, resource: &[KeyValue]) -> Result<Row, String> {
             workflow: keys.workflow,
             tenant: keys.tenant,
             outcome,
-            resolved_attempt: a
-                .int(&["tokenledger.resolved_attempt"])
-                .and_then(|n| i32::try_from(n).ok()),
-            value_usd: a.float(&["tokenledger.value_usd"]),
-            human_minutes: a.float(&["tokenledger.human_minutes"]),
-            human_cost_usd: a.float(&["tokenledger.human_cost_usd"]),
+            resolved_attempt: metadata
+                .float(&mut a, "resolved_attempt")
+                .filter(|n| n.fract() == 0.0 && (1.0..=f64::from(i32::MAX)).contains(n))
+                .map(|n| n as i32),
+            value_usd: metadata.float(&mut a, "value_usd"),
+            human_minutes: metadata.float(&mut a, "human_minutes"),
+            human_cost_usd: metadata.float(&mut a, "human_cost_usd"),
             closed_at: end_time.or(Some(start_time)),
         }));
     }

@@ -379,7 +379,7 @@ async fn write_segments(
         match encoded {
             Ok(encoded) => {
                 let mut backoff = Duration::from_millis(200);
-                while let Err(e) = store_segment(store.as_ref(), &encoded).await {
+                while let Err(e) = store_segment(store.as_ref(), &location, &encoded).await {
                     tracing::error!(segment = %id, error = %e, "storing segment failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -435,9 +435,24 @@ fn encode_segment(location: &DataLocation, mut segment: Sealed) -> Result<Encode
 
 /// Stores the files (each in one PUT, so readers see all of a file or none of it), then removes
 /// the segment from the spool. Run again after a failure, it overwrites the same names.
-async fn store_segment(store: &dyn ObjectStore, encoded: &Encoded) -> Result<()> {
+async fn store_segment(
+    store: &dyn ObjectStore,
+    location: &DataLocation,
+    encoded: &Encoded,
+) -> Result<()> {
     for (path, file) in &encoded.files {
         put_file(store, path, file.clone()).await?;
+    }
+    // A PUT to S3 is durable once answered; a local file is only renamed into place, so it is
+    // synced before the spool lets go of its rows.
+    if let DataLocation::Local(root) = location {
+        for (path, _) in &encoded.files {
+            let local = local_file(root, path);
+            sync_local_file(&local).map_err(|e| IngestError::Spool {
+                path: local.display().to_string(),
+                source: e,
+            })?;
+        }
     }
     remove_segment(&encoded.spool_file).map_err(|e| IngestError::Spool {
         path: encoded.spool_file.display().to_string(),
@@ -450,6 +465,31 @@ async fn store_segment(store: &dyn ObjectStore, encoded: &Encoded) -> Result<()>
         ms = encoded.started.elapsed().as_millis() as u64,
         "flushed to Parquet"
     );
+    Ok(())
+}
+
+/// Where the object `path` of a local location lies on disk (`root` is the location's
+/// directory; the object path repeats it, as object_store's local paths are absolute).
+fn local_file(root: &std::path::Path, path: &Path) -> PathBuf {
+    let relative: PathBuf = path
+        .parts()
+        .skip(
+            DataLocation::Local(root.to_path_buf())
+                .root()
+                .parts()
+                .count(),
+        )
+        .map(|part| part.as_ref().to_string())
+        .collect();
+    root.join(relative)
+}
+
+/// Syncs a file and the directory that names it.
+fn sync_local_file(path: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
 }
 

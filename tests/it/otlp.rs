@@ -727,3 +727,283 @@ fn acknowledged_spans_survive_sigkill_exactly_once() {
     // Each stored request is whole: all its spans or none.
     assert_eq!(total, stored.len() as u64 * u64::from(PER_REQUEST));
 }
+
+/// One LLM call as the test app's rows show it: name, provider, model, the four token counts,
+/// reported cost, status, error type.
+type Call = [&'static str; 10];
+
+/// What each instrumentation reports of the test app's four calls (plain, tool call, streamed
+/// with usage, HTTP 500), worked out from the fake server's usage (1,200 prompt tokens with 1,000
+/// cached; 300 completion tokens with 200 reasoning) and each instrumentation's documented gaps:
+/// the official GenAI instrumentation sets neither cached nor reasoning tokens, OpenLLMetry no
+/// reasoning tokens on streamed calls, Langfuse no provider and a 0.0 cost on the failed call.
+fn expected_calls(instrumentation: &str) -> Vec<Call> {
+    const M: &str = "gpt-4.1-mini-2025-04-14";
+    const N: &str = "NULL";
+    const FAIL: &str = "InternalServerError";
+    match instrumentation {
+        "v2" => vec![
+            [
+                "chat gpt-4.1-mini",
+                "openai",
+                M,
+                "1200",
+                N,
+                "300",
+                N,
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "chat gpt-4.1-mini",
+                "openai",
+                M,
+                "1200",
+                N,
+                "300",
+                N,
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "chat gpt-4.1-mini",
+                "openai",
+                M,
+                "1200",
+                N,
+                "300",
+                N,
+                N,
+                "ok",
+                N,
+            ],
+            ["chat fail", "openai", "fail", N, N, N, N, N, "error", FAIL],
+        ],
+        "traceloop" => vec![
+            [
+                "openai.chat",
+                "openai",
+                M,
+                "1200",
+                "1000",
+                "300",
+                "200",
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "openai.chat",
+                "openai",
+                M,
+                "1200",
+                "1000",
+                "300",
+                "200",
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "openai.chat",
+                "openai",
+                M,
+                "1200",
+                "1000",
+                "300",
+                N,
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "openai.chat",
+                "openai",
+                "fail",
+                N,
+                N,
+                N,
+                N,
+                N,
+                "error",
+                FAIL,
+            ],
+        ],
+        "openinference" => vec![
+            [
+                "ChatCompletion",
+                "openai",
+                M,
+                "1200",
+                "1000",
+                "300",
+                "200",
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "ChatCompletion",
+                "openai",
+                M,
+                "1200",
+                "1000",
+                "300",
+                "200",
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "ChatCompletion",
+                "openai",
+                M,
+                "1200",
+                "1000",
+                "300",
+                "200",
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "ChatCompletion",
+                "openai",
+                "fail",
+                N,
+                N,
+                N,
+                N,
+                N,
+                "error",
+                FAIL,
+            ],
+        ],
+        "langfuse" => vec![
+            [
+                "OpenAI-generation",
+                N,
+                M,
+                "1200",
+                "1000",
+                "300",
+                "200",
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "OpenAI-generation",
+                N,
+                M,
+                "1200",
+                "1000",
+                "300",
+                "200",
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "OpenAI-generation",
+                N,
+                M,
+                "1200",
+                "1000",
+                "300",
+                "200",
+                N,
+                "ok",
+                N,
+            ],
+            [
+                "OpenAI-generation",
+                N,
+                "fail",
+                N,
+                N,
+                N,
+                N,
+                "0.0",
+                "error",
+                "error",
+            ],
+        ],
+        other => panic!("no expectations for {other}"),
+    }
+}
+
+const LLM_CALLS: &str = "SELECT name, provider, model, input_tokens, cached_input_tokens, output_tokens, \
+     reasoning_tokens, cost_usd, status, error_type, work_item_id, attempt, workflow, tenant \
+     FROM spans WHERE kind = 'llm' ORDER BY start_time";
+
+/// openai-python under each instrumentation, exporting with the real OTLP exporters (HTTP and
+/// gRPC; Langfuse's SDK to its own path): every call becomes the row its instrumentation's
+/// attributes say, keys come from W3C baggage (Langfuse: its trace metadata), and the outcome
+/// span becomes an outcomes row.
+#[test]
+fn real_instrumentations_export_the_rows_each_documents() {
+    let runs = [
+        (".venv-otlp-openai-v2", "v2", "http"),
+        (".venv-otlp-openai-v2", "v2", "grpc"),
+        (".venv-otlp-traceloop", "traceloop", "grpc"),
+        (".venv-otlp-openinference", "openinference", "http"),
+        (".venv-otlp-langfuse", "langfuse", "http"),
+    ];
+    for (venv, instrumentation, protocol) in runs {
+        let Some(python) = crate::peers::venv_python(venv) else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let collector = Collector::start(&data, dir.path(), &[]);
+        let out = Command::new(python)
+            .arg(repo_root().join("tests/python/otlp_app.py"))
+            .args([instrumentation, protocol])
+            .env("TOKENLEDGER_OTLP_HTTP", collector.http.to_string())
+            .env("TOKENLEDGER_OTLP_GRPC", collector.grpc.to_string())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{instrumentation} app failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected: Vec<Vec<String>> = expected_calls(instrumentation)
+            .iter()
+            .map(|call| {
+                call.iter()
+                    .chain(&["TICKET-1", "1", "support_ticket", "acme"])
+                    .map(|v| v.to_string())
+                    .collect()
+            })
+            .collect();
+        eventually(&data, LLM_CALLS, &expected);
+        eventually(
+            &data,
+            &format!("SELECT {OUTCOME_COLUMNS} FROM outcomes"),
+            &[vec![
+                "TICKET-1",
+                "support_ticket",
+                "acme",
+                "resolved",
+                "1",
+                "12.5",
+                "NULL",
+                "NULL",
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain(
+                query(&data, "SELECT closed_at FROM outcomes")
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect()],
+        );
+        eprintln!("{instrumentation} over {protocol}: rows as documented");
+    }
+}

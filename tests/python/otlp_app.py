@@ -1,0 +1,185 @@
+"""An LLM app as tokenledger's users write them: openai-python calls under one OpenTelemetry
+instrumentation, exported with the real OTLP exporter to the receiver under test.
+
+Usage: otlp_app.py INSTRUMENTATION PROTOCOL
+  INSTRUMENTATION  v2 (OTel GenAI), traceloop (OpenLLMetry), openinference, langfuse
+  PROTOCOL         http or grpc (langfuse always sends OTLP/HTTP to its own path)
+Environment: TOKENLEDGER_OTLP_HTTP / TOKENLEDGER_OTLP_GRPC (host:port of the receiver).
+
+The calls go to a fake OpenAI-compatible server on 127.0.0.1 (started here), whose usage is known:
+1,200 prompt tokens of which 1,000 cached, 300 completion tokens of which 200 reasoning. One work
+item (keys in W3C baggage, copied onto every span) makes four calls: a plain chat, a tool call, a
+streamed chat with usage, and a call that fails with HTTP 500; then its outcome span.
+"""
+
+import json
+import os
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+USAGE = {
+    "prompt_tokens": 1200,
+    "completion_tokens": 300,
+    "total_tokens": 1500,
+    "prompt_tokens_details": {"cached_tokens": 1000},
+    "completion_tokens_details": {"reasoning_tokens": 200},
+}
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    """POST /v1/chat/completions, answered from the request's model and options."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        model = request["model"]
+        if model == "fail":
+            return self.answer(500, {"error": {"message": "upstream exploded", "type": "server_error"}})
+        base = {"id": "chatcmpl-1", "created": 1767571200, "model": model + "-2025-04-14",
+                "system_fingerprint": "fp_test"}
+        if request.get("stream"):
+            return self.stream(base, request)
+        if request.get("tools"):
+            message = {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "lookup_policy", "arguments": "{\"id\": \"P-1\"}"}}]}
+            finish = "tool_calls"
+        else:
+            message = {"role": "assistant", "content": "Your refund is on its way."}
+            finish = "stop"
+        self.answer(200, {**base, "object": "chat.completion",
+                          "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                          "usage": USAGE})
+
+    def stream(self, base, request):
+        chunk = {**base, "object": "chat.completion.chunk"}
+        events = [
+            {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Refund "}}]},
+            {**chunk, "choices": [{"index": 0, "delta": {"content": "sent."}}]},
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+        if request.get("stream_options", {}).get("include_usage"):
+            events.append({**chunk, "choices": [], "usage": USAGE})
+        body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def answer(self, status, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def fake_openai():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+KEYS = {"tokenledger.work_item_id": "TICKET-1", "tokenledger.workflow": "support_ticket",
+        "tokenledger.tenant": "acme", "tokenledger.attempt": "1"}
+OUTCOME = {"tokenledger.outcome": "resolved", "tokenledger.resolved_attempt": 1,
+           "tokenledger.value_usd": 12.5, **KEYS}
+
+
+def otel_provider(protocol):
+    """A tracer provider exporting over OTLP, with baggage copied onto every span."""
+    from opentelemetry.processor.baggage import ALLOW_ALL_BAGGAGE_KEYS, BaggageSpanProcessor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        exporter = OTLPSpanExporter(endpoint="http://" + os.environ["TOKENLEDGER_OTLP_GRPC"], insecure=True)
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        exporter = OTLPSpanExporter(endpoint="http://" + os.environ["TOKENLEDGER_OTLP_HTTP"] + "/v1/traces")
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
+    provider.add_span_processor(BaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def calls(client):
+    """The work item's four calls."""
+    import openai
+    messages = [{"role": "user", "content": "Where is my refund?"}]
+    client.chat.completions.create(model="gpt-4.1-mini", messages=messages)
+    client.chat.completions.create(model="gpt-4.1-mini", messages=messages, tools=[{
+        "type": "function", "function": {"name": "lookup_policy", "parameters": {"type": "object"}}}])
+    stream = client.chat.completions.create(model="gpt-4.1-mini", messages=messages, stream=True,
+                                            stream_options={"include_usage": True})
+    for _ in stream:
+        pass
+    try:
+        client.chat.completions.create(model="fail", messages=messages)
+    except openai.APIStatusError:
+        pass
+
+
+def run_otel(instrumentation, protocol):
+    from opentelemetry import baggage, context, trace
+    provider = otel_provider(protocol)
+    trace.set_tracer_provider(provider)
+    if instrumentation == "v2":
+        from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif instrumentation == "traceloop":
+        from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    elif instrumentation == "openinference":
+        from openinference.instrumentation.openai import OpenAIInstrumentor
+        OpenAIInstrumentor().instrument(tracer_provider=provider)
+    import openai
+    client = openai.OpenAI(base_url=fake_openai(), api_key="test", max_retries=0)
+    ctx = context.get_current()
+    for key, value in KEYS.items():
+        ctx = baggage.set_baggage(key, value, context=ctx)
+    token = context.attach(ctx)
+    try:
+        calls(client)
+        tracer = trace.get_tracer("tokenledger-test-app")
+        with tracer.start_as_current_span("work item closed", attributes=OUTCOME):
+            pass
+    finally:
+        context.detach(token)
+    provider.force_flush()
+    provider.shutdown()
+
+
+def run_langfuse():
+    os.environ["LANGFUSE_HOST"] = "http://" + os.environ["TOKENLEDGER_OTLP_HTTP"]
+    os.environ["LANGFUSE_BASE_URL"] = os.environ["LANGFUSE_HOST"]
+    os.environ.setdefault("LANGFUSE_PUBLIC_KEY", "pk-lf-test")
+    os.environ.setdefault("LANGFUSE_SECRET_KEY", "sk-lf-test")
+    from langfuse import get_client, propagate_attributes
+    from langfuse.openai import OpenAI
+    langfuse = get_client()
+    client = OpenAI(base_url=fake_openai(), api_key="test", max_retries=0)
+    metadata = {key.split(".", 1)[1]: value for key, value in KEYS.items()}
+    with langfuse.start_as_current_observation(as_type="span", name="support_ticket"):
+        with propagate_attributes(metadata=metadata):
+            calls(client)
+            with langfuse.start_as_current_observation(
+                    as_type="span", name="work item closed",
+                    metadata={key.split(".", 1)[1]: str(v) for key, v in OUTCOME.items()}):
+                pass
+    langfuse.flush()
+    langfuse.shutdown()
+
+
+if __name__ == "__main__":
+    instrumentation, protocol = sys.argv[1], sys.argv[2]
+    if instrumentation == "langfuse":
+        run_langfuse()
+    else:
+        run_otel(instrumentation, protocol)
