@@ -1,44 +1,70 @@
 //! Reading OTLP attributes: one span's attributes over its resource's, as the typed values our
 //! columns want, whatever type the instrumentation sent them as.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
+/// Attributes sorted by key for binary search: a span is asked for some sixty keys across the
+/// conventions, which a scan of its attributes made the receiver's largest cost.
+pub struct Index<'a> {
+    /// (key, position in the attribute list), sorted by key; equal keys keep their order.
+    entries: Vec<(&'a str, usize)>,
+    attributes: &'a [KeyValue],
+}
+
+impl<'a> Index<'a> {
+    /// Indexes `attributes`.
+    pub fn new(attributes: &'a [KeyValue]) -> Self {
+        let mut entries: Vec<(&str, usize)> = attributes
+            .iter()
+            .enumerate()
+            .map(|(i, kv)| (kv.key.as_str(), i))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        Index {
+            entries,
+            attributes,
+        }
+    }
+
+    /// The first attribute named `key` that has a value, with its position.
+    fn get(&self, key: &str) -> Option<(usize, &'a Value)> {
+        let first = self.entries.partition_point(|e| e.0 < key);
+        self.entries[first..]
+            .iter()
+            .take_while(|e| e.0 == key)
+            .find_map(|&(_, i)| Some((i, present(self.attributes[i].value.as_ref())?)))
+    }
+}
+
 /// The attributes of one span, with its resource's beneath: a key on the span wins.
 pub struct Attributes<'a> {
-    span: &'a [KeyValue],
-    resource: &'a [KeyValue],
-    /// Span attribute keys a column took, left out of the `attributes` column.
-    used: HashSet<&'a str>,
+    span: Index<'a>,
+    resource: &'a Index<'a>,
+    /// Span attributes a column took (by position), left out of the `attributes` column.
+    used: Vec<bool>,
 }
 
 impl<'a> Attributes<'a> {
-    /// `span`'s attributes over `resource`'s.
-    pub fn new(span: &'a [KeyValue], resource: &'a [KeyValue]) -> Self {
+    /// `span`'s attributes over `resource`'s (indexed once for all of its spans).
+    pub fn new(span: &'a [KeyValue], resource: &'a Index<'a>) -> Self {
         Attributes {
-            span,
+            span: Index::new(span),
             resource,
-            used: HashSet::new(),
+            used: vec![false; span.len()],
         }
     }
 
     /// The value of the first of `keys` present (span first, then resource), marking it used.
     pub fn value(&mut self, keys: &[&str]) -> Option<&'a Value> {
         for key in keys {
-            if let Some(kv) = self.span.iter().find(|kv| kv.key == *key)
-                && let Some(value) = present(kv.value.as_ref())
-            {
-                self.used.insert(kv.key.as_str());
+            if let Some((i, value)) = self.span.get(key) {
+                self.used[i] = true;
                 return Some(value);
             }
-            if let Some(value) = self
-                .resource
-                .iter()
-                .find(|kv| kv.key == *key)
-                .and_then(|kv| present(kv.value.as_ref()))
-            {
+            if let Some((_, value)) = self.resource.get(key) {
                 return Some(value);
             }
         }
@@ -50,11 +76,9 @@ impl<'a> Attributes<'a> {
     pub fn peek_text(&self, keys: &[&str]) -> Option<String> {
         keys.iter().find_map(|key| {
             self.span
-                .iter()
-                .chain(self.resource)
-                .find(|kv| kv.key == *key)
-                .and_then(|kv| present(kv.value.as_ref()))
-                .and_then(as_text)
+                .get(key)
+                .or_else(|| self.resource.get(key))
+                .and_then(|(_, value)| as_text(value))
         })
     }
 
@@ -77,9 +101,11 @@ impl<'a> Attributes<'a> {
     /// Every span attribute no column took, as text: the `attributes` column.
     pub fn unused(&self) -> BTreeMap<String, String> {
         self.span
+            .attributes
             .iter()
-            .filter(|kv| !self.used.contains(kv.key.as_str()))
-            .filter_map(|kv| Some((kv.key.clone(), display(present(kv.value.as_ref())?))))
+            .zip(&self.used)
+            .filter(|(_, used)| !**used)
+            .filter_map(|(kv, _)| Some((kv.key.clone(), display(present(kv.value.as_ref())?))))
             .collect()
     }
 }

@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
-use crate::attrs::{Attributes, as_text, json_field, json_float, json_text};
+use crate::attrs::{Attributes, Index, as_text, json_field, json_float, json_text};
 
 /// One row of `spans`.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,9 +75,10 @@ pub fn map_request(request: &ExportTraceServiceRequest) -> Mapped {
             .resource
             .as_ref()
             .map_or(&[], |r| r.attributes.as_slice());
+        let resource = Index::new(resource);
         for scope in &resource_spans.scope_spans {
             for span in &scope.spans {
-                match map_span(span, resource) {
+                match map_span(span, &resource) {
                     Ok(Row::Span(row)) => mapped.spans.push(*row),
                     Ok(Row::Outcome(row)) => mapped.outcomes.push(row),
                     Err(reason) => mapped.rejected.push(reason),
@@ -93,14 +94,17 @@ enum Row {
     Outcome(OutcomeRecord),
 }
 
-/// The spellings of a business key: ours, then each framework's place for user metadata.
-fn key_spellings(key: &str) -> [String; 4] {
-    [
-        format!("tokenledger.{key}"),
-        format!("langfuse.observation.metadata.{key}"),
-        format!("langfuse.trace.metadata.{key}"),
-        format!("traceloop.association.properties.{key}"),
-    ]
+/// The spellings of one of tokenledger's fields (a business key, an outcome field): ours, then
+/// each framework's place for user metadata.
+macro_rules! spellings {
+    ($field:literal) => {
+        &[
+            concat!("tokenledger.", $field),
+            concat!("langfuse.observation.metadata.", $field),
+            concat!("langfuse.trace.metadata.", $field),
+            concat!("traceloop.association.properties.", $field),
+        ]
+    };
 }
 
 /// The business keys of a span.
@@ -127,21 +131,21 @@ impl Metadata {
         }
     }
 
-    /// Field `name` as text, from the first place that has it.
-    fn text(&self, a: &mut Attributes, name: &str) -> Option<String> {
-        let spellings = key_spellings(name);
-        let refs: Vec<&str> = spellings.iter().map(String::as_str).collect();
-        a.text(&refs).or_else(|| {
+    /// A field as text, from the first of its `spellings` present, else from the metadata JSON
+    /// (under `tokenledger.<field>` or `<field>`).
+    fn text(&self, a: &mut Attributes, spellings: &[&str; 4]) -> Option<String> {
+        a.text(spellings).or_else(|| {
             let m = self.json.as_ref()?;
-            json_field(m, &format!("tokenledger.{name}"))
-                .or_else(|| json_field(m, name))
+            let field = spellings[0].trim_start_matches("tokenledger.");
+            json_field(m, spellings[0])
+                .or_else(|| json_field(m, field))
                 .and_then(|v| json_text(&v))
         })
     }
 
-    /// Field `name` as a number.
-    fn float(&self, a: &mut Attributes, name: &str) -> Option<f64> {
-        self.text(a, name)?
+    /// A field as a number.
+    fn float(&self, a: &mut Attributes, spellings: &[&str; 4]) -> Option<f64> {
+        self.text(a, spellings)?
             .trim()
             .parse::<f64>()
             .ok()
@@ -150,9 +154,10 @@ impl Metadata {
 }
 
 fn business_keys(a: &mut Attributes, metadata: &Metadata, trace_id: &str) -> Result<Keys, String> {
-    let key = |a: &mut Attributes, name: &str| metadata.text(a, name);
-    let work_item_id = key(a, "work_item_id").unwrap_or_else(|| trace_id.to_string());
-    let attempt = match key(a, "attempt") {
+    let work_item_id = metadata
+        .text(a, spellings!("work_item_id"))
+        .unwrap_or_else(|| trace_id.to_string());
+    let attempt = match metadata.text(a, spellings!("attempt")) {
         None => 1,
         Some(text) => text
             .trim()
@@ -161,7 +166,8 @@ fn business_keys(a: &mut Attributes, metadata: &Metadata, trace_id: &str) -> Res
             .filter(|n| *n >= 1)
             .ok_or_else(|| format!("attempt {text:?} is not a whole number from 1"))?,
     };
-    let workflow = key(a, "workflow")
+    let workflow = metadata
+        .text(a, spellings!("workflow"))
         .or_else(|| {
             a.text(&[
                 "gen_ai.workflow.name",
@@ -171,7 +177,7 @@ fn business_keys(a: &mut Attributes, metadata: &Metadata, trace_id: &str) -> Res
             ])
         })
         .unwrap_or_else(|| "unknown".to_string());
-    let tenant = key(a, "tenant");
+    let tenant = metadata.text(a, spellings!("tenant"));
     Ok(Keys {
         work_item_id,
         attempt,
@@ -180,7 +186,7 @@ fn business_keys(a: &mut Attributes, metadata: &Metadata, trace_id: &str) -> Res
     })
 }
 
-fn map_span(span: &Span, resource: &[KeyValue]) -> Result<Row, String> {
+fn map_span(span: &Span, resource: &Index) -> Result<Row, String> {
     let trace_id = id_hex(&span.trace_id, 16)
         .ok_or_else(|| format!("span {:?}: trace id must be 16 non-zero bytes", span.name))?;
     let span_id = id_hex(&span.span_id, 8)
@@ -207,7 +213,7 @@ fn map_span(span: &Span, resource: &[KeyValue]) -> Result<Row, String> {
     let keys = business_keys(&mut a, &metadata, &trace_id)
         .map_err(|e| format!("span {:?}: {e}", span.name))?;
 
-    if let Some(outcome) = metadata.text(&mut a, "outcome") {
+    if let Some(outcome) = metadata.text(&mut a, spellings!("outcome")) {
         if !OUTCOMES.contains(&outcome.as_str()) {
             return Err(format!(
                 "span {:?}: outcome {outcome:?} is not one of {}",
@@ -221,12 +227,12 @@ fn map_span(span: &Span, resource: &[KeyValue]) -> Result<Row, String> {
             tenant: keys.tenant,
             outcome,
             resolved_attempt: metadata
-                .float(&mut a, "resolved_attempt")
+                .float(&mut a, spellings!("resolved_attempt"))
                 .filter(|n| n.fract() == 0.0 && (1.0..=f64::from(i32::MAX)).contains(n))
                 .map(|n| n as i32),
-            value_usd: metadata.float(&mut a, "value_usd"),
-            human_minutes: metadata.float(&mut a, "human_minutes"),
-            human_cost_usd: metadata.float(&mut a, "human_cost_usd"),
+            value_usd: metadata.float(&mut a, spellings!("value_usd")),
+            human_minutes: metadata.float(&mut a, spellings!("human_minutes")),
+            human_cost_usd: metadata.float(&mut a, spellings!("human_cost_usd")),
             closed_at: end_time.or(Some(start_time)),
         }));
     }
@@ -470,8 +476,13 @@ fn short_class(raw: &str) -> String {
 
 /// Lower-case hex of an id of `len` bytes; `None` if it has another length or is all zeros.
 fn id_hex(id: &[u8], len: usize) -> Option<String> {
-    (id.len() == len && id.iter().any(|b| *b != 0))
-        .then(|| id.iter().map(|b| format!("{b:02x}")).collect())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (id.len() == len && id.iter().any(|b| *b != 0)).then(|| {
+        id.iter()
+            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
+            .map(char::from)
+            .collect()
+    })
 }
 
 fn nanos_to_micros(nanos: u64) -> i64 {

@@ -171,11 +171,18 @@ impl Ingestor {
             mapped,
             done,
         };
-        let sent = self.jobs.clone();
-        // The queue is bounded: a full one waits on a blocking thread, never on a Tokio worker.
-        let queued = tokio::task::spawn_blocking(move || sent.send(job).is_ok())
-            .await
-            .unwrap_or(false);
+        // The queue is bounded: a full one is waited on from a blocking thread, never from a
+        // Tokio worker.
+        let queued = match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(mpsc::TrySendError::Full(job)) => {
+                let sender = self.jobs.clone();
+                tokio::task::spawn_blocking(move || sender.send(job).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => false,
+        };
         let result = if queued {
             synced
                 .await

@@ -728,211 +728,88 @@ fn acknowledged_spans_survive_sigkill_exactly_once() {
     assert_eq!(total, stored.len() as u64 * u64::from(PER_REQUEST));
 }
 
-/// One LLM call as the test app's rows show it: name, provider, model, the four token counts,
-/// reported cost, status, error type.
-type Call = [&'static str; 10];
+/// What one instrumentation reports of the test app's calls.
+struct Reported {
+    /// Span names of the successful calls and of the failed one.
+    names: (&'static str, &'static str),
+    provider: &'static str,
+    cached: &'static str,
+    /// Reasoning tokens of the plain, tool and streamed calls.
+    reasoning: [&'static str; 3],
+    failed_cost: &'static str,
+    failed_error: &'static str,
+}
 
 /// What each instrumentation reports of the test app's four calls (plain, tool call, streamed
 /// with usage, HTTP 500), worked out from the fake server's usage (1,200 prompt tokens with 1,000
 /// cached; 300 completion tokens with 200 reasoning) and each instrumentation's documented gaps:
 /// the official GenAI instrumentation sets neither cached nor reasoning tokens, OpenLLMetry no
 /// reasoning tokens on streamed calls, Langfuse no provider and a 0.0 cost on the failed call.
-fn expected_calls(instrumentation: &str) -> Vec<Call> {
-    const M: &str = "gpt-4.1-mini-2025-04-14";
+/// Rows: name, provider, model, the four token counts, cost, status, error type.
+fn expected_calls(instrumentation: &str) -> Vec<Vec<String>> {
     const N: &str = "NULL";
-    const FAIL: &str = "InternalServerError";
-    match instrumentation {
-        "v2" => vec![
-            [
-                "chat gpt-4.1-mini",
-                "openai",
-                M,
-                "1200",
-                N,
-                "300",
-                N,
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "chat gpt-4.1-mini",
-                "openai",
-                M,
-                "1200",
-                N,
-                "300",
-                N,
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "chat gpt-4.1-mini",
-                "openai",
-                M,
-                "1200",
-                N,
-                "300",
-                N,
-                N,
-                "ok",
-                N,
-            ],
-            ["chat fail", "openai", "fail", N, N, N, N, N, "error", FAIL],
-        ],
-        "traceloop" => vec![
-            [
-                "openai.chat",
-                "openai",
-                M,
-                "1200",
-                "1000",
-                "300",
-                "200",
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "openai.chat",
-                "openai",
-                M,
-                "1200",
-                "1000",
-                "300",
-                "200",
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "openai.chat",
-                "openai",
-                M,
-                "1200",
-                "1000",
-                "300",
-                N,
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "openai.chat",
-                "openai",
-                "fail",
-                N,
-                N,
-                N,
-                N,
-                N,
-                "error",
-                FAIL,
-            ],
-        ],
-        "openinference" => vec![
-            [
-                "ChatCompletion",
-                "openai",
-                M,
-                "1200",
-                "1000",
-                "300",
-                "200",
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "ChatCompletion",
-                "openai",
-                M,
-                "1200",
-                "1000",
-                "300",
-                "200",
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "ChatCompletion",
-                "openai",
-                M,
-                "1200",
-                "1000",
-                "300",
-                "200",
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "ChatCompletion",
-                "openai",
-                "fail",
-                N,
-                N,
-                N,
-                N,
-                N,
-                "error",
-                FAIL,
-            ],
-        ],
-        "langfuse" => vec![
-            [
-                "OpenAI-generation",
-                N,
-                M,
-                "1200",
-                "1000",
-                "300",
-                "200",
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "OpenAI-generation",
-                N,
-                M,
-                "1200",
-                "1000",
-                "300",
-                "200",
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "OpenAI-generation",
-                N,
-                M,
-                "1200",
-                "1000",
-                "300",
-                "200",
-                N,
-                "ok",
-                N,
-            ],
-            [
-                "OpenAI-generation",
-                N,
-                "fail",
-                N,
-                N,
-                N,
-                N,
-                "0.0",
-                "error",
-                "error",
-            ],
-        ],
+    let python_error = "InternalServerError";
+    let reported = match instrumentation {
+        "v2" => Reported {
+            names: ("chat gpt-4.1-mini", "chat fail"),
+            provider: "openai",
+            cached: N,
+            reasoning: [N; 3],
+            failed_cost: N,
+            failed_error: python_error,
+        },
+        "traceloop" => Reported {
+            names: ("openai.chat", "openai.chat"),
+            provider: "openai",
+            cached: "1000",
+            reasoning: ["200", "200", N],
+            failed_cost: N,
+            failed_error: python_error,
+        },
+        "openinference" => Reported {
+            names: ("ChatCompletion", "ChatCompletion"),
+            provider: "openai",
+            cached: "1000",
+            reasoning: ["200"; 3],
+            failed_cost: N,
+            failed_error: python_error,
+        },
+        "langfuse" => Reported {
+            names: ("OpenAI-generation", "OpenAI-generation"),
+            provider: N,
+            cached: "1000",
+            reasoning: ["200"; 3],
+            failed_cost: "0.0",
+            failed_error: "error",
+        },
         other => panic!("no expectations for {other}"),
-    }
+    };
+    let r = &reported;
+    let mut rows: Vec<Vec<&str>> = r
+        .reasoning
+        .iter()
+        .map(|reasoning| {
+            let model = "gpt-4.1-mini-2025-04-14";
+            vec![
+                r.names.0, r.provider, model, "1200", r.cached, "300", reasoning, N, "ok", N,
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        r.names.1,
+        r.provider,
+        "fail",
+        N,
+        N,
+        N,
+        N,
+        r.failed_cost,
+        "error",
+        r.failed_error,
+    ]);
+    rows.into_iter()
+        .map(|row| row.into_iter().map(String::from).collect())
+        .collect()
 }
 
 const LLM_CALLS: &str = "SELECT name, provider, model, input_tokens, cached_input_tokens, output_tokens, \
@@ -973,12 +850,10 @@ fn real_instrumentations_export_the_rows_each_documents() {
             String::from_utf8_lossy(&out.stderr)
         );
         let expected: Vec<Vec<String>> = expected_calls(instrumentation)
-            .iter()
-            .map(|call| {
-                call.iter()
-                    .chain(&["TICKET-1", "1", "support_ticket", "acme"])
-                    .map(|v| v.to_string())
-                    .collect()
+            .into_iter()
+            .map(|mut call| {
+                call.extend(["TICKET-1", "1", "support_ticket", "acme"].map(String::from));
+                call
             })
             .collect();
         eventually(&data, LLM_CALLS, &expected);
@@ -1006,4 +881,126 @@ fn real_instrumentations_export_the_rows_each_documents() {
         );
         eprintln!("{instrumentation} over {protocol}: rows as documented");
     }
+}
+
+/// `serve --otlp-http`: spans posted to the server's receiver are answered by its own Flight SQL
+/// endpoint once the listing refreshes, with no restart.
+#[test]
+fn serve_receives_otlp_and_answers_over_flight_sql() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+        .args([
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--otlp-http",
+            "127.0.0.1:0",
+            "--refresh",
+            "1",
+            "--flush-seconds",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (flight, http) = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let find = |marker: &str, prefix: &str| -> Option<SocketAddr> {
+            text.lines()
+                .find(|l| l.contains(marker))
+                .and_then(|l| l.rsplit(prefix).next())
+                .and_then(|a| a.trim().parse().ok())
+        };
+        if let (Some(flight), Some(http)) = (
+            find("over Arrow Flight SQL on", "grpc://"),
+            find("receiving OTLP/HTTP traces", "http://"),
+        ) {
+            break (flight, http);
+        }
+        assert!(Instant::now() < deadline, "serve did not start:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let answer = post(
+        http,
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        fixture().as_bytes(),
+    );
+    assert_eq!(answer.status, 200);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let tokens = runtime.block_on(async {
+        use arrow_flight::sql::client::FlightSqlServiceClient;
+        use futures::TryStreamExt;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{flight}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FlightSqlServiceClient::new(channel);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let sql = "SELECT CAST(count(*) AS VARCHAR) || ' ' || CAST(sum(input_tokens) AS VARCHAR) FROM spans";
+            let info = client.execute(sql.to_string(), None).await.unwrap();
+            let ticket = info.endpoint[0].ticket.clone().unwrap();
+            let batches: Vec<_> = client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+            let options = FormatOptions::default().with_null("NULL");
+            let value = ArrayFormatter::try_new(batches[0].column(0).as_ref(), &options)
+                .unwrap()
+                .value(0)
+                .to_string();
+            if value != "NULL" || Instant::now() > deadline {
+                break value;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // The fixture's four spans; input tokens only on its two LLM calls that report them.
+    assert_eq!(tokens, "4 2400");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The real OTLP/HTTP exporter meets a full buffer: its second export is refused with 503 and
+/// `Retry-After`, it retries on its own, and the span lands once the first one is flushed.
+#[test]
+fn the_real_exporter_retries_a_503_until_its_spans_land() {
+    let Some(python) = crate::peers::venv_python(".venv-otlp-openai-v2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let collector = Collector::start(&data, dir.path(), &["--max-pending-rows", "1"]);
+    let out = Command::new(python)
+        .arg(repo_root().join("tests/python/otlp_app.py"))
+        .args(["retry", "http"])
+        .env("TOKENLEDGER_OTLP_HTTP", collector.http.to_string())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the exporter gave up:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        collector.log()
+    );
+    assert!(
+        collector.log().contains("OTLP request refused"),
+        "the second export was never refused, so no retry was tested:\n{}",
+        collector.log()
+    );
+    eventually(
+        &data,
+        "SELECT name FROM spans ORDER BY name",
+        &strings(&[&["step 0"], &["step 1"]]),
+    );
 }

@@ -2,7 +2,9 @@
 instrumentation, exported with the real OTLP exporter to the receiver under test.
 
 Usage: otlp_app.py INSTRUMENTATION PROTOCOL
-  INSTRUMENTATION  v2 (OTel GenAI), traceloop (OpenLLMetry), openinference, langfuse
+  INSTRUMENTATION  v2 (OTel GenAI), traceloop (OpenLLMetry), openinference, langfuse; or
+                   retry: no instrumentation, two spans exported one at a time, so that a receiver
+                   that refuses the second with 503 sees the exporter's own retry
   PROTOCOL         http or grpc (langfuse always sends OTLP/HTTP to its own path)
 Environment: TOKENLEDGER_OTLP_HTTP / TOKENLEDGER_OTLP_GRPC (host:port of the receiver).
 
@@ -91,21 +93,24 @@ OUTCOME = {"tokenledger.outcome": "resolved", "tokenledger.resolved_attempt": 1,
            "tokenledger.value_usd": 12.5, **KEYS}
 
 
+def otlp_exporter(protocol):
+    """The real OTLP span exporter, pointed at the receiver under test."""
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        return OTLPSpanExporter(endpoint="http://" + os.environ["TOKENLEDGER_OTLP_GRPC"], insecure=True)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    return OTLPSpanExporter(endpoint="http://" + os.environ["TOKENLEDGER_OTLP_HTTP"] + "/v1/traces")
+
+
 def otel_provider(protocol):
     """A tracer provider exporting over OTLP, with baggage copied onto every span."""
     from opentelemetry.processor.baggage import ALLOW_ALL_BAGGAGE_KEYS, BaggageSpanProcessor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        exporter = OTLPSpanExporter(endpoint="http://" + os.environ["TOKENLEDGER_OTLP_GRPC"], insecure=True)
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        exporter = OTLPSpanExporter(endpoint="http://" + os.environ["TOKENLEDGER_OTLP_HTTP"] + "/v1/traces")
     provider = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
     provider.add_span_processor(BaggageSpanProcessor(ALLOW_ALL_BAGGAGE_KEYS))
-    provider.add_span_processor(BatchSpanProcessor(exporter))
+    provider.add_span_processor(BatchSpanProcessor(otlp_exporter(protocol)))
     return provider
 
 
@@ -177,9 +182,34 @@ def run_langfuse():
     langfuse.shutdown()
 
 
+def run_retry(protocol):
+    """Two spans, each exported when it ends (SimpleSpanProcessor): the exporter must retry the
+    second until the receiver takes it, or this exits non-zero."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    exporter = otlp_exporter(protocol)
+    results = []
+
+    class ExportEach(SpanProcessor):
+        def on_end(self, span):
+            results.append(exporter.export([span]))
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
+    provider.add_span_processor(ExportEach())
+    tracer = provider.get_tracer("tokenledger-test-app")
+    for n in range(2):
+        with tracer.start_as_current_span(f"step {n}", attributes=KEYS):
+            pass
+    if results != [SpanExportResult.SUCCESS] * 2:
+        sys.exit(f"exports: {results}")
+
+
 if __name__ == "__main__":
     instrumentation, protocol = sys.argv[1], sys.argv[2]
-    if instrumentation == "langfuse":
+    if instrumentation == "retry":
+        run_retry(protocol)
+    elif instrumentation == "langfuse":
         run_langfuse()
     else:
         run_otel(instrumentation, protocol)
