@@ -1,8 +1,6 @@
 //! Reading OTLP attributes: one span's attributes over its resource's, as the typed values our
 //! columns want, whatever type the instrumentation sent them as.
 
-use std::collections::BTreeMap;
-
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
@@ -99,7 +97,7 @@ impl<'a> Attributes<'a> {
     }
 
     /// Every span attribute no column took, as text: the `attributes` column.
-    pub fn unused(&self) -> BTreeMap<String, String> {
+    pub fn unused(&self) -> Vec<(String, String)> {
         self.span
             .attributes
             .iter()

@@ -2,8 +2,6 @@
 //! OpenLLMetry, OpenInference, Langfuse) calls each column, with the double-counting rules of
 //! `shared/notes/otlp-ingest.md`. Explicit `tokenledger.*` attributes win over every spelling.
 
-use std::collections::BTreeMap;
-
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -37,7 +35,8 @@ pub struct SpanRecord {
     pub error_type: Option<String>,
     pub docs_retrieved: Option<i32>,
     pub docs_used: Option<i32>,
-    pub attributes: BTreeMap<String, String>,
+    /// Every other span attribute, as text, in the order the span carries them.
+    pub attributes: Vec<(String, String)>,
 }
 
 /// One row of `outcomes`, from a span carrying `tokenledger.outcome`.
@@ -293,7 +292,7 @@ fn map_span(span: &Span, resource: &Index) -> Result<Row, String> {
         docs_used: a
             .int(&["tokenledger.docs_used"])
             .and_then(|n| i32::try_from(n).ok()),
-        attributes: BTreeMap::new(),
+        attributes: Vec::new(),
     };
     Ok(Row::Span(Box::new(SpanRecord {
         attributes: a.unused(),

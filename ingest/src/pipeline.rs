@@ -417,7 +417,7 @@ fn encode_segment(location: &DataLocation, mut segment: Sealed) -> Result<Encode
     let day = segment_day(&segment.id);
     let mut files = Vec::new();
     if !segment.spans.is_empty() {
-        let batch = spans_batch(&mut segment.spans)?;
+        let batch = spans_batch(&segment.spans)?;
         files.push((
             file_path(location, SPANS.name, &day, &segment.id),
             encode(&SPANS, batch, &["workflow", "start_time"])?,

@@ -12,16 +12,28 @@ use crate::error::Result;
 use crate::map::{OutcomeRecord, SpanRecord};
 
 /// `rows` as a batch of `spans`, sorted by workflow and start time (the order the files declare).
-pub fn spans_batch(rows: &mut [SpanRecord]) -> Result<RecordBatch> {
-    rows.sort_by(|a, b| (&a.workflow, a.start_time).cmp(&(&b.workflow, b.start_time)));
+pub fn spans_batch(rows: &[SpanRecord]) -> Result<RecordBatch> {
+    // Sorted as indices by (workflow's rank, start time): comparing workflow names, and moving
+    // whole records, made the sort a tenth of the receiver's time.
+    let mut workflows: Vec<&str> = rows.iter().map(|r| r.workflow.as_str()).collect();
+    workflows.sort_unstable();
+    workflows.dedup();
+    let rank = |r: &SpanRecord| workflows.binary_search(&r.workflow.as_str()).unwrap_or(0);
+    let mut keys: Vec<(usize, i64, usize)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (rank(r), r.start_time, i))
+        .collect();
+    keys.sort_unstable();
+    let sorted: Vec<&SpanRecord> = keys.iter().map(|k| &rows[k.2]).collect();
     let text = |f: fn(&SpanRecord) -> Option<&str>| -> ArrayRef {
-        Arc::new(rows.iter().map(f).collect::<StringArray>())
+        Arc::new(sorted.iter().map(|r| f(r)).collect::<StringArray>())
     };
     let int = |f: fn(&SpanRecord) -> Option<i64>| -> ArrayRef {
-        Arc::new(rows.iter().map(f).collect::<Int64Array>())
+        Arc::new(sorted.iter().map(|r| f(r)).collect::<Int64Array>())
     };
     let int32 = |f: fn(&SpanRecord) -> Option<i32>| -> ArrayRef {
-        Arc::new(rows.iter().map(f).collect::<Int32Array>())
+        Arc::new(sorted.iter().map(|r| f(r)).collect::<Int32Array>())
     };
     Ok(batch_by_name(&SPANS, |name| {
         Some(match name {
@@ -40,14 +52,14 @@ pub fn spans_batch(rows: &mut [SpanRecord]) -> Result<RecordBatch> {
             "cached_input_tokens" => int(|r| r.cached_input_tokens),
             "output_tokens" => int(|r| r.output_tokens),
             "reasoning_tokens" => int(|r| r.reasoning_tokens),
-            "cost_usd" => Arc::new(rows.iter().map(|r| r.cost_usd).collect::<Float64Array>()),
-            "start_time" => timestamps(rows.iter().map(|r| Some(r.start_time))),
+            "cost_usd" => Arc::new(sorted.iter().map(|r| r.cost_usd).collect::<Float64Array>()),
+            "start_time" => timestamps(sorted.iter().map(|r| Some(r.start_time))),
             "duration_ms" => int(|r| r.duration_ms),
             "status" => text(|r| Some(r.status)),
             "error_type" => text(|r| r.error_type.as_deref()),
             "docs_retrieved" => int32(|r| r.docs_retrieved),
             "docs_used" => int32(|r| r.docs_used),
-            "attributes" => attributes(rows),
+            "attributes" => attributes(&sorted),
             _ => return None,
         })
     })?)
@@ -86,7 +98,7 @@ fn timestamps(micros: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from_iter(micros).with_timezone("UTC"))
 }
 
-fn attributes(rows: &[SpanRecord]) -> ArrayRef {
+fn attributes(rows: &[&SpanRecord]) -> ArrayRef {
     let mut map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
     for row in rows {
         for (key, value) in &row.attributes {
