@@ -82,6 +82,18 @@ impl Collector {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Runs the test app (tests/python/otlp_app.py) with `args`, exporting to this receiver.
+    fn run_app(&self, python: &Path, args: &[&str]) -> std::process::Output {
+        Command::new(python)
+            .arg(repo_root().join("tests/python/otlp_app.py"))
+            .args(args)
+            .env("TOKENLEDGER_OTLP_HTTP", self.http.to_string())
+            .env("TOKENLEDGER_OTLP_GRPC", self.grpc.to_string())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .unwrap()
+    }
+
     /// Kills the process at once (SIGKILL): no shutdown code runs.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -836,14 +848,7 @@ fn real_instrumentations_export_the_rows_each_documents() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let collector = Collector::start(&data, dir.path(), &[]);
-        let out = Command::new(python)
-            .arg(repo_root().join("tests/python/otlp_app.py"))
-            .args([instrumentation, protocol])
-            .env("TOKENLEDGER_OTLP_HTTP", collector.http.to_string())
-            .env("TOKENLEDGER_OTLP_GRPC", collector.grpc.to_string())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .output()
-            .unwrap();
+        let out = collector.run_app(&python, &[instrumentation, protocol]);
         assert!(
             out.status.success(),
             "{instrumentation} app failed:\n{}",
@@ -980,13 +985,7 @@ fn the_real_exporter_retries_a_503_until_its_spans_land() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let collector = Collector::start(&data, dir.path(), &["--max-pending-rows", "1"]);
-    let out = Command::new(python)
-        .arg(repo_root().join("tests/python/otlp_app.py"))
-        .args(["retry", "http"])
-        .env("TOKENLEDGER_OTLP_HTTP", collector.http.to_string())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap();
+    let out = collector.run_app(&python, &["retry", "http"]);
     assert!(
         out.status.success(),
         "the exporter gave up:\n{}\n{}",
