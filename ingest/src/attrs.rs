@@ -1,6 +1,8 @@
 //! Reading OTLP attributes: one span's attributes over its resource's, as the typed values our
 //! columns want, whatever type the instrumentation sent them as.
 
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
@@ -38,16 +40,16 @@ impl<'a> Index<'a> {
 }
 
 /// The attributes of one span, with its resource's beneath: a key on the span wins.
-pub struct Attributes<'a> {
+pub struct Attributes<'a, 'r> {
     span: Index<'a>,
-    resource: &'a Index<'a>,
+    resource: &'r Index<'a>,
     /// Span attributes a column took (by position), left out of the `attributes` column.
     used: Vec<bool>,
 }
 
-impl<'a> Attributes<'a> {
+impl<'a, 'r> Attributes<'a, 'r> {
     /// `span`'s attributes over `resource`'s (indexed once for all of its spans).
-    pub fn new(span: &'a [KeyValue], resource: &'a Index<'a>) -> Self {
+    pub fn new(span: &'a [KeyValue], resource: &'r Index<'a>) -> Self {
         Attributes {
             span: Index::new(span),
             resource,
@@ -71,7 +73,7 @@ impl<'a> Attributes<'a> {
 
     /// The first of `keys` as text, leaving it in the `attributes` column (for attributes that
     /// classify a span without being a column of their own, like `gen_ai.operation.name`).
-    pub fn peek_text(&self, keys: &[&str]) -> Option<String> {
+    pub fn peek_text(&self, keys: &[&str]) -> Option<Cow<'a, str>> {
         keys.iter().find_map(|key| {
             self.span
                 .get(key)
@@ -82,7 +84,7 @@ impl<'a> Attributes<'a> {
 
     /// The first of `keys` as text (numbers and booleans as written; JSON-encoded strings, as
     /// Langfuse sends metadata, unwrapped).
-    pub fn text(&mut self, keys: &[&str]) -> Option<String> {
+    pub fn text(&mut self, keys: &[&str]) -> Option<Cow<'a, str>> {
         self.value(keys).and_then(as_text)
     }
 
@@ -97,13 +99,13 @@ impl<'a> Attributes<'a> {
     }
 
     /// Every span attribute no column took, as text: the `attributes` column.
-    pub fn unused(&self) -> Vec<(String, String)> {
+    pub fn unused(&self) -> Vec<(&'a str, Cow<'a, str>)> {
         self.span
             .attributes
             .iter()
             .zip(&self.used)
             .filter(|(_, used)| !**used)
-            .filter_map(|(kv, _)| Some((kv.key.clone(), display(present(kv.value.as_ref())?))))
+            .filter_map(|(kv, _)| Some((kv.key.as_str(), display(present(kv.value.as_ref())?))))
             .collect()
     }
 }
@@ -113,25 +115,25 @@ fn present(value: Option<&AnyValue>) -> Option<&Value> {
 }
 
 /// Text of a scalar value; a string holding a JSON string (`"\"TICKET-42\""`) is unwrapped.
-pub fn as_text(value: &Value) -> Option<String> {
+pub fn as_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::StringValue(s) => Some(unquote(s)),
-        Value::IntValue(i) => Some(i.to_string()),
-        Value::DoubleValue(d) => Some(d.to_string()),
-        Value::BoolValue(b) => Some(b.to_string()),
+        Value::IntValue(i) => Some(Cow::Owned(i.to_string())),
+        Value::DoubleValue(d) => Some(Cow::Owned(d.to_string())),
+        Value::BoolValue(b) => Some(Cow::Owned(b.to_string())),
         _ => None,
     }
 }
 
-fn unquote(s: &str) -> String {
+fn unquote(s: &str) -> Cow<'_, str> {
     if s.len() >= 2
         && s.starts_with('"')
         && s.ends_with('"')
         && let Ok(serde_json::Value::String(inner)) = serde_json::from_str(s)
     {
-        return inner;
+        return Cow::Owned(inner);
     }
-    s.to_string()
+    Cow::Borrowed(s)
 }
 
 /// An integer from an integer, a whole double, or text holding either.
@@ -165,11 +167,11 @@ pub fn as_float(value: &Value) -> Option<f64> {
 }
 
 /// Any value as text for the `attributes` column: scalars as written, arrays and maps as JSON.
-pub fn display(value: &Value) -> String {
+pub fn display(value: &Value) -> Cow<'_, str> {
     match value {
-        Value::StringValue(s) => s.clone(),
+        Value::StringValue(s) => Cow::Borrowed(s),
         Value::ArrayValue(_) | Value::KvlistValue(_) | Value::BytesValue(_) => {
-            to_json(value).to_string()
+            Cow::Owned(to_json(value).to_string())
         }
         other => as_text(other).unwrap_or_default(),
     }

@@ -2,6 +2,8 @@
 //! OpenLLMetry, OpenInference, Langfuse) calls each column, with the double-counting rules of
 //! `shared/notes/otlp-ingest.md`. Explicit `tokenledger.*` attributes win over every spelling.
 
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -9,20 +11,23 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 use crate::attrs::{Attributes, Index, as_text, json_field, json_float, json_text};
 
-/// One row of `spans`.
+/// One row of `spans`, borrowing from the request it came from (the batch it goes into copies
+/// it once; no string is allocated per field).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SpanRecord {
-    pub trace_id: String,
-    pub span_id: String,
-    pub parent_span_id: Option<String>,
-    pub work_item_id: String,
+pub struct SpanRecord<'a> {
+    /// 16 bytes.
+    pub trace_id: &'a [u8],
+    /// 8 bytes.
+    pub span_id: &'a [u8],
+    pub parent_span_id: Option<&'a [u8]>,
+    pub work_item_id: Cow<'a, str>,
     pub attempt: i32,
-    pub workflow: String,
-    pub tenant: Option<String>,
+    pub workflow: Cow<'a, str>,
+    pub tenant: Option<Cow<'a, str>>,
     pub kind: &'static str,
-    pub name: String,
-    pub provider: Option<String>,
-    pub model: Option<String>,
+    pub name: &'a str,
+    pub provider: Option<Cow<'a, str>>,
+    pub model: Option<Cow<'a, str>>,
     pub input_tokens: Option<i64>,
     pub cached_input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
@@ -32,20 +37,20 @@ pub struct SpanRecord {
     pub start_time: i64,
     pub duration_ms: Option<i64>,
     pub status: &'static str,
-    pub error_type: Option<String>,
+    pub error_type: Option<Cow<'a, str>>,
     pub docs_retrieved: Option<i32>,
     pub docs_used: Option<i32>,
     /// Every other span attribute, as text, in the order the span carries them.
-    pub attributes: Vec<(String, String)>,
+    pub attributes: Vec<(&'a str, Cow<'a, str>)>,
 }
 
 /// One row of `outcomes`, from a span carrying `tokenledger.outcome`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutcomeRecord {
-    pub work_item_id: String,
-    pub workflow: String,
-    pub tenant: Option<String>,
-    pub outcome: String,
+pub struct OutcomeRecord<'a> {
+    pub work_item_id: Cow<'a, str>,
+    pub workflow: Cow<'a, str>,
+    pub tenant: Option<Cow<'a, str>>,
+    pub outcome: Cow<'a, str>,
     pub resolved_attempt: Option<i32>,
     pub value_usd: Option<f64>,
     pub human_minutes: Option<f64>,
@@ -56,9 +61,9 @@ pub struct OutcomeRecord {
 
 /// What one export request becomes.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct Mapped {
-    pub spans: Vec<SpanRecord>,
-    pub outcomes: Vec<OutcomeRecord>,
+pub struct Mapped<'a> {
+    pub spans: Vec<SpanRecord<'a>>,
+    pub outcomes: Vec<OutcomeRecord<'a>>,
     /// Spans left out, each with why (for OTLP partial success and the log).
     pub rejected: Vec<String>,
 }
@@ -67,7 +72,7 @@ pub struct Mapped {
 pub const OUTCOMES: [&str; 4] = ["resolved", "failed", "escalated", "abandoned"];
 
 /// Maps every span of `request`.
-pub fn map_request(request: &ExportTraceServiceRequest) -> Mapped {
+pub fn map_request(request: &ExportTraceServiceRequest) -> Mapped<'_> {
     let mut mapped = Mapped::default();
     for resource_spans in &request.resource_spans {
         let resource: &[KeyValue] = resource_spans
@@ -88,9 +93,9 @@ pub fn map_request(request: &ExportTraceServiceRequest) -> Mapped {
     mapped
 }
 
-enum Row {
-    Span(Box<SpanRecord>),
-    Outcome(OutcomeRecord),
+enum Row<'a> {
+    Span(Box<SpanRecord<'a>>),
+    Outcome(OutcomeRecord<'a>),
 }
 
 /// The spellings of one of tokenledger's fields (a business key, an outcome field): ours, then
@@ -107,11 +112,11 @@ macro_rules! spellings {
 }
 
 /// The business keys of a span.
-struct Keys {
-    work_item_id: String,
+struct Keys<'a> {
+    work_item_id: Cow<'a, str>,
     attempt: i32,
-    workflow: String,
-    tenant: Option<String>,
+    workflow: Cow<'a, str>,
+    tenant: Option<Cow<'a, str>>,
 }
 
 /// Where a span carries tokenledger's own fields (business keys, outcome fields): our
@@ -132,13 +137,14 @@ impl Metadata {
 
     /// A field as text, from the first of its `spellings` present, else from the metadata JSON
     /// (under `tokenledger.<field>` or `<field>`).
-    fn text(&self, a: &mut Attributes, spellings: &[&str; 4]) -> Option<String> {
+    fn text<'a>(&self, a: &mut Attributes<'a, '_>, spellings: &[&str; 4]) -> Option<Cow<'a, str>> {
         a.text(spellings).or_else(|| {
             let m = self.json.as_ref()?;
             let field = spellings[0].trim_start_matches("tokenledger.");
             json_field(m, spellings[0])
                 .or_else(|| json_field(m, field))
                 .and_then(|v| json_text(&v))
+                .map(Cow::Owned)
         })
     }
 
@@ -152,10 +158,14 @@ impl Metadata {
     }
 }
 
-fn business_keys(a: &mut Attributes, metadata: &Metadata, trace_id: &str) -> Result<Keys, String> {
+fn business_keys<'a>(
+    a: &mut Attributes<'a, '_>,
+    metadata: &Metadata,
+    trace_id: &[u8],
+) -> Result<Keys<'a>, String> {
     let work_item_id = metadata
         .text(a, spellings!("work_item_id"))
-        .unwrap_or_else(|| trace_id.to_string());
+        .unwrap_or_else(|| Cow::Owned(hex(trace_id)));
     let attempt = match metadata.text(a, spellings!("attempt")) {
         None => 1,
         Some(text) => text
@@ -175,7 +185,7 @@ fn business_keys(a: &mut Attributes, metadata: &Metadata, trace_id: &str) -> Res
                 "service.name",
             ])
         })
-        .unwrap_or_else(|| "unknown".to_string());
+        .unwrap_or(Cow::Borrowed("unknown"));
     let tenant = metadata.text(a, spellings!("tenant"));
     Ok(Keys {
         work_item_id,
@@ -185,14 +195,14 @@ fn business_keys(a: &mut Attributes, metadata: &Metadata, trace_id: &str) -> Res
     })
 }
 
-fn map_span(span: &Span, resource: &Index) -> Result<Row, String> {
-    let trace_id = id_hex(&span.trace_id, 16)
+fn map_span<'a>(span: &'a Span, resource: &Index<'a>) -> Result<Row<'a>, String> {
+    let trace_id = valid_id(&span.trace_id, 16)
         .ok_or_else(|| format!("span {:?}: trace id must be 16 non-zero bytes", span.name))?;
-    let span_id = id_hex(&span.span_id, 8)
+    let span_id = valid_id(&span.span_id, 8)
         .ok_or_else(|| format!("span {:?}: span id must be 8 non-zero bytes", span.name))?;
     let parent_span_id = match span.parent_span_id.len() {
         0 => None,
-        8 => id_hex(&span.parent_span_id, 8),
+        8 => valid_id(&span.parent_span_id, 8),
         _ => {
             return Err(format!(
                 "span {:?}: parent span id must be 8 bytes",
@@ -209,11 +219,11 @@ fn map_span(span: &Span, resource: &Index) -> Result<Row, String> {
         .then(|| nanos_to_micros(span.end_time_unix_nano));
     let mut a = Attributes::new(&span.attributes, resource);
     let metadata = Metadata::of(&mut a);
-    let keys = business_keys(&mut a, &metadata, &trace_id)
+    let keys = business_keys(&mut a, &metadata, trace_id)
         .map_err(|e| format!("span {:?}: {e}", span.name))?;
 
     if let Some(outcome) = metadata.text(&mut a, spellings!("outcome")) {
-        if !OUTCOMES.contains(&outcome.as_str()) {
+        if !OUTCOMES.contains(&outcome.as_ref()) {
             return Err(format!(
                 "span {:?}: outcome {outcome:?} is not one of {}",
                 span.name,
@@ -260,7 +270,7 @@ fn map_span(span: &Span, resource: &Index) -> Result<Row, String> {
         workflow: keys.workflow,
         tenant: keys.tenant,
         kind,
-        name: span.name.clone(),
+        name: &span.name,
         provider: a.text(&[
             "tokenledger.provider",
             "gen_ai.provider.name",
@@ -311,7 +321,7 @@ fn kind(a: &mut Attributes) -> &'static str {
         }
     }
     if let Some(op) = a.peek_text(&["gen_ai.operation.name"]) {
-        match op.as_str() {
+        match op.as_ref() {
             "chat" | "text_completion" | "generate_content" | "embeddings" => return "llm",
             "retrieval" => return "retrieval",
             "execute_tool" => return "tool",
@@ -335,7 +345,7 @@ fn kind(a: &mut Attributes) -> &'static str {
         };
     }
     if let Some(kind) = a.peek_text(&["traceloop.span.kind"]) {
-        return match kind.as_str() {
+        return match kind.as_ref() {
             "tool" => "tool",
             _ => "decision",
         };
@@ -417,10 +427,10 @@ fn langfuse_usage(details: &serde_json::Value) -> Usage {
 }
 
 /// The model named in OpenInference's invocation parameters, when `llm.model_name` is absent.
-fn invocation_model(a: &mut Attributes) -> Option<String> {
+fn invocation_model<'a>(a: &mut Attributes<'a, '_>) -> Option<Cow<'a, str>> {
     let parameters = a.text(&["llm.invocation_parameters"])?;
     let json: serde_json::Value = serde_json::from_str(&parameters).ok()?;
-    json.get("model").and_then(json_text)
+    json.get("model").and_then(json_text).map(Cow::Owned)
 }
 
 /// Reported cost in USD: ours, the proposed GenAI attribute (USD only), OpenInference's, or
@@ -452,7 +462,7 @@ fn cost(a: &mut Attributes) -> Option<f64> {
 
 /// The error class of a failed span: `error.type` (Python's `<class 'openai.X'>` becomes `X`),
 /// else the `exception` event's `exception.type`, else `error`.
-fn error_type(a: &mut Attributes, span: &Span) -> String {
+fn error_type<'a>(a: &mut Attributes<'a, '_>, span: &'a Span) -> Cow<'a, str> {
     let raw = a.text(&["error.type"]).or_else(|| {
         span.events
             .iter()
@@ -462,26 +472,41 @@ fn error_type(a: &mut Attributes, span: &Span) -> String {
             .and_then(|kv| kv.value.as_ref()?.value.as_ref())
             .and_then(as_text)
     });
-    raw.map_or_else(|| "error".to_string(), |t| short_class(&t))
+    match raw {
+        None => Cow::Borrowed("error"),
+        Some(Cow::Borrowed(raw)) => Cow::Borrowed(short_class(raw)),
+        Some(Cow::Owned(raw)) => Cow::Owned(short_class(&raw).to_string()),
+    }
 }
 
-fn short_class(raw: &str) -> String {
+fn short_class(raw: &str) -> &str {
     let inner = raw
         .strip_prefix("<class '")
         .and_then(|r| r.strip_suffix("'>"))
         .unwrap_or(raw);
-    inner.rsplit('.').next().unwrap_or(inner).to_string()
+    inner.rsplit('.').next().unwrap_or(inner)
 }
 
 /// Lower-case hex of an id of `len` bytes; `None` if it has another length or is all zeros.
-fn id_hex(id: &[u8], len: usize) -> Option<String> {
+/// `id` if it has `len` bytes and is not all zeros.
+fn valid_id(id: &[u8], len: usize) -> Option<&[u8]> {
+    (id.len() == len && id.iter().any(|b| *b != 0)).then_some(id)
+}
+
+/// Lower-case hex of an id.
+pub fn hex(id: &[u8]) -> String {
+    let mut out = String::with_capacity(2 * id.len());
+    write_hex(id, &mut out);
+    out
+}
+
+/// Appends the lower-case hex of `id` to `out`.
+pub fn write_hex(id: &[u8], out: &mut String) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    (id.len() == len && id.iter().any(|b| *b != 0)).then(|| {
-        id.iter()
-            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]])
-            .map(char::from)
-            .collect()
-    })
+    for b in id {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
 }
 
 fn nanos_to_micros(nanos: u64) -> i64 {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arrow::array::RecordBatch;
 use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::path::Path;
@@ -19,8 +20,8 @@ use tokenledger_engine::writer::{ParquetFileBuilder, put_file, writer_properties
 use tokio::sync::oneshot;
 
 use crate::error::{IngestError, Result};
-use crate::map::{Mapped, OutcomeRecord, SpanRecord, map_request};
-use crate::records::{outcomes_batch, spans_batch};
+use crate::map::{Mapped, map_request};
+use crate::records::{outcomes_batch, sorted, spans_batch};
 use crate::spool::{SegmentWriter, list_segments, read_segment, remove_segment};
 
 /// When a segment becomes Parquet, and how much may wait.
@@ -72,7 +73,7 @@ pub struct Accepted {
 /// One request for the spool thread.
 struct Job {
     payload: Bytes,
-    mapped: Mapped,
+    rows: Rows,
     done: oneshot::Sender<std::io::Result<()>>,
 }
 
@@ -80,8 +81,46 @@ struct Job {
 struct Sealed {
     id: String,
     path: PathBuf,
-    spans: Vec<SpanRecord>,
-    outcomes: Vec<OutcomeRecord>,
+    rows: Rows,
+}
+
+/// Rows of `spans` and `outcomes`, as batches (each batch owns its strings: a request's own
+/// allocations are freed once it is mapped).
+#[derive(Default)]
+struct Rows {
+    spans: Vec<RecordBatch>,
+    outcomes: Vec<RecordBatch>,
+}
+
+impl Rows {
+    /// The rows of one mapped request.
+    fn of(mapped: &Mapped) -> Result<Self> {
+        let mut rows = Rows::default();
+        if !mapped.spans.is_empty() {
+            rows.spans.push(spans_batch(&mapped.spans)?);
+        }
+        if !mapped.outcomes.is_empty() {
+            rows.outcomes.push(outcomes_batch(&mapped.outcomes)?);
+        }
+        Ok(rows)
+    }
+
+    fn span_count(&self) -> usize {
+        self.spans.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    fn outcome_count(&self) -> usize {
+        self.outcomes.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    fn len(&self) -> usize {
+        self.span_count() + self.outcome_count()
+    }
+
+    fn extend(&mut self, other: Rows) {
+        self.spans.extend(other.spans);
+        self.outcomes.extend(other.outcomes);
+    }
 }
 
 /// The receiver's shared state: the way into the spool and the count of rows not yet in Parquet.
@@ -149,7 +188,8 @@ impl Ingestor {
         request: &ExportTraceServiceRequest,
     ) -> Result<Accepted> {
         let mapped = map_request(request);
-        let rows = mapped.spans.len() + mapped.outcomes.len();
+        let batches = Rows::of(&mapped)?;
+        let rows = batches.len();
         for reason in &mapped.rejected {
             tracing::warn!(%reason, "span rejected");
         }
@@ -168,7 +208,7 @@ impl Ingestor {
         let (done, synced) = oneshot::channel();
         let job = Job {
             payload,
-            mapped,
+            rows: batches,
             done,
         };
         // The queue is bounded: a full one is waited on from a blocking thread, never from a
@@ -218,8 +258,7 @@ struct Spooler {
 struct OpenSegment {
     writer: SegmentWriter,
     opened: Instant,
-    spans: Vec<SpanRecord>,
-    outcomes: Vec<OutcomeRecord>,
+    rows: Rows,
 }
 
 impl Spooler {
@@ -249,7 +288,7 @@ impl Spooler {
             }
             self.commit(batch);
             let full = self.segment.as_ref().is_some_and(|s| {
-                s.spans.len() + s.outcomes.len() >= self.options.flush_rows
+                s.rows.len() >= self.options.flush_rows
                     || s.writer.len() >= self.options.flush_bytes
                     || s.opened.elapsed() >= self.options.flush_age
             });
@@ -273,8 +312,7 @@ impl Spooler {
         match written {
             Ok(segment) => {
                 for job in batch {
-                    segment.spans.extend(job.mapped.spans);
-                    segment.outcomes.extend(job.mapped.outcomes);
+                    segment.rows.extend(job.rows);
                     let _ = job.done.send(Ok(()));
                 }
             }
@@ -297,8 +335,7 @@ impl Spooler {
             self.segment = Some(OpenSegment {
                 writer,
                 opened: Instant::now(),
-                spans: Vec::new(),
-                outcomes: Vec::new(),
+                rows: Rows::default(),
             });
         }
         Ok(self.segment.as_mut().expect("opened above"))
@@ -312,8 +349,7 @@ impl Spooler {
         let sealed = Sealed {
             id: segment.writer.id().to_string(),
             path: segment.writer.path().to_path_buf(),
-            spans: segment.spans,
-            outcomes: segment.outcomes,
+            rows: segment.rows,
         };
         let _ = self.sealed.send(sealed);
     }
@@ -330,7 +366,7 @@ fn segment_id() -> String {
 
 impl Sealed {
     fn rows(&self) -> usize {
-        self.spans.len() + self.outcomes.len()
+        self.rows.len()
     }
 }
 
@@ -344,23 +380,20 @@ fn replay(id: &str, path: PathBuf) -> Result<Sealed> {
     let mut sealed = Sealed {
         id: id.to_string(),
         path,
-        spans: Vec::new(),
-        outcomes: Vec::new(),
+        rows: Rows::default(),
     };
     for record in records {
         match ExportTraceServiceRequest::decode(record) {
             Ok(request) => {
-                let mapped = map_request(&request);
-                sealed.spans.extend(mapped.spans);
-                sealed.outcomes.extend(mapped.outcomes);
+                sealed.rows.extend(Rows::of(&map_request(&request))?);
             }
             Err(e) => tracing::error!(segment = id, error = %e, "undecodable spool record skipped"),
         }
     }
     tracing::info!(
         segment = id,
-        spans = sealed.spans.len(),
-        outcomes = sealed.outcomes.len(),
+        spans = sealed.rows.span_count(),
+        outcomes = sealed.rows.outcome_count(),
         "replaying spool segment"
     );
     Ok(sealed)
@@ -412,30 +445,32 @@ struct Encoded {
 }
 
 /// The Parquet files of `segment`, named after its id (CPU work: runs on a blocking thread).
-fn encode_segment(location: &DataLocation, mut segment: Sealed) -> Result<Encoded> {
+fn encode_segment(location: &DataLocation, segment: Sealed) -> Result<Encoded> {
     let started = Instant::now();
     let day = segment_day(&segment.id);
     let mut files = Vec::new();
-    if !segment.spans.is_empty() {
-        let batch = spans_batch(&segment.spans)?;
+    let rows = &segment.rows;
+    if !rows.spans.is_empty() {
+        let batch = sorted(&SPANS, &rows.spans, &["workflow", "start_time"])?;
         files.push((
             file_path(location, SPANS.name, &day, &segment.id),
             encode(&SPANS, batch, &["workflow", "start_time"])?,
         ));
     }
-    if !segment.outcomes.is_empty() {
-        let batch = outcomes_batch(&mut segment.outcomes)?;
+    if !rows.outcomes.is_empty() {
+        let batch = sorted(&OUTCOMES, &rows.outcomes, &["workflow"])?;
         files.push((
             file_path(location, OUTCOMES.name, &day, &segment.id),
             encode(&OUTCOMES, batch, &["workflow"])?,
         ));
     }
+    let (spans, outcomes) = (rows.span_count(), rows.outcome_count());
     Ok(Encoded {
         id: segment.id,
         spool_file: segment.path,
         files,
-        spans: segment.spans.len(),
-        outcomes: segment.outcomes.len(),
+        spans,
+        outcomes,
         started,
     })
 }

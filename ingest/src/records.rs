@@ -1,4 +1,5 @@
-//! Mapped rows as Arrow batches of the `spans` and `outcomes` tables, columns filled by name.
+//! Mapped rows as Arrow batches of the `spans` and `outcomes` tables, columns filled by name;
+//! and a segment's batches as one batch in the order its file declares.
 
 use std::sync::Arc;
 
@@ -6,69 +7,72 @@ use arrow::array::{
     ArrayRef, Float64Array, Int32Array, Int64Array, MapBuilder, RecordBatch, StringArray,
     StringBuilder, TimestampMicrosecondArray,
 };
-use tokenledger_engine::schema::{OUTCOMES, SPANS, batch_by_name};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use tokenledger_engine::EngineError;
+use tokenledger_engine::schema::{OUTCOMES, SPANS, TableDef, batch_by_name};
 
 use crate::error::Result;
-use crate::map::{OutcomeRecord, SpanRecord};
+use crate::map::{OutcomeRecord, SpanRecord, write_hex};
 
-/// `rows` as a batch of `spans`, sorted by workflow and start time (the order the files declare).
+/// `rows` as a batch of `spans` (in the order given: segments are sorted when written).
 pub fn spans_batch(rows: &[SpanRecord]) -> Result<RecordBatch> {
-    // Sorted as indices by (workflow's rank, start time): comparing workflow names, and moving
-    // whole records, made the sort a tenth of the receiver's time.
-    let mut workflows: Vec<&str> = rows.iter().map(|r| r.workflow.as_str()).collect();
-    workflows.sort_unstable();
-    workflows.dedup();
-    let rank = |r: &SpanRecord| workflows.binary_search(&r.workflow.as_str()).unwrap_or(0);
-    let mut keys: Vec<(usize, i64, usize)> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (rank(r), r.start_time, i))
-        .collect();
-    keys.sort_unstable();
-    let sorted: Vec<&SpanRecord> = keys.iter().map(|k| &rows[k.2]).collect();
-    let text = |f: fn(&SpanRecord) -> Option<&str>| -> ArrayRef {
-        Arc::new(sorted.iter().map(|r| f(r)).collect::<StringArray>())
+    let text = |f: for<'r> fn(&'r SpanRecord<'r>) -> Option<&'r str>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
+    let id = |f: for<'r> fn(&'r SpanRecord<'r>) -> Option<&'r [u8]>| -> ArrayRef {
+        let mut builder = StringBuilder::with_capacity(rows.len(), rows.len() * 32);
+        let mut scratch = String::with_capacity(32);
+        for row in rows {
+            match f(row) {
+                Some(id) => {
+                    scratch.clear();
+                    write_hex(id, &mut scratch);
+                    builder.append_value(&scratch);
+                }
+                None => builder.append_null(),
+            }
+        }
+        Arc::new(builder.finish())
     };
     let int = |f: fn(&SpanRecord) -> Option<i64>| -> ArrayRef {
-        Arc::new(sorted.iter().map(|r| f(r)).collect::<Int64Array>())
+        Arc::new(rows.iter().map(f).collect::<Int64Array>())
     };
     let int32 = |f: fn(&SpanRecord) -> Option<i32>| -> ArrayRef {
-        Arc::new(sorted.iter().map(|r| f(r)).collect::<Int32Array>())
+        Arc::new(rows.iter().map(f).collect::<Int32Array>())
     };
     Ok(batch_by_name(&SPANS, |name| {
         Some(match name {
-            "trace_id" => text(|r| Some(&r.trace_id)),
-            "span_id" => text(|r| Some(&r.span_id)),
-            "parent_span_id" => text(|r| r.parent_span_id.as_deref()),
+            "trace_id" => id(|r| Some(r.trace_id)),
+            "span_id" => id(|r| Some(r.span_id)),
+            "parent_span_id" => id(|r| r.parent_span_id),
             "work_item_id" => text(|r| Some(&r.work_item_id)),
             "attempt" => int32(|r| Some(r.attempt)),
             "workflow" => text(|r| Some(&r.workflow)),
             "tenant" => text(|r| r.tenant.as_deref()),
             "kind" => text(|r| Some(r.kind)),
-            "name" => text(|r| Some(&r.name)),
+            "name" => text(|r| Some(r.name)),
             "provider" => text(|r| r.provider.as_deref()),
             "model" => text(|r| r.model.as_deref()),
             "input_tokens" => int(|r| r.input_tokens),
             "cached_input_tokens" => int(|r| r.cached_input_tokens),
             "output_tokens" => int(|r| r.output_tokens),
             "reasoning_tokens" => int(|r| r.reasoning_tokens),
-            "cost_usd" => Arc::new(sorted.iter().map(|r| r.cost_usd).collect::<Float64Array>()),
-            "start_time" => timestamps(sorted.iter().map(|r| Some(r.start_time))),
+            "cost_usd" => Arc::new(rows.iter().map(|r| r.cost_usd).collect::<Float64Array>()),
+            "start_time" => timestamps(rows.iter().map(|r| Some(r.start_time))),
             "duration_ms" => int(|r| r.duration_ms),
             "status" => text(|r| Some(r.status)),
             "error_type" => text(|r| r.error_type.as_deref()),
             "docs_retrieved" => int32(|r| r.docs_retrieved),
             "docs_used" => int32(|r| r.docs_used),
-            "attributes" => attributes(&sorted),
+            "attributes" => attributes(rows),
             _ => return None,
         })
     })?)
 }
 
-/// `rows` as a batch of `outcomes`, sorted by workflow.
-pub fn outcomes_batch(rows: &mut [OutcomeRecord]) -> Result<RecordBatch> {
-    rows.sort_by(|a, b| a.workflow.cmp(&b.workflow));
-    let text = |f: fn(&OutcomeRecord) -> Option<&str>| -> ArrayRef {
+/// `rows` as a batch of `outcomes`.
+pub fn outcomes_batch(rows: &[OutcomeRecord]) -> Result<RecordBatch> {
+    let text = |f: for<'r> fn(&'r OutcomeRecord<'r>) -> Option<&'r str>| -> ArrayRef {
         Arc::new(rows.iter().map(f).collect::<StringArray>())
     };
     let float = |f: fn(&OutcomeRecord) -> Option<f64>| -> ArrayRef {
@@ -94,11 +98,32 @@ pub fn outcomes_batch(rows: &mut [OutcomeRecord]) -> Result<RecordBatch> {
     })?)
 }
 
+/// `batches` of `table` as one batch sorted by the columns `sorted_by` (the order its file
+/// declares, so min/max statistics prune).
+pub fn sorted(
+    table: &TableDef,
+    batches: &[RecordBatch],
+    sorted_by: &[&str],
+) -> Result<RecordBatch> {
+    let engine = |e: arrow::error::ArrowError| EngineError::from(e);
+    let batch = concat_batches(&table.schema(), batches).map_err(engine)?;
+    let columns: Vec<SortColumn> = sorted_by
+        .iter()
+        .filter_map(|name| batch.column_by_name(name))
+        .map(|values| SortColumn {
+            values: Arc::clone(values),
+            options: None,
+        })
+        .collect();
+    let order = lexsort_to_indices(&columns, None).map_err(engine)?;
+    Ok(take_record_batch(&batch, &order).map_err(engine)?)
+}
+
 fn timestamps(micros: impl Iterator<Item = Option<i64>>) -> ArrayRef {
     Arc::new(TimestampMicrosecondArray::from_iter(micros).with_timezone("UTC"))
 }
 
-fn attributes(rows: &[&SpanRecord]) -> ArrayRef {
+fn attributes(rows: &[SpanRecord]) -> ArrayRef {
     let mut map = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
     for row in rows {
         for (key, value) in &row.attributes {
