@@ -1,5 +1,6 @@
 //! The receiver's one error type, each variant with the answer an exporter gets for it.
 
+use axum::http::StatusCode;
 use tokenledger_engine::EngineError;
 
 /// What can go wrong receiving or storing spans.
@@ -44,6 +45,33 @@ pub enum IngestError {
     /// A bug: a task stopped.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl IngestError {
+    /// The HTTP status and the gRPC code this error is answered with, by variant: exporters
+    /// retry 503/UNAVAILABLE and never retry 400.
+    pub fn answer(&self) -> (StatusCode, tonic::Code) {
+        match self {
+            Self::Busy | Self::Spool { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+            }
+            Self::Decode(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
+            Self::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                tonic::Code::InvalidArgument,
+            ),
+            Self::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                tonic::Code::ResourceExhausted,
+            ),
+            Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+            // Storage trouble is temporary from the exporter's side: its retry will find it fixed.
+            Self::Engine(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
+            Self::Listen { .. } | Self::Internal(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
+            }
+        }
+    }
 }
 
 /// Result with [`IngestError`].

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth::ExporterAuth;
 use crate::error::IngestError;
-use crate::http::{MAX_REQUEST_BYTES, classify};
+use crate::http::MAX_REQUEST_BYTES;
 use crate::pipeline::Ingestor;
 
 /// The gRPC trace service over `ingestor`.
@@ -64,6 +64,6 @@ impl TraceService for GrpcReceiver {
 }
 
 fn to_status(error: &IngestError) -> Status {
-    let (_, code) = classify(error);
+    let (_, code) = error.answer();
     Status::new(code, error.to_string())
 }

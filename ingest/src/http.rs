@@ -157,32 +157,8 @@ struct RpcStatus {
     message: String,
 }
 
-/// The HTTP status (and gRPC code, for the body) an error is answered with.
-pub(crate) fn classify(error: &IngestError) -> (StatusCode, tonic::Code) {
-    match error {
-        IngestError::Busy | IngestError::Spool { .. } => {
-            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
-        }
-        IngestError::Decode(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
-        IngestError::UnsupportedMediaType(_) => (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            tonic::Code::InvalidArgument,
-        ),
-        IngestError::TooLarge(_) => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            tonic::Code::ResourceExhausted,
-        ),
-        IngestError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
-        // Storage trouble is temporary from the exporter's side: its retry will find it fixed.
-        IngestError::Engine(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
-        IngestError::Listen { .. } | IngestError::Internal(_) => {
-            (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable)
-        }
-    }
-}
-
 fn error_response(format: Format, error: &IngestError) -> Response {
-    let (status, code) = classify(error);
+    let (status, code) = error.answer();
     if status.is_server_error() {
         tracing::warn!(error = %error, "OTLP request refused");
     }

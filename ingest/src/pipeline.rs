@@ -241,11 +241,6 @@ impl Ingestor {
             }
         }
     }
-
-    /// Rows accepted and not yet stored as Parquet.
-    pub fn pending_rows(&self) -> usize {
-        self.pending.load(Ordering::SeqCst)
-    }
 }
 
 /// The spool thread's state: the open segment and the rows it holds.

@@ -72,12 +72,13 @@ impl SegmentWriter {
     pub fn append(&mut self, payload: &[u8]) -> io::Result<()> {
         let length = u32::try_from(payload.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request over 4 GiB"))?;
-        let mut record = Vec::with_capacity(HEADER_LEN + payload.len());
-        record.extend_from_slice(&length.to_le_bytes());
-        record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        record.extend_from_slice(payload);
-        self.file.write_all(&record)?;
-        self.len += record.len() as u64;
+        // Header and payload written apart: a request is not copied to be spooled.
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(&length.to_le_bytes());
+        header[4..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.file.write_all(&header)?;
+        self.file.write_all(payload)?;
+        self.len += (HEADER_LEN + payload.len()) as u64;
         Ok(())
     }
 
