@@ -53,6 +53,11 @@ pub enum EngineError {
     #[error("{0} is not allowed: the server is read-only")]
     ReadOnly(String),
 
+    /// The user may not see what the statement asks for (another tenant's files, a plan's
+    /// row counts).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
     /// A setting that cannot be applied: a DataFusion setting, an environment variable.
     #[error("{0}")]
     Config(String),

@@ -25,14 +25,21 @@ use object_store::ObjectMeta;
 use crate::error::{EngineError, error_chain};
 use crate::files::TableFileStore;
 use crate::footer::panic_message;
+use crate::limits::MemoryLimits;
 
 /// Plans and starts `frame` over `store`'s files. Errors and panics while planning or
 /// executing come back as errors; see the module documentation.
+/// With `limits`, the query draws its memory through its own cap on the server's pool.
 pub async fn execute(
     store: Arc<TableFileStore>,
     frame: DataFrame,
+    limits: Option<&MemoryLimits>,
 ) -> Result<SendableRecordBatchStream, DataFusionError> {
-    let task = frame.task_ctx();
+    let mut task = frame.task_ctx();
+    if let Some(limits) = limits {
+        let runtime = limits.for_query(&task.runtime_env());
+        task = task.with_runtime(runtime);
+    }
     let runtime = task.runtime_env();
     let plan = AssertUnwindSafe(frame.create_physical_plan())
         .catch_unwind()

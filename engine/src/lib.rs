@@ -11,14 +11,18 @@ pub mod execute;
 pub mod files;
 pub mod footer;
 pub mod import;
+pub mod limits;
 pub mod location;
 pub mod reports;
 pub mod schema;
 pub mod session;
 pub mod settings;
 pub mod system;
+pub mod tenancy;
 pub mod writer;
 
 pub use error::{EngineError, Result};
+pub use limits::MemoryLimits;
 pub use location::DataLocation;
 pub use session::{Access, SessionOptions, TraceSession};
+pub use tenancy::TenantScope;

@@ -1,19 +1,20 @@
 //! Sessions: a DataFusion `SessionContext` with the trace tables of one data location registered,
 //! and tokenledger's functions. Every front end (CLI, Flight) gets its session from here.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::error::DataFusionError;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -25,10 +26,12 @@ use tokenledger_udfs::{PriceBook, SharedPrices, UtcDateTrunc};
 
 use crate::error::{EngineError, Result};
 use crate::files::{FileCheck, TableFileStore};
+use crate::limits::MemoryLimits;
 use crate::location::{DataLocation, S3Overrides};
-use crate::schema::{MODEL_PRICES, TABLES, TableDef};
+use crate::schema::{BASELINES, MODEL_PRICES, TABLES, TableDef};
 use crate::settings::{SETTINGS_FILE, SETTINGS_TABLE, SettingsTable};
 use crate::system::{FILES_TABLE, FilesTable};
+use crate::tenancy::{TENANT_COLUMN, TenantScope, TenantTable, UntenantedRows};
 
 /// The catalog and schema that hold the trace tables (what BI tools show).
 pub const CATALOG: &str = "tokenledger";
@@ -51,21 +54,38 @@ pub struct SessionOptions {
     /// DataFusion settings (`datafusion.execution.parquet.pruning` = `false`, …) applied over
     /// tokenledger's defaults, after the `DATAFUSION_*` variables. They reach the tables too.
     pub settings: Vec<(String, String)>,
+    /// The server's memory pool, each query's cap and the spill directory; `None` = no limit
+    /// (one-shot CLI commands).
+    pub memory: Option<MemoryLimits>,
 }
 
-/// A session over one data location.
+/// A session over one data location, showing every tenant's rows or, from
+/// [`TraceSession::for_scope`], only some tenants' (see [`crate::tenancy`]).
 pub struct TraceSession {
     /// The DataFusion context with tables and functions registered. Private: front ends plan
     /// through [`TraceSession::plan`], which refreshes what must be fresh first.
     ctx: SessionContext,
+    /// Whose rows this session shows.
+    scope: TenantScope,
     /// Where the data lives.
     pub location: DataLocation,
+    shared: Arc<Shared>,
+}
+
+/// What every scope of a session shares: files, prices, memory, and the scoped contexts made
+/// so far.
+struct Shared {
+    /// The unrestricted context: prices are read and scoped contexts are built from it.
+    admin: SessionContext,
+    options: SessionOptions,
+    runtime: Arc<RuntimeEnv>,
     store: Arc<TableFileStore>,
     /// `token_cost`'s prices, reloaded by [`TraceSession::refresh_prices`].
     prices: Arc<SharedPrices>,
     /// When the prices were last loaded, and how long they may be reused (the listing lifetime).
     prices_loaded: Mutex<Instant>,
-    listing_ttl: Option<Duration>,
+    /// One context per set of tenants, built on first use.
+    scoped: Mutex<HashMap<BTreeSet<String>, SessionContext>>,
 }
 
 impl TraceSession {
@@ -78,7 +98,8 @@ impl TraceSession {
             .iter()
             .map(|t| (location.table_dir(t.name), *t))
             .collect();
-        let ctx = new_context(options)?;
+        let runtime = new_runtime(options)?;
+        let ctx = context_with_runtime(options, Arc::clone(&runtime))?;
         let footer_cache = ctx.runtime_env().cache_manager.get_file_metadata_cache();
         let settings = SettingsTable::new(
             Arc::clone(&raw_store),
@@ -112,13 +133,83 @@ impl TraceSession {
         ctx.register_udf(ScalarUDF::from(UtcDateTrunc::default()));
         crate::reports::register_views(&ctx).await?;
         Ok(TraceSession {
-            ctx,
+            ctx: ctx.clone(),
+            scope: TenantScope::All,
             location,
-            store,
-            prices,
-            prices_loaded: Mutex::new(Instant::now()),
-            listing_ttl: options.listing_ttl,
+            shared: Arc::new(Shared {
+                admin: ctx,
+                options: options.clone(),
+                runtime,
+                store,
+                prices,
+                prices_loaded: Mutex::new(Instant::now()),
+                scoped: Mutex::default(),
+            }),
         })
+    }
+
+    /// This session seen by `scope`: the same files, prices and memory pool, with the trace
+    /// tables and report views showing only `scope`'s rows. Contexts are built once per set of
+    /// tenants and shared by every user with that set.
+    pub async fn for_scope(&self, scope: &TenantScope) -> Result<TraceSession> {
+        let ctx = match scope {
+            TenantScope::All => self.shared.admin.clone(),
+            TenantScope::Only(tenants) => self.scoped_context(tenants).await?,
+        };
+        Ok(TraceSession {
+            ctx,
+            scope: scope.clone(),
+            location: self.location.clone(),
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Whose rows this session shows.
+    pub fn scope(&self) -> &TenantScope {
+        &self.scope
+    }
+
+    async fn scoped_context(&self, tenants: &BTreeSet<String>) -> Result<SessionContext> {
+        if let Some(ctx) = self.shared.scoped.lock().expect("scoped lock").get(tenants) {
+            return Ok(ctx.clone());
+        }
+        let shared = &self.shared;
+        let ctx = context_with_runtime(&shared.options, Arc::clone(&shared.runtime))?;
+        // Functions as the unrestricted session has them (tokenledger's share their prices).
+        let admin = shared.admin.state();
+        for function in admin.scalar_functions().values() {
+            ctx.register_udf(ScalarUDF::clone(function));
+        }
+        for function in admin.aggregate_functions().values() {
+            ctx.register_udaf(datafusion::logical_expr::AggregateUDF::clone(function));
+        }
+        for function in admin.window_functions().values() {
+            ctx.register_udwf(datafusion::logical_expr::WindowUDF::clone(function));
+        }
+        for table in TABLES {
+            let provider = shared
+                .admin
+                .table_provider(table.name)
+                .await
+                .map_err(EngineError::from)?;
+            let scoped: Arc<dyn TableProvider> =
+                if provider.schema().index_of(TENANT_COLUMN).is_ok() {
+                    let untenanted = if table.name == BASELINES.name {
+                        UntenantedRows::Shared
+                    } else {
+                        UntenantedRows::AdminOnly
+                    };
+                    Arc::new(TenantTable::new(provider, tenants.clone(), untenanted)?)
+                } else {
+                    provider
+                };
+            ctx.register_table(table.name, scoped)?;
+        }
+        let settings = shared.admin.table_provider(SETTINGS_TABLE).await?;
+        ctx.register_table(SETTINGS_TABLE, settings)?;
+        crate::reports::register_views(&ctx).await?;
+        let mut scoped = shared.scoped.lock().expect("scoped lock");
+        Ok(scoped.entry(tenants.clone()).or_insert(ctx).clone())
     }
 
     /// Reloads `token_cost`'s prices from `model_prices` when they are older than the listing
@@ -126,19 +217,21 @@ impl TraceSession {
     /// `SELECT * FROM model_prices` already shows them. Servers call it before each query;
     /// without a lifetime (one-shot commands) it does nothing.
     pub async fn refresh_prices(&self) {
-        let Some(ttl) = self.listing_ttl else {
+        let shared = &self.shared;
+        let Some(ttl) = shared.options.listing_ttl else {
             return;
         };
         {
-            let mut loaded = self.prices_loaded.lock().expect("prices clock lock");
+            let mut loaded = shared.prices_loaded.lock().expect("prices clock lock");
             if loaded.elapsed() < ttl {
                 return;
             }
             // Claimed by this caller: concurrent queries keep the current prices meanwhile.
             *loaded = Instant::now();
         }
-        self.prices
-            .replace(load_prices(&self.ctx, &self.store).await);
+        shared
+            .prices
+            .replace(load_prices(&shared.admin, &shared.store).await);
     }
 
     /// Plans one SQL statement the way every front end must: `token_cost`'s prices refreshed
@@ -150,6 +243,13 @@ impl TraceSession {
         self.refresh_prices().await;
         let state = self.ctx.state();
         let references = state.resolve_table_references(&statement)?;
+        if !self.scope.is_admin()
+            && let Some(table) = references.iter().find(|t| t.table() == FILES_TABLE)
+        {
+            return Err(EngineError::PermissionDenied(format!(
+                "{table} lists the files of every tenant: administrators only"
+            )));
+        }
         let plan = match state.statement_to_plan(statement).await {
             Ok(plan) => plan,
             Err(e) => {
@@ -169,6 +269,12 @@ impl TraceSession {
             && let Some(write) = first_write(&plan)
         {
             return Err(EngineError::ReadOnly(write));
+        }
+        if !self.scope.is_admin() && explains(&plan) {
+            return Err(EngineError::PermissionDenied(
+                "EXPLAIN shows file paths and row counts of every tenant: administrators only"
+                    .into(),
+            ));
         }
         Ok(self.ctx.execute_logical_plan(plan).await?)
     }
@@ -254,13 +360,14 @@ impl TraceSession {
         &self,
         frame: DataFrame,
     ) -> Result<SendableRecordBatchStream, DataFusionError> {
-        crate::execute::execute(Arc::clone(&self.store), frame).await
+        let limits = self.shared.options.memory.as_ref();
+        crate::execute::execute(Arc::clone(&self.shared.store), frame, limits).await
     }
 
     /// Files, bytes and rows of each table, in [`TABLES`] order, from the file footers; and
     /// how many files are quarantined.
     pub async fn table_summaries(&self) -> Result<Vec<TableSummary>> {
-        let report = self.store.file_report().await?;
+        let report = self.shared.store.file_report().await?;
         let summaries = TABLES
             .iter()
             .map(|table| {
@@ -333,13 +440,24 @@ fn first_write(plan: &LogicalPlan) -> Option<String> {
     found
 }
 
+/// Whether `plan` is an `EXPLAIN` or `EXPLAIN ANALYZE`.
+fn explains(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(matches!(
+            node,
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
 /// Reads `model_prices` for `token_cost`. A broken prices table must not stop every other query,
 /// so the error is kept and reported by `token_cost` itself (logged at debug level only: queries
 /// that read the table report it anyway).
 async fn load_prices(ctx: &SessionContext, store: &Arc<TableFileStore>) -> Arc<PriceBook> {
     let batches = async {
         let frame = ctx.table(MODEL_PRICES.name).await?;
-        let batches = crate::execute::execute(Arc::clone(store), frame).await?;
+        let batches = crate::execute::execute(Arc::clone(store), frame, None).await?;
         datafusion::physical_plan::common::collect(batches).await
     }
     .await;
@@ -370,6 +488,23 @@ pub struct TableSummary {
 /// A context with tokenledger's settings and no tables; used by [`TraceSession::open`] and by
 /// anything that needs to run SQL outside a data location (importers, tests).
 pub fn new_context(options: &SessionOptions) -> Result<SessionContext> {
+    context_with_runtime(options, new_runtime(options)?)
+}
+
+/// The runtime every context of a session shares: file listing cache, memory pool, spill
+/// directory.
+fn new_runtime(options: &SessionOptions) -> Result<Arc<RuntimeEnv>> {
+    let mut runtime = RuntimeEnvBuilder::new().with_object_list_cache_ttl(options.listing_ttl);
+    if let Some(limits) = &options.memory {
+        runtime = limits.apply(runtime);
+    }
+    Ok(runtime.build_arc()?)
+}
+
+fn context_with_runtime(
+    options: &SessionOptions,
+    runtime: Arc<RuntimeEnv>,
+) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
@@ -395,9 +530,6 @@ pub fn new_context(options: &SessionOptions) -> Result<SessionContext> {
             .set(key, value)
             .map_err(|e| EngineError::Config(format!("DataFusion setting {key}={value:?}: {e}")))?;
     }
-    let runtime = RuntimeEnvBuilder::new()
-        .with_object_list_cache_ttl(options.listing_ttl)
-        .build_arc()?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 
