@@ -96,7 +96,7 @@ fn kind_of(err: &(dyn std::error::Error + 'static)) -> Option<Code> {
 fn engine_kind(e: &EngineError) -> Option<Code> {
     match e {
         EngineError::TableNotFound(_) => Some(Code::NotFound),
-        EngineError::ReadOnly(_) => Some(Code::PermissionDenied),
+        EngineError::ReadOnly(_) | EngineError::PermissionDenied(_) => Some(Code::PermissionDenied),
         EngineError::Corrupt { .. } => Some(Code::DataLoss),
         EngineError::Schema { .. }
         | EngineError::Quarantine { .. }

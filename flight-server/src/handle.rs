@@ -80,14 +80,18 @@ impl PreparedHandle {
     }
 }
 
-/// Parameters bound through DoPut, by statement id, for clients that go on executing the handle
+/// Who bound parameters to which statement: (user, statement id).
+type BindingKey = (String, u64);
+
+/// Parameters bound through DoPut, by user and statement id, for clients that go on executing the handle
 /// they got at prepare time and ignore the one DoPut returns (flightsql-dbapi, which Superset
-/// uses, and other clients written before Flight SQL 13). Ids are random per prepare, so clients
-/// cannot see each other's bindings. Bounded: the oldest binding goes first, and closing a
+/// uses, and other clients written before Flight SQL 13). Ids are random per prepare, and a
+/// binding is found only by the user who made it, so nobody runs with another's parameters.
+/// Bounded: the oldest binding goes first, and closing a
 /// statement frees its binding.
 pub struct LegacyBindings {
     capacity: usize,
-    bound: Mutex<(HashMap<u64, RecordBatch>, VecDeque<u64>)>,
+    bound: Mutex<(HashMap<BindingKey, RecordBatch>, VecDeque<BindingKey>)>,
 }
 
 impl LegacyBindings {
@@ -99,12 +103,13 @@ impl LegacyBindings {
         }
     }
 
-    /// Remembers `params` as the latest binding of statement `id`.
-    pub fn bind(&self, id: u64, params: RecordBatch) {
+    /// Remembers `params` as `user`'s latest binding of statement `id`.
+    pub fn bind(&self, user: &str, id: u64, params: RecordBatch) {
         let mut guard = self.bound.lock().expect("bindings lock");
         let (by_id, order) = &mut *guard;
-        if by_id.insert(id, params).is_none() {
-            order.push_back(id);
+        let key = (user.to_string(), id);
+        if by_id.insert(key.clone(), params).is_none() {
+            order.push_back(key);
         }
         while order.len() > self.capacity {
             if let Some(oldest) = order.pop_front() {
@@ -113,21 +118,22 @@ impl LegacyBindings {
         }
     }
 
-    /// `handle` with its remembered parameters when it carries none itself.
-    pub fn resolve(&self, mut handle: PreparedHandle) -> PreparedHandle {
+    /// `handle` with the parameters `user` bound to it when it carries none itself.
+    pub fn resolve(&self, user: &str, mut handle: PreparedHandle) -> PreparedHandle {
         if handle.params.is_none() {
             let guard = self.bound.lock().expect("bindings lock");
-            handle.params = guard.0.get(&handle.id).cloned();
+            handle.params = guard.0.get(&(user.to_string(), handle.id)).cloned();
         }
         handle
     }
 
-    /// Drops the binding of a closed statement.
-    pub fn forget(&self, id: u64) {
+    /// Drops `user`'s binding of a closed statement.
+    pub fn forget(&self, user: &str, id: u64) {
         let mut guard = self.bound.lock().expect("bindings lock");
         let (by_id, order) = &mut *guard;
-        if by_id.remove(&id).is_some() {
-            order.retain(|&kept| kept != id);
+        let key = (user.to_string(), id);
+        if by_id.remove(&key).is_some() {
+            order.retain(|kept| *kept != key);
         }
     }
 }
@@ -187,21 +193,25 @@ mod tests {
         let bindings = LegacyBindings::new(2);
         let [a, b, c] =
             ["SELECT $1", "SELECT $1", "SELECT $1"].map(|q| PreparedHandle::prepare(q.to_string()));
-        bindings.bind(a.id, one_row(1));
-        bindings.bind(b.id, one_row(2));
-        bindings.bind(a.id, one_row(3)); // rebinding keeps a's place
-        assert_eq!(bindings.resolve(a.clone()).params, Some(one_row(3)));
-        assert_eq!(bindings.resolve(b.clone()).params, Some(one_row(2)));
-        bindings.bind(c.id, one_row(4)); // evicts a, the oldest
-        assert_eq!(bindings.resolve(a.clone()).params, None);
-        bindings.forget(b.id);
-        assert_eq!(bindings.resolve(b).params, None);
+        bindings.bind("ana", a.id, one_row(1));
+        bindings.bind("ana", b.id, one_row(2));
+        bindings.bind("ana", a.id, one_row(3)); // rebinding keeps a's place
+        assert_eq!(bindings.resolve("ana", a.clone()).params, Some(one_row(3)));
+        assert_eq!(bindings.resolve("ana", b.clone()).params, Some(one_row(2)));
+        // Another user replaying ana's handle gets no parameters of hers.
+        assert_eq!(bindings.resolve("bo", b.clone()).params, None);
+        bindings.forget("bo", b.id);
+        assert_eq!(bindings.resolve("ana", b.clone()).params, Some(one_row(2)));
+        bindings.bind("ana", c.id, one_row(4)); // evicts a, the oldest
+        assert_eq!(bindings.resolve("ana", a.clone()).params, None);
+        bindings.forget("ana", b.id);
+        assert_eq!(bindings.resolve("ana", b).params, None);
         // Parameters in the handle win over remembered ones.
         let carried = PreparedHandle {
             params: Some(one_row(9)),
             ..c.clone()
         };
-        assert_eq!(bindings.resolve(carried).params, Some(one_row(9)));
-        assert_eq!(bindings.resolve(c).params, Some(one_row(4)));
+        assert_eq!(bindings.resolve("ana", carried).params, Some(one_row(9)));
+        assert_eq!(bindings.resolve("ana", c).params, Some(one_row(4)));
     }
 }

@@ -4,6 +4,7 @@
 //! This crate speaks the protocol only. Planning and execution belong to the session the engine
 //! opens; every table, view and function of the engine and udfs crates is visible through it.
 
+mod admission;
 mod auth;
 mod error;
 mod handle;
@@ -21,7 +22,8 @@ use tokenledger_engine::TraceSession;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-pub use auth::{Auth, Users};
+pub use admission::{Admission, QueryLimits};
+pub use auth::{Auth, Caller, Grant, Users};
 pub use error::{FlightServerError, Result};
 pub use metadata::{client_schema, to_client_batch};
 pub use placeholders::number_placeholders;
@@ -36,11 +38,16 @@ pub struct ServeOptions {
     pub users: Option<PathBuf>,
     /// PEM certificate chain and private key for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Accept passwords over plaintext on a non-loopback address (behind a TLS-terminating
+    /// proxy, say). Without it, `users` off loopback needs `tls`.
+    pub allow_plaintext_passwords: bool,
+    /// How many queries run and wait at once, and for how long.
+    pub limits: QueryLimits,
 }
 
 /// Binds `options.listen` (port 0 picks a free port; the listener tells which). Refuses first,
 /// before anything listens or is announced, what [`serve_on`] would refuse: a non-loopback
-/// address without users, or a users file that cannot be read.
+/// address without users, or with users but without TLS, or a users file that cannot be read.
 pub async fn bind(options: &ServeOptions) -> Result<tokio::net::TcpListener> {
     auth_for(options)?;
     tokio::net::TcpListener::bind(options.listen)
@@ -50,9 +57,28 @@ pub async fn bind(options: &ServeOptions) -> Result<tokio::net::TcpListener> {
 
 /// Who may connect: the users file's users; without one, anyone, but only on loopback.
 fn auth_for(options: &ServeOptions) -> Result<Auth> {
+    let loopback = options.listen.ip().is_loopback();
     match &options.users {
-        Some(path) => Ok(Auth::with_users(Users::load(path)?)),
-        None if options.listen.ip().is_loopback() => Ok(Auth::Open),
+        Some(_) if !loopback && options.tls.is_none() && !options.allow_plaintext_passwords => {
+            Err(FlightServerError::Config(format!(
+                "refusing to take passwords in plaintext on {}: give --tls-cert and --tls-key, \
+                 or --allow-plaintext-passwords if a TLS proxy in front of the server encrypts them",
+                options.listen
+            )))
+        }
+        Some(path) => {
+            let users = Users::load(path)?;
+            let without = users.without_tenants();
+            if !without.is_empty() {
+                tracing::warn!(
+                    users = %without.join(", "),
+                    "users without tenants (lines from before tenancy) see no tenant's rows: \
+                     give them tenants with `tokenledger user grant NAME --tenant T`"
+                );
+            }
+            Ok(Auth::with_users(users))
+        }
+        None if loopback => Ok(Auth::Open),
         None => Err(FlightServerError::Config(format!(
             "refusing to listen on {} without --users: anyone on the network could read the data \
              (add users with `tokenledger user add NAME --users FILE`, or listen on 127.0.0.1)",
@@ -69,7 +95,8 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let auth = auth_for(options)?;
-    let service = TokenledgerFlightSql::new(session, Arc::new(auth));
+    let admission = Arc::new(Admission::new(options.limits.clone()));
+    let service = TokenledgerFlightSql::new(session, Arc::new(auth), admission);
     let mut server = Server::builder();
     if let Some((cert, key)) = &options.tls {
         let read = |path: &PathBuf| {

@@ -2,10 +2,10 @@
 //! (DataFusion's); this module only translates between the protocol and the session.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -29,14 +29,17 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
+use datafusion::logical_expr::LogicalPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tokenledger_engine::{Access, TraceSession};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Auth;
+use crate::admission::{Admission, Turn, Weight};
+use crate::auth::{Auth, Caller};
 use crate::error::{engine_status, status};
 use crate::handle::{LegacyBindings, PreparedHandle};
 use crate::metadata::{self, client_schema, to_client_batch};
@@ -49,6 +52,7 @@ type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + 
 pub struct TokenledgerFlightSql {
     session: Arc<TraceSession>,
     auth: Arc<Auth>,
+    admission: Arc<Admission>,
     bindings: LegacyBindings,
 }
 
@@ -56,29 +60,40 @@ pub struct TokenledgerFlightSql {
 const LEGACY_BINDINGS: usize = 4096;
 
 impl TokenledgerFlightSql {
-    /// Serves `session`, admitting callers by `auth`.
-    pub fn new(session: Arc<TraceSession>, auth: Arc<Auth>) -> Self {
+    /// Serves `session`, admitting callers by `auth` and their queries by `admission`.
+    pub fn new(session: Arc<TraceSession>, auth: Arc<Auth>, admission: Arc<Admission>) -> Self {
         TokenledgerFlightSql {
             session,
             auth,
+            admission,
             bindings: LegacyBindings::new(LEGACY_BINDINGS),
         }
     }
 
-    fn user<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        self.auth.authorize(request.metadata())
+    fn user<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.auth
+            .authorize(request.metadata(), request.remote_addr())
     }
 
-    /// Plans (does not run) a client's query: read-only, `?` placeholders numbered, parameters
-    /// bound. A query refused here gets its log line here, as it never reaches execution.
+    /// The session as `caller` sees it: their tenants' rows only.
+    async fn session_for(&self, caller: &Caller) -> Result<TraceSession, Status> {
+        self.session
+            .for_scope(&caller.scope)
+            .await
+            .map_err(engine_status)
+    }
+
+    /// Plans (does not run) a client's query in the caller's session: read-only, `?`
+    /// placeholders numbered, parameters bound. A query refused here gets its log line here,
+    /// as it never reaches execution.
     async fn plan(
         &self,
-        user: &str,
+        caller: &Caller,
         query: &str,
         params: Option<&RecordBatch>,
     ) -> Result<DataFrame, Status> {
-        let planned = match self
-            .session
+        let session = self.session_for(caller).await?;
+        let planned = match session
             .plan_sql(&number_placeholders(query), Access::ReadOnly)
             .await
         {
@@ -90,7 +105,7 @@ impl TokenledgerFlightSql {
             Err(refused) => Err(engine_status(refused)),
         };
         if let Err(refused) = &planned {
-            QueryLog::new(user.to_string(), query.to_string()).fail(refused.message());
+            QueryLog::new(caller, query.to_string()).fail(refused.message());
         }
         planned
     }
@@ -99,14 +114,15 @@ impl TokenledgerFlightSql {
     /// that ignores the handle DoPut returns bound earlier.
     async fn plan_prepared(
         &self,
-        user: &str,
+        caller: &Caller,
         command: &CommandPreparedStatementQuery,
     ) -> Result<(PreparedHandle, DataFrame), Status> {
-        let handle = self
-            .bindings
-            .resolve(PreparedHandle::decode(&command.prepared_statement_handle)?);
+        let handle = self.bindings.resolve(
+            &caller.user,
+            PreparedHandle::decode(&command.prepared_statement_handle)?,
+        );
         let frame = self
-            .plan(user, &handle.query, handle.params.as_ref())
+            .plan(caller, &handle.query, handle.params.as_ref())
             .await?;
         Ok((handle, frame))
     }
@@ -122,22 +138,34 @@ impl TokenledgerFlightSql {
         info_for(&schema, ticket, descriptor)
     }
 
-    /// Runs `frame` and streams its batches to the client as execution produces them. Dropping
-    /// the response stream drops the execution stream, which stops the query.
+    /// Runs `frame` when admission gives it a turn, and streams its batches to the client as
+    /// execution produces them, until the query's deadline. Dropping the response stream (the
+    /// client went away, or the deadline passed) drops the execution stream, which stops the
+    /// query and frees its memory and its turn.
     async fn execute(
         &self,
         frame: DataFrame,
-        user: String,
+        caller: &Caller,
         query: String,
     ) -> Result<Response<FlightDataStream>, Status> {
+        let timeout = self.admission.limits().timeout;
+        let deadline = Instant::now() + timeout;
         let schema = Arc::new(client_schema(frame.schema().as_arrow()));
-        let log = QueryLog::new(user, query);
+        let log = QueryLog::new(caller, query);
+        let turn = self
+            .admission
+            .admit(&caller.user, weight(frame.logical_plan()), deadline)
+            .await
+            .inspect_err(|refused| log.fail(refused.message()))?;
+        log.queued_ms
+            .store(turn.queued.as_millis() as u64, Ordering::Relaxed);
         let batches = self.session.execute(frame).await.map_err(|e| {
             log.fail(&e.to_string());
             status(e)
         })?;
         let out_schema = Arc::clone(&schema);
         let end_log = Arc::clone(&log);
+        let sent = Arc::clone(&log);
         let batches = batches.map(move |batch| {
             let batch = batch
                 .and_then(|b| to_client_batch(&b, &out_schema))
@@ -156,8 +184,17 @@ impl TokenledgerFlightSql {
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
-            .map_err(Status::from);
-        Ok(Response::new(Box::pin(stream)))
+            .map_err(Status::from)
+            .inspect_ok(move |data| {
+                let bytes = data.data_header.len() + data.data_body.len();
+                sent.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            });
+        Ok(Response::new(Box::pin(Deadline {
+            inner: Some(Box::pin(stream)),
+            expires: Box::pin(tokio::time::sleep_until(deadline.into())),
+            timeout,
+            turn: Some(turn),
+        })))
     }
 
     /// FlightInfo for a metadata command: its answer's schema, and the command as the ticket.
@@ -198,9 +235,14 @@ impl TokenledgerFlightSql {
         Response::new(Box::pin(stream))
     }
 
-    async fn tables(&self, query: &CommandGetTables) -> Result<RecordBatch, Status> {
+    async fn tables(
+        &self,
+        caller: &Caller,
+        query: &CommandGetTables,
+    ) -> Result<RecordBatch, Status> {
         let mut builder = query.clone().into_builder();
-        for table in self.session.tables().await.map_err(engine_status)? {
+        let session = self.session_for(caller).await?;
+        for table in session.tables().await.map_err(engine_status)? {
             let table_type = match table.table_type {
                 TableType::View => "VIEW",
                 TableType::Temporary => "LOCAL TEMPORARY",
@@ -241,6 +283,62 @@ fn info_for(
         .with_total_bytes(-1))
 }
 
+/// Whether `plan` reads anything (a table, a table function, a recursive query) or only
+/// computes constants, as a connection check's `SELECT 1` does.
+fn weight(plan: &LogicalPlan) -> Weight {
+    let mut reads = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        reads = matches!(
+            node,
+            LogicalPlan::TableScan(_) | LogicalPlan::RecursiveQuery(_) | LogicalPlan::Extension(_)
+        );
+        Ok(if reads {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    if reads {
+        Weight::Reads
+    } else {
+        Weight::Constant
+    }
+}
+
+/// A query's response stream cut off at its deadline: past it the client gets
+/// DEADLINE_EXCEEDED and the query is dropped, which stops it. Holds the query's turn until the
+/// stream ends either way.
+struct Deadline {
+    inner: Option<FlightDataStream>,
+    expires: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    turn: Option<Turn>,
+}
+
+impl Stream for Deadline {
+    type Item = Result<FlightData, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.inner.is_none() {
+            return Poll::Ready(None);
+        }
+        if self.expires.as_mut().poll(cx).is_ready() {
+            self.inner = None;
+            self.turn = None;
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                "the query reached its time limit of {} s (--query-timeout) and was stopped",
+                self.timeout.as_secs()
+            )))));
+        }
+        let next = self.inner.as_mut().map(|inner| inner.poll_next_unpin(cx));
+        if let Some(Poll::Ready(None)) = next {
+            self.inner = None;
+            self.turn = None;
+        }
+        next.unwrap_or(Poll::Ready(None))
+    }
+}
+
 /// One bound row of parameters → DataFusion's positional parameter values.
 fn param_values(batch: &RecordBatch) -> Result<Vec<ScalarValue>, Status> {
     if batch.num_rows() != 1 {
@@ -259,8 +357,12 @@ fn param_values(batch: &RecordBatch) -> Result<Vec<ScalarValue>, Status> {
 /// Logs one line per query when its stream ends (completed, failed or dropped by the client).
 struct QueryLog {
     user: String,
+    peer: String,
+    tenants: String,
     query: String,
     started: Instant,
+    queued_ms: AtomicU64,
+    bytes: AtomicU64,
     rows: AtomicUsize,
     /// Set when the result stream reached its end; a stream dropped before is a cancelled query.
     completed: AtomicBool,
@@ -268,11 +370,17 @@ struct QueryLog {
 }
 
 impl QueryLog {
-    fn new(user: String, query: String) -> Arc<Self> {
+    fn new(caller: &Caller, query: String) -> Arc<Self> {
         Arc::new(QueryLog {
-            user,
+            user: caller.user.clone(),
+            peer: caller
+                .peer
+                .map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+            tenants: caller.scope.to_string(),
             query,
             started: Instant::now(),
+            queued_ms: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
             rows: AtomicUsize::new(0),
             completed: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -291,6 +399,9 @@ impl QueryLog {
 impl Drop for QueryLog {
     fn drop(&mut self) {
         let rows = self.rows.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        let queued_ms = self.queued_ms.load(Ordering::Relaxed);
+        let (user, peer, tenants) = (&self.user, &self.peer, &self.tenants);
         let millis = self.started.elapsed().as_secs_f64() * 1e3;
         let query: String = self.query.split_whitespace().collect::<Vec<_>>().join(" ");
         match self.failure.lock().expect("query log lock").take() {
@@ -300,10 +411,10 @@ impl Drop for QueryLog {
                 } else {
                     "cancelled"
                 };
-                tracing::info!(user = %self.user, duration_ms = millis, rows, status, query = %query, "query")
+                tracing::info!(%user, %peer, %tenants, queued_ms, duration_ms = millis, rows, bytes, status, query = %query, "query")
             }
             Some(error) => {
-                tracing::warn!(user = %self.user, duration_ms = millis, rows, status = "error", error = %error, query = %query, "query")
+                tracing::warn!(%user, %peer, %tenants, queued_ms, duration_ms = millis, rows, bytes, status = "error", error = %error, query = %query, "query")
             }
         }
     }
@@ -327,7 +438,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        let token = self.auth.handshake(request.metadata())?;
+        let peer = request.remote_addr().map(|address| address.ip());
+        let token = self.auth.handshake(request.metadata(), peer).await?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: Bytes::from(token.clone()),
@@ -347,8 +459,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let user = self.user(&request)?;
-        let frame = self.plan(&user, &query.query, None).await?;
+        let caller = self.user(&request)?;
+        let frame = self.plan(&caller, &query.query, None).await?;
         let ticket = TicketStatementQuery {
             statement_handle: Bytes::from(query.query.clone()),
         };
@@ -365,8 +477,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let user = self.user(&request)?;
-        let (_, frame) = self.plan_prepared(&user, &command).await?;
+        let caller = self.user(&request)?;
+        let (_, frame) = self.plan_prepared(&caller, &command).await?;
         let info = self.flight_info(
             &frame,
             command.as_any().encode_to_vec().into(),
@@ -380,11 +492,11 @@ impl FlightSqlService for TokenledgerFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let user = self.user(&request)?;
+        let caller = self.user(&request)?;
         let query = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
-        let frame = self.plan(&user, &query, None).await?;
-        self.execute(frame, user, query).await
+        let frame = self.plan(&caller, &query, None).await?;
+        self.execute(frame, &caller, query).await
     }
 
     async fn do_get_prepared_statement(
@@ -392,9 +504,9 @@ impl FlightSqlService for TokenledgerFlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let user = self.user(&request)?;
-        let (handle, frame) = self.plan_prepared(&user, &command).await?;
-        self.execute(frame, user, handle.query).await
+        let caller = self.user(&request)?;
+        let (handle, frame) = self.plan_prepared(&caller, &command).await?;
+        self.execute(frame, &caller, handle.query).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -402,8 +514,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let user = self.user(&request)?;
-        let frame = self.plan(&user, &query.query, None).await?;
+        let caller = self.user(&request)?;
+        let frame = self.plan(&caller, &query.query, None).await?;
         let dataset_schema = client_schema(frame.schema().as_arrow());
         let parameter_schema = metadata::parameter_schema(frame.logical_plan()).map_err(status)?;
         Ok(ActionCreatePreparedStatementResult {
@@ -418,7 +530,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        self.user(&request)?;
+        let caller = self.user(&request)?;
         let handle = PreparedHandle::decode(&command.prepared_statement_handle)?;
         let flight_data = request.into_inner().map_err(FlightError::from);
         let batches: Vec<RecordBatch> =
@@ -438,7 +550,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         // The returned handle carries the parameters; older clients that keep the first handle
         // find them by its id.
         if let Some(batch) = &params {
-            self.bindings.bind(handle.id, batch.clone());
+            self.bindings.bind(&caller.user, handle.id, batch.clone());
         }
         let bound = PreparedHandle { params, ..handle };
         Ok(DoPutPreparedStatementResult {
@@ -451,9 +563,9 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        self.user(&request)?;
+        let caller = self.user(&request)?;
         let handle = PreparedHandle::decode(&query.prepared_statement_handle)?;
-        self.bindings.forget(handle.id);
+        self.bindings.forget(&caller.user, handle.id);
         Ok(())
     }
 
@@ -487,9 +599,10 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
+        let caller = self.user(&request)?;
         let mut builder: GetCatalogsBuilder = query.into_builder();
-        let mut names: Vec<String> = self.session.schemas().into_iter().map(|s| s.0).collect();
+        let session = self.session_for(&caller).await?;
+        let mut names: Vec<String> = session.schemas().into_iter().map(|s| s.0).collect();
         names.dedup();
         for name in names {
             builder.append(name);
@@ -515,9 +628,9 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
+        let caller = self.user(&request)?;
         let mut builder: GetDbSchemasBuilder = query.into_builder();
-        for (catalog_name, schema_name) in self.session.schemas() {
+        for (catalog_name, schema_name) in self.session_for(&caller).await?.schemas() {
             builder.append(catalog_name, schema_name);
         }
         Ok(Self::batch_response(
@@ -541,8 +654,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
-        Ok(Self::batch_response(self.tables(&query).await?))
+        let caller = self.user(&request)?;
+        Ok(Self::batch_response(self.tables(&caller, &query).await?))
     }
 
     async fn get_flight_info_table_types(
