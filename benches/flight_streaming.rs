@@ -39,6 +39,8 @@ async fn main() -> Result<(), BoxError> {
         listen: "127.0.0.1:0".parse()?,
         users: None,
         tls: None,
+        allow_plaintext_passwords: false,
+        limits: Default::default(),
     };
     let listener = bind(&options).await?;
     let address = format!("http://{}", listener.local_addr()?);

@@ -157,6 +157,8 @@ async fn flight_fixture() -> FlightFixture {
         listen: "127.0.0.1:0".parse().expect("address"),
         users: None,
         tls: None,
+        allow_plaintext_passwords: false,
+        limits: Default::default(),
     };
     let listener = bind(&serve).await.expect("bind");
     let address = format!("http://{}", listener.local_addr().expect("address"));

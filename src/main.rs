@@ -16,8 +16,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokenledger_engine::import::{import_csv, import_litellm};
 use tokenledger_engine::reports;
 use tokenledger_engine::schema::{self, TABLES};
-use tokenledger_engine::{Access, DataLocation, EngineError, SessionOptions, TraceSession};
-use tokenledger_flight_server::{ServeOptions, Users};
+use tokenledger_engine::{
+    Access, DataLocation, EngineError, MemoryLimits, SessionOptions, TraceSession,
+};
+use tokenledger_flight_server::{Grant, QueryLimits, ServeOptions, Users};
 use tokenledger_gen::{GenOptions, generate};
 use tokenledger_ingest::{ExporterAuth, IngestOptions, Ingestor, Receiver, ReceiverConfig};
 
@@ -60,6 +62,88 @@ struct SpoolArgs {
     /// (HTTP 503 with Retry-After, gRPC UNAVAILABLE).
     #[arg(long, default_value_t = 2_000_000)]
     max_pending_rows: usize,
+}
+
+/// What one server lets queries use: memory, spill space, turns and time. The defaults suit a
+/// 2-core, 24 GiB machine.
+#[derive(clap::Args, Debug)]
+struct LimitArgs {
+    /// Memory all running queries may hold together (e.g. 12GiB, 512MiB). Sorts, aggregations
+    /// and repartitions spill to disk past their share.
+    #[arg(long, default_value = "12GiB", value_parser = parse_bytes)]
+    memory_limit: usize,
+    /// Memory one query may hold; a query past it fails with RESOURCE_EXHAUSTED.
+    #[arg(long, default_value = "4GiB", value_parser = parse_bytes)]
+    query_memory_limit: usize,
+    /// Directory for spill files (default: the system's temporary directory).
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
+    /// Spill files all queries may keep at once.
+    #[arg(long, default_value = "16GiB", value_parser = parse_bytes)]
+    spill_limit: usize,
+    /// Queries reading tables that run at once; more wait their turn.
+    #[arg(long, default_value_t = QueryLimits::default().max_running)]
+    max_running_queries: usize,
+    /// Of those, how many one user may run at once.
+    #[arg(long, default_value_t = QueryLimits::default().max_running_per_user)]
+    max_running_per_user: usize,
+    /// Queries that may wait for a turn; past that, RESOURCE_EXHAUSTED "server busy".
+    #[arg(long, default_value_t = QueryLimits::default().max_queued)]
+    max_queued_queries: usize,
+    /// Seconds from a query's arrival to its last batch, waiting included (DEADLINE_EXCEEDED).
+    #[arg(long, default_value_t = QueryLimits::default().timeout.as_secs())]
+    query_timeout: u64,
+}
+
+impl LimitArgs {
+    fn memory(&self) -> MemoryLimits {
+        MemoryLimits {
+            pool_bytes: self.memory_limit,
+            query_bytes: self.query_memory_limit.min(self.memory_limit),
+            spill_dir: self.spill_dir.clone(),
+            spill_bytes: self.spill_limit as u64,
+        }
+    }
+
+    fn queries(&self) -> QueryLimits {
+        QueryLimits {
+            max_running: self.max_running_queries,
+            max_running_per_user: self.max_running_per_user,
+            max_queued: self.max_queued_queries,
+            timeout: Duration::from_secs(self.query_timeout.max(1)),
+        }
+    }
+}
+
+/// Reads a size: a number of bytes, or a number with KiB, MiB, GiB, TiB (or K, M, G, T,
+/// KB, MB, GB, TB: all powers of 1024).
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 512MiB or 12GiB"))?;
+    let power = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 1,
+        "M" => 2,
+        "G" => 3,
+        "T" => 4,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    Ok((number * 1024f64.powi(power)) as usize)
 }
 
 impl DataArg {
@@ -132,9 +216,15 @@ enum Command {
         /// Address to listen on. Anything but loopback needs --users.
         #[arg(long, default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
-        /// Users file written by `tokenledger user add` (argon2 password hashes).
+        /// Users file written by `tokenledger user add` (argon2 password hashes and each user's
+        /// tenants). Off loopback it needs TLS or --allow-plaintext-passwords.
         #[arg(long)]
         users: Option<PathBuf>,
+        /// Take passwords without TLS on a non-loopback address (only behind a TLS proxy).
+        #[arg(long)]
+        allow_plaintext_passwords: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// PEM certificate chain for TLS (with --tls-key).
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -198,13 +288,28 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum UserCommand {
-    /// Add a user (or change their password); the password is read from stdin.
+    /// Add a user (or change their password and tenants); the password is read from stdin.
     Add {
         /// User name.
         name: String,
         /// The users file (created if missing).
         #[arg(long)]
         users: PathBuf,
+        /// A tenant whose rows the user sees (repeat for several); '*' = every tenant, plus
+        /// what only administrators see (tokenledger_files, EXPLAIN).
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<String>,
+    },
+    /// Change a user's tenants, keeping their password.
+    Grant {
+        /// User name.
+        name: String,
+        /// The users file.
+        #[arg(long)]
+        users: PathBuf,
+        /// The user's tenants from now on (repeat for several); '*' = every tenant.
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<String>,
     },
 }
 
@@ -256,6 +361,8 @@ async fn run(command: Command) -> Result<(), CliError> {
             data,
             listen,
             users,
+            allow_plaintext_passwords,
+            limits,
             tls_cert,
             tls_key,
             refresh,
@@ -265,6 +372,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         } => {
             let options = SessionOptions {
                 listing_ttl: Some(Duration::from_secs(refresh)),
+                memory: Some(limits.memory()),
                 ..data.session_options()
             };
             let session = TraceSession::open(DataLocation::parse(&data.data)?, &options).await?;
@@ -272,6 +380,8 @@ async fn run(command: Command) -> Result<(), CliError> {
                 listen,
                 users,
                 tls: tls_cert.zip(tls_key),
+                allow_plaintext_passwords,
+                limits: limits.queries(),
             };
             let listener = tokenledger_flight_server::bind(&serve).await?;
             // The bound address, not the requested one: with port 0 callers learn the port here.
@@ -321,11 +431,34 @@ async fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::User {
-            command: UserCommand::Add { name, users },
+            command:
+                UserCommand::Add {
+                    name,
+                    users,
+                    tenants,
+                },
         } => {
+            let grant = Grant::from_tenants(&tenants)?;
             let password = read_password(&name)?;
-            Users::add(&users, &name, &password)?;
-            eprintln!("user {name} saved in {}", users.display());
+            Users::add(&users, &name, &password, &grant)?;
+            eprintln!(
+                "user {name} saved in {} with tenants {}",
+                users.display(),
+                grant.scope()
+            );
+            Ok(())
+        }
+        Command::User {
+            command:
+                UserCommand::Grant {
+                    name,
+                    users,
+                    tenants,
+                },
+        } => {
+            let grant = Grant::from_tenants(&tenants)?;
+            Users::grant(&users, &name, &grant)?;
+            eprintln!("user {name} now sees tenants {}", grant.scope());
             Ok(())
         }
         other => Ok(run_data_command(other).await?),
@@ -366,7 +499,7 @@ async fn start_receiver(
         Some(path) => {
             let users = Arc::new(Users::load(path)?);
             let check: tokenledger_ingest::CheckPassword =
-                Arc::new(move |name, password| users.verify(name, password));
+                Arc::new(move |name, password| users.verify(name, password).is_some());
             Some(Arc::new(ExporterAuth::new(check)))
         }
         None => None,
