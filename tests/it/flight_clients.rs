@@ -28,12 +28,27 @@ impl ServeProcess {
         Self::serve(&repo_root().join("testdata/sample"), tls)
     }
 
-    /// Serves the data directory `data` to one user (`USER`), with TLS when `tls` is set.
+    /// Serves the data directory `data` to one user (`USER`, every tenant), with TLS when `tls`
+    /// is set.
     pub fn serve(data: &Path, tls: bool) -> ServeProcess {
+        Self::serve_to(data, tls, &[(USER, PASSWORD, &["*"])], &[])
+    }
+
+    /// Serves `data` to `users` (name, password, tenants; the first one is the one pytest gets
+    /// as `TOKENLEDGER_FLIGHT_USER`), with `extra` arguments to `tokenledger serve`.
+    pub fn serve_to(
+        data: &Path,
+        tls: bool,
+        users_and_tenants: &[(&str, &str, &[&str])],
+        extra: &[&str],
+    ) -> ServeProcess {
         let dir = tempfile::tempdir().unwrap();
         let users = dir.path().join("users");
-        add_user(&users, USER, PASSWORD);
+        for (name, password, tenants) in users_and_tenants {
+            add_user_with_tenants(&users, name, password, tenants);
+        }
         let mut args: Vec<String> = vec!["serve".into(), "--data".into(), path(data)];
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.extend([
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -90,12 +105,22 @@ impl ServeProcess {
         }
     }
 
-    fn log(&self) -> String {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
     /// Log lines of finished queries whose SQL contains `fragment`.
-    fn query_lines(&self, fragment: &str) -> Vec<String> {
+    pub fn query_lines(&self, fragment: &str) -> Vec<String> {
         self.log()
             .lines()
             .filter(|l| l.contains(" query ") || l.contains(": query"))
@@ -107,8 +132,20 @@ impl ServeProcess {
     /// Runs pytest from `venv` on `tests` (paths under tests/python, optionally `-k` selected),
     /// and fails with its output unless every test passed. `None` when peers may be skipped.
     pub fn pytest(&self, venv: &str, tests: &[&str], select: Option<&str>) -> Option<String> {
+        self.pytest_with(venv, tests, select, &[])
+    }
+
+    /// [`ServeProcess::pytest`] with more environment variables.
+    pub fn pytest_with(
+        &self,
+        venv: &str,
+        tests: &[&str],
+        select: Option<&str>,
+        env: &[(&str, String)],
+    ) -> Option<String> {
         let python = venv_python(venv)?;
         let mut command = Command::new(python);
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         command
             .args(["-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"])
             .args(tests.iter().map(|t| format!("tests/python/{t}")))
@@ -152,10 +189,22 @@ fn path(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
 
-/// `tokenledger user add NAME --users FILE`, with the password on stdin as a script would.
+/// `tokenledger user add NAME --users FILE --tenant '*'`, with the password on stdin as a
+/// script would.
 pub(crate) fn add_user(users: &Path, name: &str, password: &str) {
+    add_user_with_tenants(users, name, password, &["*"]);
+}
+
+/// `tokenledger user add NAME --users FILE --tenant T…`.
+pub(crate) fn add_user_with_tenants(users: &Path, name: &str, password: &str, tenants: &[&str]) {
+    let mut args = vec!["user", "add", name, "--users"];
+    let users = path(users);
+    args.push(&users);
+    for tenant in tenants {
+        args.extend(["--tenant", tenant]);
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenledger"))
-        .args(["user", "add", name, "--users", &path(users)])
+        .args(&args)
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -7,3 +7,4 @@ mod flight_clients;
 mod otlp;
 mod peers;
 mod s3;
+mod server_limits;

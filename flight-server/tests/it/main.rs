@@ -1,5 +1,10 @@
 //! The Flight SQL server through arrow-flight's own Rust client: every command a BI tool uses,
-//! with and without users, and the refusals a read-only server owes.
+//! with and without users, and the refusals a read-only server owes; tenant isolation
+//! ([`tenancy`]) and resource limits ([`limits`]).
+
+mod limits;
+mod support;
+mod tenancy;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,71 +15,25 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, CommandGetXdbcTypeInfo, SqlInfo};
 use arrow_flight::{FlightInfo, decode::FlightRecordBatchStream};
 use futures::TryStreamExt;
-use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
-use tokenledger_flight_server::{ServeOptions, Users, serve_on};
+use tokenledger_flight_server::Grant;
 use tonic::transport::Channel;
 
-/// A server on a free loopback port, stopped when dropped.
-struct TestServer {
-    address: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _users_dir: Option<tempfile::TempDir>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+use crate::support::{Setup, TestServer, client};
 
 fn handmade() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/handmade")
 }
 
 async fn start(with_users: bool) -> TestServer {
-    let location = DataLocation::parse(handmade().to_str().unwrap()).unwrap();
-    let session = Arc::new(
-        TraceSession::open(location, &SessionOptions::default())
-            .await
-            .unwrap(),
-    );
-    let users_dir = with_users.then(|| tempfile::tempdir().unwrap());
-    let users = users_dir.as_ref().map(|d| {
-        let path = d.path().join("users");
-        Users::add(&path, "analyst", "correct horse").unwrap();
-        path
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    let options = ServeOptions {
-        listen: listener.local_addr().unwrap(),
-        users,
-        tls: None,
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        serve_on(session, &options, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    TestServer {
-        address,
-        stop: Some(stop),
-        _users_dir: users_dir,
+    let mut setup = Setup::new(handmade());
+    if with_users {
+        setup = setup.user(
+            "analyst",
+            "correct horse",
+            Grant::from_tenants(&["*".into()]).unwrap(),
+        );
     }
-}
-
-async fn client(server: &TestServer) -> FlightSqlServiceClient<Channel> {
-    let channel = Channel::from_shared(server.address.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    FlightSqlServiceClient::new(channel)
+    setup.start().await
 }
 
 async fn fetch(
