@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
 use arrow_flight::sql::client::{FlightSqlServiceClient, PreparedStatement};
 use futures::TryStreamExt;
 use parquet::arrow::ProjectionMask;
@@ -282,11 +282,20 @@ async fn login(port: u16, user: &str) -> Result<Client, BoxError> {
         .connect()
         .await?;
     let mut client = FlightSqlServiceClient::new(channel);
-    client.handshake(user, PASSWORD).await?;
+    // Many clients logging in at once may be told to retry (RESOURCE_EXHAUSTED), as BI tools'
+    // connection pools do after a server restart.
+    let mut attempts = 0;
+    while let Err(refused) = client.handshake(user, PASSWORD).await {
+        attempts += 1;
+        if attempts == 20 || !refused.to_string().contains("exhausted") {
+            return Err(refused.into());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     Ok(client)
 }
 
-/// Rows as `a|b|c` text, sorted.
+/// Rows as `a|b|c` text, sorted (as flight-server/tests/it/support.rs shows them).
 fn rows(batches: &[RecordBatch]) -> Vec<String> {
     let mut out = Vec::new();
     for batch in batches {
@@ -302,9 +311,15 @@ fn rows(batches: &[RecordBatch]) -> Vec<String> {
             })
             .collect();
         for row in 0..batch.num_rows() {
+            // Doubles to 12 significant digits: sums taken in another order (partitions finish
+            // in any order) differ in their last bits.
             let cells: Vec<String> = formatters
                 .iter()
-                .map(|f| f.value(row).to_string())
+                .zip(batch.columns())
+                .map(|(f, column)| match column.as_primitive_opt::<Float64Type>() {
+                    Some(values) if values.is_valid(row) => format!("{:.11e}", values.value(row)),
+                    _ => f.value(row).to_string(),
+                })
                 .collect();
             out.push(cells.join("|"));
         }
@@ -414,28 +429,47 @@ async fn client_loop(
                 let (sql, expected) = &work.point[pick % work.point.len()];
                 statement(&mut client, sql)
                     .await
-                    .map(|got| &got == expected)
+                    .map(|got| check(kind, &got, expected))
             }
             "aggregate" => {
                 let (sql, expected) = &work.aggregate;
                 statement(&mut client, sql)
                     .await
-                    .map(|got| &got == expected)
+                    .map(|got| check(kind, &got, expected))
             }
             "report" => statement(&mut client, REPORT_SQL)
                 .await
-                .map(|got| got == reports[user]),
+                .map(|got| check(kind, &got, &reports[user])),
             _ => {
                 let (params, expected) = &work.prepared[pick % work.prepared.len()];
                 prepared(&mut client, &mut statement_handle, params)
                     .await
-                    .map(|got| &got == expected)
+                    .map(|got| check(kind, &got, expected))
             }
         };
         let took = started.elapsed();
         tally.lock().unwrap().record(kind, took, answer);
     }
     Ok(())
+}
+
+/// Whether `got` is `expected`; a wrong answer is shown on stderr.
+fn check(kind: &str, got: &[String], expected: &[String]) -> bool {
+    let right = got == expected;
+    if !right {
+        let differing: Vec<_> = got
+            .iter()
+            .zip(expected)
+            .filter(|(g, e)| g != e)
+            .take(2)
+            .collect();
+        eprintln!(
+            "wrong {kind}: {} rows, expected {}; first differences {differing:?}",
+            got.len(),
+            expected.len()
+        );
+    }
+    right
 }
 
 /// `SELECT 1` ten times a second until `until`: its latencies.

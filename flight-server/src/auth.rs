@@ -38,7 +38,7 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 const FIRST_LOCKOUT: Duration = Duration::from_secs(30);
 const LONGEST_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 /// Logins waiting for a hashing thread beyond which new ones are refused.
-const MAX_WAITING_LOGINS: usize = 64;
+const MAX_WAITING_LOGINS: usize = 256;
 /// (user, address) pairs with failures remembered at most; the oldest are forgotten first.
 const MAX_FAILURE_RECORDS: usize = 10_000;
 

@@ -7,6 +7,7 @@
 mod admission;
 mod auth;
 mod error;
+mod executor;
 mod handle;
 mod metadata;
 mod placeholders;
@@ -25,6 +26,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 pub use admission::{Admission, QueryLimits};
 pub use auth::{Auth, Caller, Grant, Users};
 pub use error::{FlightServerError, Result};
+pub use executor::QueryExecutor;
 pub use metadata::{client_schema, to_client_batch};
 pub use placeholders::number_placeholders;
 pub use service::TokenledgerFlightSql;
@@ -96,7 +98,9 @@ pub async fn serve_on(
 ) -> Result<()> {
     let auth = auth_for(options)?;
     let admission = Arc::new(Admission::new(options.limits.clone()));
-    let service = TokenledgerFlightSql::new(session, Arc::new(auth), admission);
+    let executor = QueryExecutor::new()
+        .map_err(|e| FlightServerError::Config(format!("starting the query threads: {e}")))?;
+    let service = TokenledgerFlightSql::new(session, Arc::new(auth), admission, Arc::new(executor));
     let mut server = Server::builder();
     if let Some((cert, key)) = &options.tls {
         let read = |path: &PathBuf| {

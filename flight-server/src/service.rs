@@ -41,6 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admission::{Admission, Turn, Weight};
 use crate::auth::{Auth, Caller};
 use crate::error::{engine_status, status};
+use crate::executor::QueryExecutor;
 use crate::handle::{LegacyBindings, PreparedHandle};
 use crate::metadata::{self, client_schema, to_client_batch};
 use crate::placeholders::number_placeholders;
@@ -53,6 +54,7 @@ pub struct TokenledgerFlightSql {
     session: Arc<TraceSession>,
     auth: Arc<Auth>,
     admission: Arc<Admission>,
+    executor: Arc<QueryExecutor>,
     bindings: LegacyBindings,
 }
 
@@ -60,12 +62,19 @@ pub struct TokenledgerFlightSql {
 const LEGACY_BINDINGS: usize = 4096;
 
 impl TokenledgerFlightSql {
-    /// Serves `session`, admitting callers by `auth` and their queries by `admission`.
-    pub fn new(session: Arc<TraceSession>, auth: Arc<Auth>, admission: Arc<Admission>) -> Self {
+    /// Serves `session`, admitting callers by `auth` and their queries by `admission`, and
+    /// running queries that read tables on `executor`.
+    pub fn new(
+        session: Arc<TraceSession>,
+        auth: Arc<Auth>,
+        admission: Arc<Admission>,
+        executor: Arc<QueryExecutor>,
+    ) -> Self {
         TokenledgerFlightSql {
             session,
             auth,
             admission,
+            executor,
             bindings: LegacyBindings::new(LEGACY_BINDINGS),
         }
     }
@@ -152,14 +161,26 @@ impl TokenledgerFlightSql {
         let deadline = Instant::now() + timeout;
         let schema = Arc::new(client_schema(frame.schema().as_arrow()));
         let log = QueryLog::new(caller, query);
+        let weight = weight(frame.logical_plan());
         let turn = self
             .admission
-            .admit(&caller.user, weight(frame.logical_plan()), deadline)
+            .admit(&caller.user, weight, deadline)
             .await
             .inspect_err(|refused| log.fail(refused.message()))?;
         log.queued_ms
             .store(turn.queued.as_millis() as u64, Ordering::Relaxed);
-        let batches = self.session.execute(frame).await.map_err(|e| {
+        let started = match weight {
+            // A constant is computed where the request arrived: it needs no query thread.
+            Weight::Constant => self.session.execute(frame).await,
+            Weight::Reads => {
+                let session = Arc::clone(&self.session);
+                let arrow_schema = Arc::new(frame.schema().as_arrow().clone());
+                self.executor
+                    .run(arrow_schema, async move { session.execute(frame).await })
+                    .await
+            }
+        };
+        let batches = started.map_err(|e| {
             log.fail(&e.to_string());
             status(e)
         })?;

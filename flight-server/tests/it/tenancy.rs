@@ -407,13 +407,7 @@ async fn tickets_and_prepared_handles_run_with_the_replaying_users_rights() {
         .prepare("SELECT count(*) FROM spans WHERE tenant = ?".into(), None)
         .await
         .unwrap();
-    let params = RecordBatch::try_new(
-        Arc::new(arrow::datatypes::Schema::new(vec![
-            arrow::datatypes::Field::new("$1", arrow::datatypes::DataType::Utf8, true),
-        ])),
-        vec![Arc::new(StringArray::from(vec![BO_TENANT]))],
-    )
-    .unwrap();
+    let params = one_text_parameter(BO_TENANT);
     prepared.set_parameters(params).unwrap();
     let info = prepared.execute().await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
@@ -425,21 +419,26 @@ async fn tickets_and_prepared_handles_run_with_the_replaying_users_rights() {
         .prepare("SELECT count(*) FROM spans WHERE tenant = ?".into(), None)
         .await
         .unwrap();
-    hers.set_parameters(
-        RecordBatch::try_new(
-            Arc::new(arrow::datatypes::Schema::new(vec![
-                arrow::datatypes::Field::new("$1", arrow::datatypes::DataType::Utf8, true),
-            ])),
-            vec![Arc::new(StringArray::from(vec![ANA_TENANT]))],
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    hers.set_parameters(one_text_parameter(ANA_TENANT)).unwrap();
     let info = hers.execute().await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
     let stream: FlightRecordBatchStream = ana.do_get(ticket).await.unwrap();
     let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
     assert_eq!(single_i64(&batches), ana_count);
+}
+
+/// One row binding `$1` to `value`, as a client binds a `?` parameter.
+fn one_text_parameter(value: &str) -> RecordBatch {
+    let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "$1",
+        arrow::datatypes::DataType::Utf8,
+        true,
+    )]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(StringArray::from(vec![value]))],
+    )
+    .unwrap()
 }
 
 #[tokio::test]
