@@ -316,10 +316,14 @@ fn rows(batches: &[RecordBatch]) -> Vec<String> {
             let cells: Vec<String> = formatters
                 .iter()
                 .zip(batch.columns())
-                .map(|(f, column)| match column.as_primitive_opt::<Float64Type>() {
-                    Some(values) if values.is_valid(row) => format!("{:.11e}", values.value(row)),
-                    _ => f.value(row).to_string(),
-                })
+                .map(
+                    |(f, column)| match column.as_primitive_opt::<Float64Type>() {
+                        Some(values) if values.is_valid(row) => {
+                            format!("{:.11e}", values.value(row))
+                        }
+                        _ => f.value(row).to_string(),
+                    },
+                )
                 .collect();
             out.push(cells.join("|"));
         }
