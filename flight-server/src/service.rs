@@ -79,7 +79,8 @@ impl TokenledgerFlightSql {
         }
     }
 
-    fn user<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+    /// Who is calling (their token checked), with the address they call from.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         self.auth
             .authorize(request.metadata(), request.remote_addr())
     }
@@ -225,7 +226,7 @@ impl TokenledgerFlightSql {
         schema: &Schema,
         command: Any,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.user(&request)?;
+        self.caller(&request)?;
         let ticket = command.encode_to_vec().into();
         Ok(Response::new(info_for(
             schema,
@@ -240,7 +241,7 @@ impl TokenledgerFlightSql {
         request: &Request<T>,
         schema: Schema,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(request)?;
+        self.caller(request)?;
         Ok(Self::batch_response(RecordBatch::new_empty(Arc::new(
             schema,
         ))))
@@ -480,7 +481,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         let frame = self.plan(&caller, &query.query, None).await?;
         let ticket = TicketStatementQuery {
             statement_handle: Bytes::from(query.query.clone()),
@@ -498,7 +499,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         let (_, frame) = self.plan_prepared(&caller, &command).await?;
         let info = self.flight_info(
             &frame,
@@ -513,7 +514,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         let query = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
         let frame = self.plan(&caller, &query, None).await?;
@@ -525,7 +526,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         let (handle, frame) = self.plan_prepared(&caller, &command).await?;
         self.execute(frame, &caller, handle.query).await
     }
@@ -535,7 +536,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         let frame = self.plan(&caller, &query.query, None).await?;
         let dataset_schema = client_schema(frame.schema().as_arrow());
         let parameter_schema = metadata::parameter_schema(frame.logical_plan()).map_err(status)?;
@@ -551,7 +552,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         let handle = PreparedHandle::decode(&command.prepared_statement_handle)?;
         let flight_data = request.into_inner().map_err(FlightError::from);
         let batches: Vec<RecordBatch> =
@@ -584,7 +585,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         let handle = PreparedHandle::decode(&query.prepared_statement_handle)?;
         self.bindings.forget(&caller.user, handle.id);
         Ok(())
@@ -594,7 +595,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        self.user(&request)?;
+        self.caller(&request)?;
         match request.get_ref().r#type.as_str() {
             // Sessions hold no state; ADBC and JDBC close or configure them anyway.
             "CloseSession" | "SetSessionOptions" | "GetSessionOptions" => {
@@ -620,7 +621,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         let mut builder: GetCatalogsBuilder = query.into_builder();
         let session = self.session_for(&caller).await?;
         let mut names: Vec<String> = session.schemas().into_iter().map(|s| s.0).collect();
@@ -649,7 +650,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         let mut builder: GetDbSchemasBuilder = query.into_builder();
         for (catalog_name, schema_name) in self.session_for(&caller).await?.schemas() {
             builder.append(catalog_name, schema_name);
@@ -675,7 +676,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let caller = self.user(&request)?;
+        let caller = self.caller(&request)?;
         Ok(Self::batch_response(self.tables(&caller, &query).await?))
     }
 
@@ -693,7 +694,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
+        self.caller(&request)?;
         let mut builder = query.into_builder();
         for table_type in ["LOCAL TEMPORARY", "TABLE", "VIEW"] {
             builder.append(table_type);
@@ -718,7 +719,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
+        self.caller(&request)?;
         let batch = query
             .into_builder(&SQL_INFO)
             .build()
@@ -740,7 +741,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        self.user(&request)?;
+        self.caller(&request)?;
         let batch = query
             .into_builder(&metadata::XDBC_TYPES)
             .build()
@@ -817,7 +818,7 @@ impl FlightSqlService for TokenledgerFlightSql {
         request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.user(&request)?;
+        self.caller(&request)?;
         Err(Status::invalid_argument(format!(
             "unknown ticket type {}",
             message.type_url
