@@ -395,6 +395,16 @@ async fn run(command: Command) -> Result<(), CliError> {
                 "serving {} over Arrow Flight SQL on {scheme}://{address}",
                 session.location
             );
+            tracing::info!(
+                memory_limit = limits.memory_limit,
+                query_memory_limit = limits.query_memory_limit,
+                spill_limit = limits.spill_limit,
+                max_running_queries = limits.max_running_queries,
+                max_running_per_user = limits.max_running_per_user,
+                max_queued_queries = limits.max_queued_queries,
+                query_timeout_s = limits.query_timeout,
+                "limits"
+            );
             // Kept alive while the Flight server runs; dropped (stopped) with it.
             let _receiver = match (otlp_grpc, otlp_http) {
                 (None, None) => None,

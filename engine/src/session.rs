@@ -334,12 +334,14 @@ impl TraceSession {
     }
 
     /// Adds a function to the session, beside tokenledger's: how a program embedding the engine
-    /// extends it.
+    /// extends it. Tenant-scoped sessions made after this ([`TraceSession::for_scope`]) have it
+    /// too; register functions before serving.
     pub fn register_udf(&self, function: ScalarUDF) {
         self.ctx.register_udf(function);
     }
 
     /// Adds a table to the session (an embedding program's own data beside the trace tables).
+    /// Tenant-scoped sessions do not get it: only the trace tables are filtered by tenant.
     pub fn register_table(&self, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
         self.ctx.register_table(name, table)?;
         Ok(())
