@@ -112,13 +112,12 @@ impl Admission {
     }
 
     /// A place in the wait queue, or "server busy" when it is full.
-    fn queue(&self, weight: Weight) -> Result<WaitingGuard<'_>, Status> {
+    fn queue(&self, weight: Weight) -> Result<Waiting<'_>, Status> {
         let waiting = match weight {
             Weight::Reads => &self.waiting,
             Weight::Constant => &self.waiting_constant,
         };
-        let before = waiting.fetch_add(1, Ordering::SeqCst);
-        let guard = WaitingGuard(waiting);
+        let (guard, before) = Waiting::join(waiting);
         if before >= self.limits.max_queued {
             return Err(Status::resource_exhausted(format!(
                 "server busy: {} queries are waiting for one of {} running slots \
@@ -148,10 +147,19 @@ impl Admission {
     }
 }
 
-/// Counts a query as waiting until its turn comes, it gives up, or it is refused.
-struct WaitingGuard<'a>(&'a AtomicUsize);
+/// Counts one waiter (a query waiting for its turn, a login waiting for a hashing thread) until
+/// it is dropped: its turn came, it gave up, or it was refused.
+pub(crate) struct Waiting<'a>(&'a AtomicUsize);
 
-impl Drop for WaitingGuard<'_> {
+impl<'a> Waiting<'a> {
+    /// Joins the waiters `counter` counts; also returns how many were waiting before.
+    pub(crate) fn join(counter: &'a AtomicUsize) -> (Self, usize) {
+        let before = counter.fetch_add(1, Ordering::SeqCst);
+        (Waiting(counter), before)
+    }
+}
+
+impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use crate::admission::Waiting;
 use crate::error::{FlightServerError, Result};
 
 /// How long a Bearer token stays valid after Handshake.
@@ -395,8 +396,7 @@ impl Logins {
     ) -> Result<TenantScope, Status> {
         let key = (name.to_string(), peer);
         self.refuse_if_locked(&key)?;
-        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
-        let _counted = Decrement(&self.waiting);
+        let (_counted, waiting) = Waiting::join(&self.waiting);
         if waiting >= MAX_WAITING_LOGINS {
             return Err(Status::resource_exhausted(
                 "too many logins at once: retry in a few seconds",
@@ -462,14 +462,6 @@ impl Logins {
             let lockout = (FIRST_LOCKOUT * 2u32.pow(doublings)).min(LONGEST_LOCKOUT);
             entry.locked_until = Some(now + lockout);
         }
-    }
-}
-
-struct Decrement<'a>(&'a AtomicUsize);
-
-impl Drop for Decrement<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
