@@ -1,6 +1,7 @@
 //! The engine's integration tests (one binary: each links all of DataFusion).
 
 mod catalog;
+mod delta_spike;
 mod footer;
 mod generate;
 mod readme;

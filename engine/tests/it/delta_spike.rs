@@ -1,0 +1,136 @@
+//! Spike for #16 (not a feature yet): what deltalake-core 1.1 does with tokenledger's data in
+//! our DataFusion 55 session. Writes the sample's spans as a Delta table through our own object
+//! store, with an application transaction and commit metadata, appends again, and reads both
+//! versions back through `DeltaTable::table_provider` registered in a `TraceSession`.
+
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+use deltalake_core::kernel::transaction::CommitProperties;
+use deltalake_core::kernel::Transaction;
+use deltalake_core::{DeltaTable, DeltaTableBuilder};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use tokenledger_engine::Access;
+use url::Url;
+
+use crate::support::{open, repo_root};
+
+const APP: &str = "tokenledger-compact/spans";
+
+/// Delta has no view types: text columns go in as plain Utf8.
+fn without_views(batch: &RecordBatch) -> RecordBatch {
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()).unwrap())
+        .collect();
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+async fn count_and_tokens(session: &tokenledger_engine::TraceSession, table: &str) -> (i64, i64) {
+    let frame = session
+        .plan_sql(
+            &format!("SELECT count(*), sum(input_tokens) FROM {table}"),
+            Access::ReadOnly,
+        )
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = session.execute(frame).await.unwrap().try_collect().await.unwrap();
+    let b = &batches[0];
+    (
+        b.column(0).as_primitive::<Int64Type>().value(0),
+        b.column(1).as_primitive::<Int64Type>().value(0),
+    )
+}
+
+#[tokio::test]
+async fn spike_delta_round_trip_with_app_transactions_and_time_travel() {
+    let session = open(&repo_root().join("testdata/sample")).await;
+    let frame = session.plan_sql("SELECT * FROM spans", Access::ReadOnly).await.unwrap();
+    let batches: Vec<RecordBatch> = session
+        .execute(frame)
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(without_views)
+        .collect();
+    let (rows, tokens) = count_and_tokens(&session, "spans").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new());
+    let url = Url::from_directory_path(dir.path().join("_curated/spans")).unwrap();
+    let table: DeltaTable = DeltaTableBuilder::from_url(url.clone())
+        .unwrap()
+        .with_storage_backend(Arc::clone(&store), url.clone())
+        .build()
+        .unwrap();
+    let commit = |version: i64, absorbed: &str| {
+        CommitProperties::default()
+            .with_application_transaction(Transaction::new(APP, version))
+            .with_metadata([("tokenledger.absorbed".to_string(), serde_json::json!([absorbed]))])
+            .with_cleanup_expired_logs(Some(false))
+    };
+    let table = table
+        .write(batches.clone())
+        .with_commit_properties(commit(1, "spans/a.parquet"))
+        .await
+        .unwrap();
+    assert_eq!(table.version(), Some(0));
+    let half: Vec<RecordBatch> = batches.iter().take(2).cloned().collect();
+    let half_rows: i64 = half.iter().map(|b| b.num_rows() as i64).sum();
+    let table = table
+        .write(half)
+        .with_commit_properties(commit(2, "spans/b.parquet"))
+        .await
+        .unwrap();
+    assert_eq!(table.version(), Some(1));
+    let txn = table
+        .snapshot()
+        .unwrap()
+        .transaction_version(table.log_store().as_ref(), APP)
+        .await
+        .unwrap();
+    assert_eq!(txn, Some(2));
+
+    // Read back through our session.
+    let latest = table.table_provider().await.unwrap();
+    session.register_table("curated_latest", latest).unwrap();
+    let (got_rows, _) = count_and_tokens(&session, "curated_latest").await;
+    assert_eq!(got_rows, rows + half_rows);
+
+    let mut first = DeltaTableBuilder::from_url(url.clone())
+        .unwrap()
+        .with_storage_backend(Arc::clone(&store), url.clone())
+        .build()
+        .unwrap();
+    first.load_version(0).await.unwrap();
+    session
+        .register_table("curated_v0", first.table_provider().await.unwrap())
+        .unwrap();
+    assert_eq!(count_and_tokens(&session, "curated_v0").await, (rows, tokens));
+
+    let history: Vec<_> = table.history(None).try_collect().await.unwrap();
+    let absorbed: Vec<String> = history
+        .iter()
+        .map(|c| format!("{:?}", c.info.get("tokenledger.absorbed")))
+        .collect();
+    eprintln!("history: {} commits; absorbed {absorbed:?}", history.len());
+    assert_eq!(history.len(), 2);
+}
