@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema};
-use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::kernel::Transaction;
+use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::{DeltaTable, DeltaTableBuilder};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -49,7 +49,13 @@ async fn count_and_tokens(session: &tokenledger_engine::TraceSession, table: &st
         )
         .await
         .unwrap();
-    let batches: Vec<RecordBatch> = session.execute(frame).await.unwrap().try_collect().await.unwrap();
+    let batches: Vec<RecordBatch> = session
+        .execute(frame)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     let b = &batches[0];
     (
         b.column(0).as_primitive::<Int64Type>().value(0),
@@ -60,7 +66,10 @@ async fn count_and_tokens(session: &tokenledger_engine::TraceSession, table: &st
 #[tokio::test]
 async fn spike_delta_round_trip_with_app_transactions_and_time_travel() {
     let session = open(&repo_root().join("testdata/sample")).await;
-    let frame = session.plan_sql("SELECT * FROM spans", Access::ReadOnly).await.unwrap();
+    let frame = session
+        .plan_sql("SELECT * FROM spans", Access::ReadOnly)
+        .await
+        .unwrap();
     let batches: Vec<RecordBatch> = session
         .execute(frame)
         .await
@@ -84,7 +93,10 @@ async fn spike_delta_round_trip_with_app_transactions_and_time_travel() {
     let commit = |version: i64, absorbed: &str| {
         CommitProperties::default()
             .with_application_transaction(Transaction::new(APP, version))
-            .with_metadata([("tokenledger.absorbed".to_string(), serde_json::json!([absorbed]))])
+            .with_metadata([(
+                "tokenledger.absorbed".to_string(),
+                serde_json::json!([absorbed]),
+            )])
             .with_cleanup_expired_logs(Some(false))
     };
     let table = table
@@ -124,7 +136,10 @@ async fn spike_delta_round_trip_with_app_transactions_and_time_travel() {
     session
         .register_table("curated_v0", first.table_provider().await.unwrap())
         .unwrap();
-    assert_eq!(count_and_tokens(&session, "curated_v0").await, (rows, tokens));
+    assert_eq!(
+        count_and_tokens(&session, "curated_v0").await,
+        (rows, tokens)
+    );
 
     let history: Vec<_> = table.history(None).try_collect().await.unwrap();
     let absorbed: Vec<String> = history
