@@ -331,6 +331,10 @@ enum PricesCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Two TLS providers are compiled in (ring for tonic, aws-lc-rs through deltalake-core's
+    // HTTP client); rustls needs one chosen before any TLS is configured. Only fails if one was
+    // installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // A server logs one line per query; one-shot commands only warnings.
     let default_level = if matches!(cli.command, Command::Serve { .. } | Command::Collect { .. }) {
         "info"
