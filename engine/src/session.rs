@@ -366,6 +366,25 @@ impl TraceSession {
         crate::execute::execute(Arc::clone(&self.shared.store), frame, limits).await
     }
 
+    /// Moves `table`'s settled landing files into its curated Delta table (spike for #16: not
+    /// yet read by queries).
+    pub async fn compact(
+        &self,
+        table: &'static TableDef,
+        min_age: Duration,
+    ) -> Result<crate::curated::CompactReport> {
+        let store = self.location.open_store(&self.shared.options.s3)?;
+        crate::curated::compact(
+            &self.shared.admin,
+            &self.shared.store,
+            &self.location,
+            store,
+            table,
+            min_age,
+        )
+        .await
+    }
+
     /// Files, bytes and rows of each table, in [`TABLES`] order, from the file footers; and
     /// how many files are quarantined.
     pub async fn table_summaries(&self) -> Result<Vec<TableSummary>> {

@@ -1,0 +1,216 @@
+//! Curated tables (spike for #16, not wired into queries yet): settled landing files moved into
+//! a Delta Lake table per trace table, `<location>/_curated/<table>`, in one commit per run that
+//! records which landing files it absorbed. See docs/compaction-spike.md.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::prelude::{SessionContext, col};
+use deltalake_core::kernel::Transaction;
+use deltalake_core::kernel::transaction::CommitProperties;
+use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+
+use crate::error::{EngineError, Result};
+use crate::files::{FileCheck, TableFileStore};
+use crate::location::DataLocation;
+use crate::schema::TableDef;
+
+/// Where the curated tables live, under the data location.
+pub const CURATED_DIR: &str = "_curated";
+/// Commit metadata key: the landing files a commit absorbed, as `tokenledger_files` names them.
+const ABSORBED: &str = "tokenledger.absorbed";
+
+/// What one compaction of one table did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactReport {
+    /// The table.
+    pub table: &'static str,
+    /// Landing files absorbed.
+    pub files: usize,
+    /// Rows written to the curated table (after duplicates were removed).
+    pub rows: u64,
+    /// The Delta version committed; `None` when there was nothing to do.
+    pub version: Option<u64>,
+}
+
+/// The application id under which compactions of `table` commit their run numbers.
+fn app_id(table: &str) -> String {
+    format!("tokenledger-compact/{table}")
+}
+
+/// Opens (without loading) the curated Delta table of `table`.
+fn delta_table(
+    location: &DataLocation,
+    store: Arc<dyn ObjectStore>,
+    table: &str,
+) -> Result<DeltaTable> {
+    let listing = location.table_url(&format!("{CURATED_DIR}/{table}"))?;
+    let url = url::Url::parse(listing.as_str())
+        .map_err(|e| EngineError::Config(format!("curated table URL: {e}")))?;
+    DeltaTableBuilder::from_url(url.clone())
+        .and_then(|b| b.with_storage_backend(store, url).build())
+        .map_err(delta_error)
+}
+
+fn delta_error(e: DeltaTableError) -> EngineError {
+    EngineError::Input(format!("curated table: {e}"))
+}
+
+/// The landing files every commit of `table` absorbed.
+async fn absorbed(table: &DeltaTable) -> Result<BTreeSet<String>> {
+    if table.version().is_none() {
+        return Ok(BTreeSet::new());
+    }
+    let commits: Vec<_> = table
+        .history(None)
+        .try_collect()
+        .await
+        .map_err(delta_error)?;
+    Ok(commits
+        .iter()
+        .filter_map(|commit| commit.info.get(ABSORBED)?.as_array().cloned())
+        .flatten()
+        .filter_map(|path| path.as_str().map(str::to_string))
+        .collect())
+}
+
+/// Moves `table`'s settled landing files (older than `min_age`, not quarantined, not absorbed
+/// before) into its curated table in one commit. Spans are deduplicated on `(trace_id,
+/// span_id)` within the run and written sorted by tenant, workflow and time.
+pub(crate) async fn compact(
+    ctx: &SessionContext,
+    files: &TableFileStore,
+    location: &DataLocation,
+    store: Arc<dyn ObjectStore>,
+    table: &'static TableDef,
+    min_age: Duration,
+) -> Result<CompactReport> {
+    let log = location
+        .root()
+        .join(CURATED_DIR)
+        .join(table.name)
+        .join("_delta_log");
+    let exists = store.list(Some(&log)).try_next().await?.is_some();
+    let mut delta = delta_table(location, store, table.name)?;
+    if exists {
+        delta.load().await.map_err(delta_error)?;
+    }
+    let done = absorbed(&delta).await?;
+    let settled = chrono::Utc::now()
+        - chrono::Duration::from_std(min_age).unwrap_or_else(|_| chrono::Duration::zero());
+    let chosen: Vec<String> = files
+        .file_report()
+        .await?
+        .into_iter()
+        .filter(|f| f.table == table.name && matches!(f.check, FileCheck::Ok { .. }))
+        .filter(|f| f.modified <= settled && !done.contains(&f.path))
+        .map(|f| f.path)
+        .collect();
+    let mut report = CompactReport {
+        table: table.name,
+        files: chosen.len(),
+        rows: 0,
+        version: None,
+    };
+    if chosen.is_empty() {
+        return Ok(report);
+    }
+    let batches = read_landing(ctx, location, table, &chosen).await?;
+    report.rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let run = match delta.snapshot() {
+        Ok(state) => state
+            .transaction_version(delta.log_store().as_ref(), app_id(table.name))
+            .await
+            .map_err(delta_error)?
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    let commit = CommitProperties::default()
+        .with_application_transaction(Transaction::new(app_id(table.name), run + 1))
+        .with_metadata([(ABSORBED.to_string(), serde_json::json!(chosen))])
+        .with_cleanup_expired_logs(Some(false))
+        // A concurrent compaction absorbed the same files: fail rather than commit them twice.
+        .with_max_retries(0);
+    let written = delta
+        .write(batches)
+        .with_commit_properties(commit)
+        .await
+        .map_err(delta_error)?;
+    report.version = written.version();
+    Ok(report)
+}
+
+/// The rows of `paths` as `table`'s columns, deduplicated and sorted, with text as Utf8 (Delta
+/// has no view types).
+async fn read_landing(
+    ctx: &SessionContext,
+    location: &DataLocation,
+    table: &'static TableDef,
+    paths: &[String],
+) -> Result<Vec<RecordBatch>> {
+    let prefix = location.display_prefix();
+    let urls = paths
+        .iter()
+        .map(|p| {
+            let key = p.strip_prefix(&prefix).unwrap_or(p);
+            ListingTableUrl::parse(format!("{}{key}", location.store_url().as_str()))
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let parquet = ctx.state().default_table_options().parquet;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default().with_options(parquet)))
+        .with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(table.query_schema());
+    let mut frame = ctx.read_table(Arc::new(ListingTable::try_new(config)?))?;
+    let has = |c: &str| table.query_schema().index_of(c).is_ok();
+    if has("span_id") && has("trace_id") {
+        let all = table
+            .query_schema()
+            .fields()
+            .iter()
+            .map(|f| col(f.name().as_str()))
+            .collect();
+        frame = frame.distinct_on(vec![col("trace_id"), col("span_id")], all, None)?;
+    }
+    let order: Vec<_> = ["tenant", "workflow", "start_time", "closed_at"]
+        .into_iter()
+        .filter(|c| has(c))
+        .map(|c| col(c).sort(true, true))
+        .collect();
+    if !order.is_empty() {
+        frame = frame.sort(order)?;
+    }
+    let batches = frame.collect().await?;
+    batches.iter().map(without_views).collect()
+}
+
+/// `batch` with Utf8View columns as Utf8.
+fn without_views(batch: &RecordBatch) -> Result<RecordBatch> {
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| arrow::compute::cast(column, field.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
