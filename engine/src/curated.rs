@@ -214,3 +214,154 @@ fn without_views(batch: &RecordBatch) -> Result<RecordBatch> {
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema, columns)?)
 }
+
+/// A trace table read as its curated Delta snapshot plus the landing files that snapshot has not
+/// absorbed, both fixed when a query is planned, so no row is counted twice or missed while a
+/// compaction commits (spike for #16).
+#[derive(Debug)]
+pub struct CuratedTraceTable {
+    def: &'static TableDef,
+    location: DataLocation,
+    store: Arc<dyn ObjectStore>,
+    files: Arc<TableFileStore>,
+}
+
+impl CuratedTraceTable {
+    /// `def` over `location`, reading landing files through `files` (quarantine applies).
+    pub fn new(
+        def: &'static TableDef,
+        location: DataLocation,
+        store: Arc<dyn ObjectStore>,
+        files: Arc<TableFileStore>,
+    ) -> Self {
+        CuratedTraceTable {
+            def,
+            location,
+            store,
+            files,
+        }
+    }
+
+    /// Whether `table` has a curated table at `location`.
+    pub async fn exists(location: &DataLocation, store: &dyn ObjectStore, table: &str) -> bool {
+        let log = location
+            .root()
+            .join(CURATED_DIR)
+            .join(table)
+            .join("_delta_log");
+        matches!(store.list(Some(&log)).try_next().await, Ok(Some(_)))
+    }
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for CuratedTraceTable {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.def.query_schema()
+    }
+
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&datafusion::logical_expr::Expr],
+    ) -> datafusion::error::Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        Ok(vec![
+            datafusion::logical_expr::TableProviderFilterPushDown::Inexact;
+            filters.len()
+        ])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[datafusion::logical_expr::Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let external = |e: EngineError| datafusion::error::DataFusionError::External(Box::new(e));
+        // The snapshot first: landing files it absorbed are left out below.
+        let mut delta = delta_table(&self.location, Arc::clone(&self.store), self.def.name)
+            .map_err(external)?;
+        delta.load().await.map_err(|e| external(delta_error(e)))?;
+        let done = absorbed(&delta).await.map_err(external)?;
+        let landing: Vec<String> = self
+            .files
+            .file_report()
+            .await
+            .map_err(external)?
+            .into_iter()
+            .filter(|f| f.table == self.def.name && matches!(f.check, FileCheck::Ok { .. }))
+            .filter(|f| !done.contains(&f.path))
+            .map(|f| f.path)
+            .collect();
+        let mut inputs = Vec::new();
+        if !landing.is_empty() {
+            let table = landing_table(&self.location, self.def, &landing, state)?;
+            inputs.push(table.scan(state, projection, filters, limit).await?);
+        }
+        let curated = delta.table_provider().await?;
+        let plan = curated.scan(state, projection, filters, limit).await?;
+        inputs.push(cast_to(plan, &self.def.query_schema(), projection)?);
+        datafusion::physical_plan::union::UnionExec::try_new(inputs)
+    }
+}
+
+/// A ListingTable over exactly `paths` (as `tokenledger_files` names them) with `def`'s columns.
+fn landing_table(
+    location: &DataLocation,
+    def: &'static TableDef,
+    paths: &[String],
+    state: &dyn datafusion::catalog::Session,
+) -> datafusion::error::Result<ListingTable> {
+    let prefix = location.display_prefix();
+    let urls = paths
+        .iter()
+        .map(|p| {
+            let key = p.strip_prefix(&prefix).unwrap_or(p);
+            ListingTableUrl::parse(format!("{}{key}", location.store_url().as_str()))
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let parquet = state.table_options().parquet.clone();
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default().with_options(parquet)))
+        .with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(def.query_schema());
+    ListingTable::try_new(config)
+}
+
+/// `plan`'s columns cast to the types of `schema` (projected): the curated side reads text as
+/// Utf8, the tables show Utf8View.
+fn cast_to(
+    plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    schema: &arrow::datatypes::SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+    use datafusion::physical_expr::expressions::{CastExpr, Column};
+    let wanted: Vec<usize> = match projection {
+        Some(p) => p.clone(),
+        None => (0..schema.fields().len()).collect(),
+    };
+    let input = plan.schema();
+    let exprs: Vec<(Arc<dyn datafusion::physical_expr::PhysicalExpr>, String)> = wanted
+        .iter()
+        .enumerate()
+        .map(|(position, &index)| {
+            let field = schema.field(index);
+            let column: Arc<dyn datafusion::physical_expr::PhysicalExpr> =
+                Arc::new(Column::new(input.field(position).name(), position));
+            let expr: Arc<dyn datafusion::physical_expr::PhysicalExpr> =
+                if input.field(position).data_type() == field.data_type() {
+                    column
+                } else {
+                    Arc::new(CastExpr::new(column, field.data_type().clone(), None))
+                };
+            (expr, field.name().clone())
+        })
+        .collect();
+    Ok(Arc::new(
+        datafusion::physical_plan::projection::ProjectionExec::try_new(exprs, plan)?,
+    ))
+}

@@ -110,6 +110,7 @@ impl TraceSession {
                 location.root().join(SETTINGS_FILE)
             ),
         );
+        let curated_store = Arc::clone(&raw_store);
         let store = Arc::new(TableFileStore::new(
             raw_store,
             table_dirs,
@@ -122,7 +123,23 @@ impl TraceSession {
             Arc::clone(&store) as Arc<dyn ObjectStore>,
         );
         for table in TABLES {
-            register_table(&ctx, &location, table)?;
+            if crate::curated::CuratedTraceTable::exists(
+                &location,
+                curated_store.as_ref(),
+                table.name,
+            )
+            .await
+            {
+                let curated = crate::curated::CuratedTraceTable::new(
+                    table,
+                    location.clone(),
+                    Arc::clone(&curated_store),
+                    Arc::clone(&store),
+                );
+                ctx.register_table(table.name, Arc::new(curated))?;
+            } else {
+                register_table(&ctx, &location, table)?;
+            }
         }
         ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
         ctx.register_table(SETTINGS_TABLE, Arc::new(settings))?;

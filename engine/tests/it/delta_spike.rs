@@ -214,4 +214,44 @@ async fn spike_compact_absorbs_settled_landing_files_once() {
         .await
         .unwrap();
     assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 5);
+
+    // A new session reads the table as curated + unabsorbed landing files: the landing files
+    // still on disk are not counted again.
+    let reopened = open(dir.path()).await;
+    assert_eq!(count_and_tokens(&reopened, "spans").await, (rows, tokens));
+    // A file landing after the compaction is read from landing, then from the curated table.
+    let extra = dir.path().join("spans/invoice/part-00000.parquet");
+    std::fs::copy(&extra, dir.path().join("spans/late.parquet")).unwrap();
+    let late = open(dir.path()).await;
+    let invoice = late
+        .plan_sql(
+            "SELECT count(*), sum(input_tokens) FROM spans WHERE workflow = 'invoice'",
+            Access::ReadOnly,
+        )
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = late
+        .execute(invoice)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let invoice_rows = batches[0].column(0).as_primitive::<Int64Type>().value(0);
+    assert_eq!(
+        invoice_rows % 2,
+        0,
+        "the invoice file counts twice: once curated, once landed"
+    );
+    let with_late = count_and_tokens(&late, "spans").await;
+    assert_eq!(with_late.0, rows + invoice_rows / 2);
+    let third = late
+        .compact(spans, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((third.files, third.version), (1, Some(1)));
+    assert_eq!(
+        count_and_tokens(&open(dir.path()).await, "spans").await,
+        with_late
+    );
 }
