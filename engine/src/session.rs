@@ -140,6 +140,14 @@ impl TraceSession {
             } else {
                 register_table(&ctx, &location, table)?;
             }
+            ctx.register_udtf(
+                &format!("{}_at", table.name),
+                Arc::new(crate::curated::AsOfFunction::new(
+                    table,
+                    location.clone(),
+                    Arc::clone(&curated_store),
+                )),
+            );
         }
         ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
         ctx.register_table(SETTINGS_TABLE, Arc::new(settings))?;

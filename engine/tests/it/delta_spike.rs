@@ -254,4 +254,32 @@ async fn spike_compact_absorbs_settled_landing_files_once() {
         count_and_tokens(&open(dir.path()).await, "spans").await,
         with_late
     );
+
+    // Time travel: each version's counts as recorded at each step.
+    let session = open(dir.path()).await;
+    assert_eq!(
+        count_and_tokens(&session, "spans_at(0)").await,
+        (rows, tokens)
+    );
+    assert_eq!(count_and_tokens(&session, "spans_at(1)").await, with_late);
+    let now = chrono::Utc::now().to_rfc3339();
+    assert_eq!(
+        count_and_tokens(&session, &format!("spans_at('{now}')")).await,
+        with_late
+    );
+    let early = session
+        .plan_sql(
+            "SELECT count(*) FROM spans_at('2020-01-01')",
+            Access::ReadOnly,
+        )
+        .await;
+    let error = match early {
+        Ok(frame) => session.execute(frame).await.err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    }
+    .expect("a time before the history is an error");
+    assert!(
+        error.contains("before the curated spans table's history begins"),
+        "{error}"
+    );
 }
