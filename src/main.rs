@@ -176,6 +176,17 @@ enum Command {
         #[arg(long)]
         timing: bool,
     },
+    /// Move settled landing files into each table's curated Delta table (spike for #16).
+    Compact {
+        #[command(flatten)]
+        data: DataArg,
+        /// Only this table (spans, outcomes, model_prices or baselines).
+        #[arg(long)]
+        table: Option<String>,
+        /// Seconds a landing file must have existed before it is compacted.
+        #[arg(long, default_value_t = 60)]
+        min_age: u64,
+    },
     /// List the tables with their files, bytes and rows.
     Tables {
         #[command(flatten)]
@@ -553,6 +564,32 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             let sql = read_sql(sql, file)?;
             let session = open(&data).await?;
             run_sql(&session, &sql, format, output.as_deref(), timing).await
+        }
+        Command::Compact {
+            data,
+            table,
+            min_age,
+        } => {
+            let session = open(&data).await?;
+            let tables: Vec<&'static schema::TableDef> = match &table {
+                Some(name) => vec![*TABLES.iter().find(|t| t.name == name).ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "unknown table {name:?}: spans, outcomes, model_prices or baselines"
+                    ))
+                })?],
+                None => TABLES.to_vec(),
+            };
+            for table in tables {
+                let report = session.compact(table, Duration::from_secs(min_age)).await?;
+                match report.version {
+                    Some(version) => println!(
+                        "{}: {} landing files, {} rows -> curated version {version}",
+                        report.table, report.files, report.rows
+                    ),
+                    None => println!("{}: nothing to compact", report.table),
+                }
+            }
+            Ok(())
         }
         Command::Tables { data } => {
             let session = open(&data).await?;
