@@ -124,7 +124,8 @@ pub(crate) async fn compact(
     if chosen.is_empty() {
         return Ok(report);
     }
-    let batches = read_landing(ctx, location, table, &chosen).await?;
+    let curated = delta.version().is_some().then_some(&delta);
+    let batches = read_landing(ctx, location, table, &chosen, curated).await?;
     report.rows = batches.iter().map(|b| b.num_rows() as u64).sum();
     let run = match delta.snapshot() {
         Ok(state) => state
@@ -149,29 +150,19 @@ pub(crate) async fn compact(
     Ok(report)
 }
 
-/// The rows of `paths` as `table`'s columns, deduplicated and sorted, with text as Utf8 (Delta
-/// has no view types).
+/// The rows of `paths` as `table`'s columns, sorted, with text as Utf8 (Delta has no view
+/// types). Spans are deduplicated on `(trace_id, span_id)`, among themselves and against the
+/// rows `curated` already holds (at-least-once delivery sends some twice).
 async fn read_landing(
     ctx: &SessionContext,
     location: &DataLocation,
     table: &'static TableDef,
     paths: &[String],
+    curated: Option<&DeltaTable>,
 ) -> Result<Vec<RecordBatch>> {
-    let prefix = location.display_prefix();
-    let urls = paths
-        .iter()
-        .map(|p| {
-            let key = p.strip_prefix(&prefix).unwrap_or(p);
-            ListingTableUrl::parse(format!("{}{key}", location.store_url().as_str()))
-        })
-        .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let parquet = ctx.state().default_table_options().parquet;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default().with_options(parquet)))
-        .with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .with_schema(table.query_schema());
-    let mut frame = ctx.read_table(Arc::new(ListingTable::try_new(config)?))?;
+    let state = ctx.state();
+    let landing = landing_table(location, table, paths, &state)?;
+    let mut frame = ctx.read_table(Arc::new(landing))?;
     let has = |c: &str| table.query_schema().index_of(c).is_ok();
     if has("span_id") && has("trace_id") {
         let all = table
@@ -181,6 +172,21 @@ async fn read_landing(
             .map(|f| col(f.name().as_str()))
             .collect();
         frame = frame.distinct_on(vec![col("trace_id"), col("span_id")], all, None)?;
+        if let Some(curated) = curated {
+            let known = ctx
+                .read_table(curated.table_provider().await?)?
+                .select(vec![
+                    col("trace_id").alias("known_trace_id"),
+                    col("span_id").alias("known_span_id"),
+                ])?;
+            frame = frame.join(
+                known,
+                datafusion::logical_expr::JoinType::LeftAnti,
+                &["trace_id", "span_id"],
+                &["known_trace_id", "known_span_id"],
+                None,
+            )?;
+        }
     }
     let order: Vec<_> = ["tenant", "workflow", "start_time", "closed_at"]
         .into_iter()
@@ -190,7 +196,12 @@ async fn read_landing(
     if !order.is_empty() {
         frame = frame.sort(order)?;
     }
-    let batches = frame.collect().await?;
+    let schema = Arc::new(frame.schema().as_arrow().clone());
+    let mut batches = frame.collect().await?;
+    if batches.is_empty() {
+        // Everything was a duplicate: the commit still records the files as absorbed.
+        batches.push(RecordBatch::new_empty(schema));
+    }
     batches.iter().map(without_views).collect()
 }
 
