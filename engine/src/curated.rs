@@ -514,3 +514,116 @@ impl datafusion::catalog::TableProvider for AsOfTable {
         cast_to(plan, &self.def.query_schema(), projection)
     }
 }
+
+/// The table that lists every commit of every curated table.
+pub const HISTORY_TABLE: &str = "tokenledger_history";
+
+/// `tokenledger_history`: one row per commit of each curated table, newest first, read afresh by
+/// each query.
+#[derive(Debug)]
+pub struct HistoryTable {
+    location: DataLocation,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl HistoryTable {
+    /// The history of `location`'s curated tables.
+    pub fn new(location: DataLocation, store: Arc<dyn ObjectStore>) -> Self {
+        HistoryTable { location, store }
+    }
+
+    fn schema() -> arrow::datatypes::SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("version", DataType::Int64, false),
+            Field::new("committed_at", crate::schema::timestamp_type(), true),
+            Field::new("operation", DataType::Utf8, true),
+            Field::new("rows_added", DataType::Int64, true),
+            Field::new("files_absorbed", DataType::Int64, true),
+        ]))
+    }
+
+    async fn batch(&self) -> Result<RecordBatch> {
+        use arrow::array::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+        let mut table_name = StringBuilder::new();
+        let mut version = Int64Builder::new();
+        let mut committed = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut operation = StringBuilder::new();
+        let mut rows_added = Int64Builder::new();
+        let mut absorbed = Int64Builder::new();
+        for def in crate::schema::TABLES {
+            if !CuratedTraceTable::exists(&self.location, self.store.as_ref(), def.name).await {
+                continue;
+            }
+            let mut delta = delta_table(&self.location, Arc::clone(&self.store), def.name)?;
+            delta.load().await.map_err(delta_error)?;
+            let latest = delta.version().unwrap_or_default() as i64;
+            let commits: Vec<_> = delta
+                .history(None)
+                .try_collect()
+                .await
+                .map_err(delta_error)?;
+            // Newest first, one per version.
+            for (age, commit) in commits.iter().enumerate() {
+                table_name.append_value(def.name);
+                version.append_value(latest - age as i64);
+                committed.append_option(commit.timestamp.map(|ms| ms * 1000));
+                operation.append_option(commit.operation.as_deref());
+                let metrics = commit.info.get("operationMetrics");
+                rows_added.append_option(
+                    metrics
+                        .and_then(|m| m.get("num_added_rows"))
+                        .and_then(serde_json::Value::as_i64),
+                );
+                absorbed.append_option(
+                    commit
+                        .info
+                        .get(ABSORBED)
+                        .and_then(|files| files.as_array())
+                        .map(|files| files.len() as i64),
+                );
+            }
+        }
+        Ok(RecordBatch::try_new(
+            Self::schema(),
+            vec![
+                Arc::new(table_name.finish()),
+                Arc::new(version.finish()),
+                Arc::new(committed.finish()),
+                Arc::new(operation.finish()),
+                Arc::new(rows_added.finish()),
+                Arc::new(absorbed.finish()),
+            ],
+        )?)
+    }
+}
+
+#[async_trait::async_trait]
+impl datafusion::catalog::TableProvider for HistoryTable {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        Self::schema()
+    }
+
+    fn table_type(&self) -> datafusion::logical_expr::TableType {
+        datafusion::logical_expr::TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn datafusion::catalog::Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[datafusion::logical_expr::Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        let batch = self
+            .batch()
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            Self::schema(),
+            projection.cloned(),
+        )
+        .map(|exec| exec as _)
+    }
+}

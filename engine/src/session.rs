@@ -150,6 +150,13 @@ impl TraceSession {
             );
         }
         ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
+        ctx.register_table(
+            crate::curated::HISTORY_TABLE,
+            Arc::new(crate::curated::HistoryTable::new(
+                location.clone(),
+                Arc::clone(&curated_store),
+            )),
+        )?;
         ctx.register_table(SETTINGS_TABLE, Arc::new(settings))?;
         let prices = SharedPrices::new(load_prices(&ctx, &store).await);
         tokenledger_udfs::register_all(&ctx, Arc::clone(&prices));

@@ -286,4 +286,31 @@ async fn spike_compact_absorbs_settled_landing_files_once() {
         error.contains("before the curated spans table's history begins"),
         "{error}"
     );
+
+    // The history: two commits of spans, newest first, with what each absorbed and added.
+    let frame = session
+        .plan_sql(
+            "SELECT version, operation, rows_added, files_absorbed FROM tokenledger_history \
+             WHERE table_name = 'spans' ORDER BY version",
+            Access::ReadOnly,
+        )
+        .await
+        .unwrap();
+    let batches: Vec<RecordBatch> = session
+        .execute(frame)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    eprintln!("{text}");
+    let files = batches[0].column(3).as_primitive::<Int64Type>();
+    assert_eq!(
+        (batches[0].num_rows(), files.value(0), files.value(1)),
+        (2, 4, 1),
+        "{text}"
+    );
 }
