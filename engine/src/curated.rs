@@ -14,7 +14,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::prelude::{SessionContext, col};
 use deltalake_core::kernel::Transaction;
-use deltalake_core::kernel::transaction::CommitProperties;
+use deltalake_core::kernel::transaction::{CommitProperties, TransactionError};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
@@ -145,7 +145,17 @@ pub(crate) async fn compact(
         .write(batches)
         .with_commit_properties(commit)
         .await
-        .map_err(delta_error)?;
+        .map_err(|e| match e {
+            DeltaTableError::Transaction {
+                source:
+                    TransactionError::MaxCommitAttempts(_) | TransactionError::CommitConflict(_),
+            } => EngineError::Input(format!(
+                "{}: another compaction committed first; nothing was written by this one \
+                 (run it again to compact what is left)",
+                table.name
+            )),
+            other => delta_error(other),
+        })?;
     report.version = written.version();
     Ok(report)
 }

@@ -314,3 +314,33 @@ async fn spike_compact_absorbs_settled_landing_files_once() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn spike_two_compactors_at_once_commit_once() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo_root().join("testdata/sample"), dir.path());
+    let (a, b) = (open(dir.path()).await, open(dir.path()).await);
+    let (rows, tokens) = count_and_tokens(&a, "spans").await;
+    let spans = &tokenledger_engine::schema::SPANS;
+    let zero = std::time::Duration::ZERO;
+    let (first, second) = tokio::join!(a.compact(spans, zero), b.compact(spans, zero));
+    let outcomes = [&first, &second];
+    let committed = outcomes.iter().filter(|r| r.is_ok()).count();
+    let refused: Vec<String> = outcomes
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    eprintln!("committed {committed}, refused {refused:?}");
+    assert_eq!(
+        committed, 1,
+        "exactly one compactor commits: {first:?} / {second:?}"
+    );
+    assert!(
+        refused[0].contains("another compaction committed first"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        count_and_tokens(&open(dir.path()).await, "spans").await,
+        (rows, tokens)
+    );
+}
