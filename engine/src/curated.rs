@@ -47,6 +47,39 @@ fn app_id(table: &str) -> String {
     format!("tokenledger-compact/{table}")
 }
 
+/// Delta's log store for `s3://` tables over the store tokenledger already configured: commits
+/// are conditional puts (`If-None-Match`), which S3 and SeaweedFS honour, so no locking
+/// service (deltalake-aws's DynamoDB) is needed.
+struct S3LogStoreFactory;
+
+impl deltalake_core::logstore::LogStoreFactory for S3LogStoreFactory {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake_core::logstore::ObjectStoreRef,
+        root_store: deltalake_core::logstore::ObjectStoreRef,
+        location: &url::Url,
+        options: &deltalake_core::logstore::StorageConfig,
+    ) -> deltalake_core::DeltaResult<Arc<dyn deltalake_core::logstore::LogStore>> {
+        Ok(deltalake_core::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+/// Registers [`S3LogStoreFactory`] once per process (Delta's registry is global).
+fn register_s3_log_store() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let s3 = url::Url::parse("s3://").expect("static URL");
+        deltalake_core::logstore::logstore_factories()
+            .entry(s3)
+            .or_insert_with(|| Arc::new(S3LogStoreFactory));
+    });
+}
+
 /// Opens (without loading) the curated Delta table of `table`.
 fn delta_table(
     location: &DataLocation,
@@ -56,6 +89,7 @@ fn delta_table(
     let listing = location.table_url(&format!("{CURATED_DIR}/{table}"))?;
     let url = url::Url::parse(listing.as_str())
         .map_err(|e| EngineError::Config(format!("curated table URL: {e}")))?;
+    register_s3_log_store();
     DeltaTableBuilder::from_url(url.clone())
         .and_then(|b| b.with_storage_backend(store, url).build())
         .map_err(delta_error)
