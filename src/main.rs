@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use datafusion::sql::parser::DFParser;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokenledger_engine::curated::{
+    AsOf, CompactOptions, CompactProgress, DEFAULT_AUDIT_WINDOW, MaintainOptions,
+};
 use tokenledger_engine::import::{import_csv, import_litellm};
 use tokenledger_engine::reports;
 use tokenledger_engine::schema::{self, TABLES};
@@ -175,8 +178,13 @@ enum Command {
         /// Print each statement's wall time and row count to stderr.
         #[arg(long)]
         timing: bool,
+        /// Read the tables as they had been compacted by this time (YYYY-MM-DD or RFC 3339):
+        /// an audit's answer, which later compactions do not change.
+        #[arg(long, value_parser = parse_as_of)]
+        as_of: Option<AsOf>,
     },
-    /// Move settled landing files into each table's curated Delta table (spike for #16).
+    /// Move settled landing files into each table's curated Delta table (`<data>/_curated/`),
+    /// without losing or doubling a row; delete absorbed landing files after the grace period.
     Compact {
         #[command(flatten)]
         data: DataArg,
@@ -186,6 +194,25 @@ enum Command {
         /// Seconds a landing file must have existed before it is compacted.
         #[arg(long, default_value_t = 60)]
         min_age: u64,
+        /// Seconds after its compaction a landing file is deleted; longer than any query
+        /// (the server's --query-timeout is 300).
+        #[arg(long, default_value_t = 3600)]
+        grace: u64,
+        /// Size of the data files written.
+        #[arg(long, default_value = "128MiB", value_parser = parse_bytes)]
+        target_file_size: usize,
+        /// Landing bytes per commit: each commit is one step of progress.
+        #[arg(long, default_value = "256MiB", value_parser = parse_bytes)]
+        batch_size: usize,
+        /// Days of history kept readable for audits: the table's retention and the vacuum's.
+        #[arg(long, default_value_t = DEFAULT_AUDIT_WINDOW.as_secs() / 86_400)]
+        audit_window_days: u64,
+        /// Also rewrite the curated table's small files into files of --target-file-size.
+        #[arg(long)]
+        optimize: bool,
+        /// Also delete data files that no version inside the audit window needs.
+        #[arg(long)]
+        vacuum: bool,
     },
     /// List the tables with their files, bytes and rows.
     Tables {
@@ -219,6 +246,10 @@ enum Command {
         /// Write the result here instead of stdout (required for parquet).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Report on the tables as they had been compacted by this time (YYYY-MM-DD or RFC
+        /// 3339).
+        #[arg(long, value_parser = parse_as_of)]
+        as_of: Option<AsOf>,
     },
     /// Serve the data over Arrow Flight SQL, for BI tools (JDBC, ADBC) and drivers.
     Serve {
@@ -560,15 +591,22 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             format,
             output,
             timing,
+            as_of,
         } => {
             let sql = read_sql(sql, file)?;
-            let session = open(&data).await?;
+            let session = open_as_of(&data, as_of).await?;
             run_sql(&session, &sql, format, output.as_deref(), timing).await
         }
         Command::Compact {
             data,
             table,
             min_age,
+            grace,
+            target_file_size,
+            batch_size,
+            audit_window_days,
+            optimize,
+            vacuum,
         } => {
             let session = open(&data).await?;
             let tables: Vec<&'static schema::TableDef> = match &table {
@@ -579,14 +617,52 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
                 })?],
                 None => TABLES.to_vec(),
             };
+            let audit_window = Duration::from_secs(audit_window_days * 86_400);
+            let options = CompactOptions {
+                min_age: Duration::from_secs(min_age),
+                grace: Duration::from_secs(grace),
+                target_file_size: target_file_size as u64,
+                batch_bytes: batch_size as u64,
+                audit_window,
+            };
+            let maintain = MaintainOptions {
+                optimize,
+                vacuum,
+                target_file_size: target_file_size as u64,
+                audit_window,
+            };
             for table in tables {
-                let report = session.compact(table, Duration::from_secs(min_age)).await?;
-                match report.version {
-                    Some(version) => println!(
-                        "{}: {} landing files, {} rows -> curated version {version}",
-                        report.table, report.files, report.rows
-                    ),
-                    None => println!("{}: nothing to compact", report.table),
+                let report = session
+                    .compact(table, &options, &mut print_compact_progress)
+                    .await?;
+                if report.versions.is_empty() {
+                    println!("{}: nothing to compact", table.name);
+                } else {
+                    println!(
+                        "{}: {} landing files, {} rows -> curated versions {}",
+                        table.name,
+                        report.files,
+                        report.rows,
+                        version_range(&report.versions)
+                    );
+                }
+                if optimize || vacuum {
+                    let done = session.maintain(table, &maintain).await?;
+                    if optimize {
+                        match done.version {
+                            Some(v) => println!(
+                                "{}: optimized {} files into {} (version {v})",
+                                table.name, done.files_removed, done.files_added
+                            ),
+                            None => println!("{}: nothing to optimize", table.name),
+                        }
+                    }
+                    if vacuum {
+                        println!(
+                            "{}: vacuum deleted {} data files older than the audit window",
+                            table.name, done.files_vacuumed
+                        );
+                    }
                 }
             }
             Ok(())
@@ -656,6 +732,7 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             name: Some(name),
             format,
             output,
+            as_of,
         } => {
             let Some(report) = reports::view(&name) else {
                 let names: Vec<_> = reports::reports().map(|r| r.name).collect();
@@ -664,7 +741,7 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
                     names.join(", ")
                 )));
             };
-            let session = open(&data).await?;
+            let session = open_as_of(&data, as_of).await?;
             let frame = session.report(report).await?;
             let rows = session.execute(frame).await?;
             output::write(rows, format, output.as_deref()).await?;
@@ -717,6 +794,54 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Progress of a compaction, on stderr.
+fn print_compact_progress(progress: CompactProgress) {
+    match progress {
+        CompactProgress::Planned {
+            table,
+            files,
+            bytes,
+            commits,
+        } if files > 0 => eprintln!(
+            "{table}: compacting {files} landing files ({:.1} MiB) in {commits} commits",
+            bytes as f64 / (1u64 << 20) as f64
+        ),
+        CompactProgress::Committed {
+            table,
+            version,
+            files,
+            rows,
+        } => eprintln!("{table}: version {version} committed ({files} landing files, {rows} rows)"),
+        CompactProgress::Cleaned { table, files } => {
+            eprintln!("{table}: deleted {files} landing files compacted more than --grace ago")
+        }
+        CompactProgress::Planned { .. } => {}
+    }
+}
+
+/// `3` or `3-7`.
+fn version_range(versions: &[u64]) -> String {
+    match (versions.first(), versions.last()) {
+        (Some(first), Some(last)) if first != last => format!("{first}-{last}"),
+        (Some(first), _) => first.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// `--as-of`: `YYYY-MM-DD` or an RFC 3339 time.
+fn parse_as_of(text: &str) -> Result<AsOf, String> {
+    AsOf::parse_time(text)
+        .ok_or_else(|| format!("{text:?}: expected YYYY-MM-DD or an RFC 3339 time"))
+}
+
+async fn open_as_of(data: &DataArg, as_of: Option<AsOf>) -> Result<TraceSession, EngineError> {
+    let options = SessionOptions {
+        as_of,
+        ..data.session_options()
+    };
+    TraceSession::open(DataLocation::parse(&data.data)?, &options).await
 }
 
 async fn open(data: &DataArg) -> Result<TraceSession, EngineError> {

@@ -70,6 +70,22 @@ pub enum EngineError {
     #[error("report view {name} does not compile: {reason}")]
     View { name: String, reason: String },
 
+    /// A curated (Delta Lake) table could not be read or written.
+    #[error("curated table: {0}")]
+    Curated(String),
+
+    /// Another writer committed to a curated table first (two compactions at once); nothing
+    /// was committed by this one.
+    #[error(
+        "another compaction committed first; nothing was written by this one (run it again to compact what is left): {0}"
+    )]
+    Conflict(String),
+
+    /// A point in a curated table's history that does not exist: a version not yet written, a
+    /// time before its first commit.
+    #[error("{0}")]
+    History(String),
+
     /// Input handed to a writer or importer was not usable.
     #[error("{0}")]
     Input(String),

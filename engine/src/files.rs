@@ -179,6 +179,31 @@ impl TableFileStore {
         &self.checker.inner
     }
 
+    /// Every visible file under `dir` (in-progress objects aside), unchecked, sorted by path.
+    pub async fn list_visible(&self, dir: &Path) -> object_store::Result<Vec<ObjectMeta>> {
+        let mut files: Vec<ObjectMeta> = self
+            .checker
+            .inner
+            .list(Some(dir))
+            .try_filter(|meta| futures::future::ready(is_visible(meta, dir)))
+            .try_collect()
+            .await?;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(files)
+    }
+
+    /// The files of `files` queries may read: quarantined and vanished ones left out (strict
+    /// sessions fail on a bad file instead), in the same order. Checks are cached per file
+    /// version, as for listings.
+    pub async fn admit_all(&self, files: Vec<ObjectMeta>) -> object_store::Result<Vec<ObjectMeta>> {
+        futures::stream::iter(files)
+            .map(|meta| self.checker.admit(meta))
+            .buffered(FOOTER_READS_IN_FLIGHT)
+            .try_filter_map(futures::future::ok)
+            .try_collect()
+            .await
+    }
+
     /// Every file under every table directory (in-progress objects aside), with its verdict.
     /// Files not named `*.parquet` are reported as quarantined: tables never read them.
     pub async fn file_report(&self) -> Result<Vec<FileReport>, EngineError> {

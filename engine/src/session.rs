@@ -24,6 +24,10 @@ use object_store::ObjectStore;
 use datafusion::logical_expr::ScalarUDF;
 use tokenledger_udfs::{PriceBook, SharedPrices, UtcDateTrunc};
 
+use crate::curated::{
+    AsOf, AsOfFunction, AsOfTable, CompactOptions, CompactProgress, CompactReport, Curated,
+    HISTORY_TABLE, HistoryTable, MaintainOptions, Maintenance, TraceTable,
+};
 use crate::error::{EngineError, Result};
 use crate::files::{FileCheck, TableFileStore};
 use crate::limits::MemoryLimits;
@@ -57,6 +61,9 @@ pub struct SessionOptions {
     /// The server's memory pool, each query's cap and the spill directory; `None` = no limit
     /// (one-shot CLI commands).
     pub memory: Option<MemoryLimits>,
+    /// Read every trace table as its curated table was at this point (`--as-of`): what had
+    /// been compacted by then. `None` reads the latest curated snapshot plus landing.
+    pub as_of: Option<AsOf>,
 }
 
 /// A session over one data location, showing every tenant's rows or, from
@@ -122,41 +129,26 @@ impl TraceSession {
             location.store_url().as_ref(),
             Arc::clone(&store) as Arc<dyn ObjectStore>,
         );
+        let mut curated_tables = Vec::new();
         for table in TABLES {
-            if crate::curated::CuratedTraceTable::exists(
-                &location,
-                curated_store.as_ref(),
-                table.name,
-            )
-            .await
-            {
-                let curated = crate::curated::CuratedTraceTable::new(
-                    table,
-                    location.clone(),
-                    Arc::clone(&curated_store),
+            let curated = Curated::new(table, location.clone(), Arc::clone(&curated_store));
+            let provider: Arc<dyn TableProvider> = match options.as_of {
+                Some(as_of) => Arc::new(AsOfTable::new(curated.clone(), as_of)),
+                None => Arc::new(TraceTable::new(
+                    curated.clone(),
+                    Arc::new(landing_table(&ctx, &location, table)?),
                     Arc::clone(&store),
-                );
-                ctx.register_table(table.name, Arc::new(curated))?;
-            } else {
-                register_table(&ctx, &location, table)?;
-            }
+                )),
+            };
+            ctx.register_table(table.name, provider)?;
             ctx.register_udtf(
                 &format!("{}_at", table.name),
-                Arc::new(crate::curated::AsOfFunction::new(
-                    table,
-                    location.clone(),
-                    Arc::clone(&curated_store),
-                )),
+                Arc::new(AsOfFunction::new(curated.clone(), Ok)),
             );
+            curated_tables.push(curated);
         }
         ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
-        ctx.register_table(
-            crate::curated::HISTORY_TABLE,
-            Arc::new(crate::curated::HistoryTable::new(
-                location.clone(),
-                Arc::clone(&curated_store),
-            )),
-        )?;
+        ctx.register_table(HISTORY_TABLE, Arc::new(HistoryTable::new(curated_tables)))?;
         ctx.register_table(SETTINGS_TABLE, Arc::new(settings))?;
         let prices = SharedPrices::new(load_prices(&ctx, &store).await);
         tokenledger_udfs::register_all(&ctx, Arc::clone(&prices));
@@ -226,16 +218,38 @@ impl TraceSession {
                 .map_err(EngineError::from)?;
             let scoped: Arc<dyn TableProvider> =
                 if provider.schema().index_of(TENANT_COLUMN).is_ok() {
-                    let untenanted = if table.name == BASELINES.name {
-                        UntenantedRows::Shared
-                    } else {
-                        UntenantedRows::AdminOnly
-                    };
-                    Arc::new(TenantTable::new(provider, tenants.clone(), untenanted)?)
+                    Arc::new(TenantTable::new(
+                        provider,
+                        tenants.clone(),
+                        untenanted_rows(table),
+                    )?)
                 } else {
                     provider
                 };
             ctx.register_table(table.name, scoped)?;
+        }
+        // Time travel, filtered as the tables are. `tokenledger_history` counts every tenant's
+        // rows: administrators only, like `tokenledger_files`.
+        for table in TABLES {
+            let curated = Curated::new(
+                table,
+                self.location.clone(),
+                Arc::clone(shared.store.inner()),
+            );
+            let tenants = tenants.clone();
+            let untenanted = untenanted_rows(table);
+            let scope = move |table: Arc<dyn TableProvider>| -> datafusion::error::Result<Arc<dyn TableProvider>> {
+                if table.schema().index_of(TENANT_COLUMN).is_err() {
+                    return Ok(table);
+                }
+                let scoped = TenantTable::new(table, tenants.clone(), untenanted)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                Ok(Arc::new(scoped))
+            };
+            ctx.register_udtf(
+                &format!("{}_at", table.name),
+                Arc::new(AsOfFunction::new(curated, scope)),
+            );
         }
         let settings = shared.admin.table_provider(SETTINGS_TABLE).await?;
         ctx.register_table(SETTINGS_TABLE, settings)?;
@@ -276,10 +290,12 @@ impl TraceSession {
         let state = self.ctx.state();
         let references = state.resolve_table_references(&statement)?;
         if !self.scope.is_admin()
-            && let Some(table) = references.iter().find(|t| t.table() == FILES_TABLE)
+            && let Some(table) = references
+                .iter()
+                .find(|t| [FILES_TABLE, HISTORY_TABLE].contains(&t.table()))
         {
             return Err(EngineError::PermissionDenied(format!(
-                "{table} lists the files of every tenant: administrators only"
+                "{table} lists the files and row counts of every tenant: administrators only"
             )));
         }
         let plan = match state.statement_to_plan(statement).await {
@@ -398,23 +414,39 @@ impl TraceSession {
         crate::execute::execute(Arc::clone(&self.shared.store), frame, limits).await
     }
 
-    /// Moves `table`'s settled landing files into its curated Delta table (spike for #16: not
-    /// yet read by queries).
+    /// Moves `table`'s settled landing files into its curated Delta table and deletes the
+    /// landing files absorbed more than the grace period ago (see [`crate::curated`]).
+    /// `progress` hears of each step.
     pub async fn compact(
         &self,
         table: &'static TableDef,
-        min_age: Duration,
-    ) -> Result<crate::curated::CompactReport> {
-        let store = self.location.open_store(&self.shared.options.s3)?;
-        crate::curated::compact(
+        options: &CompactOptions,
+        progress: &mut (dyn FnMut(CompactProgress) + Send),
+    ) -> Result<CompactReport> {
+        let curated = self.curated(table)?;
+        crate::curated::compact::compact(
             &self.shared.admin,
             &self.shared.store,
-            &self.location,
-            store,
-            table,
-            min_age,
+            &curated,
+            options,
+            progress,
         )
         .await
+    }
+
+    /// Optimizes and/or vacuums `table`'s curated table.
+    pub async fn maintain(
+        &self,
+        table: &'static TableDef,
+        options: &MaintainOptions,
+    ) -> Result<Maintenance> {
+        let curated = self.curated(table)?;
+        crate::curated::compact::maintain(&self.shared.admin, &curated, options).await
+    }
+
+    fn curated(&self, table: &'static TableDef) -> Result<Curated> {
+        let store = self.location.open_store(&self.shared.options.s3)?;
+        Ok(Curated::new(table, self.location.clone(), store))
     }
 
     /// Files, bytes and rows of each table, in [`TABLES`] order, from the file footers; and
@@ -603,11 +635,22 @@ fn apply_env_overrides(options: &mut ConfigOptions) -> Result<()> {
     Ok(())
 }
 
-fn register_table(
+/// Who sees `table`'s rows without a tenant: everyone for baselines (they apply to every
+/// tenant), administrators only for the rest.
+fn untenanted_rows(table: &TableDef) -> UntenantedRows {
+    if table.name == BASELINES.name {
+        UntenantedRows::Shared
+    } else {
+        UntenantedRows::AdminOnly
+    }
+}
+
+/// `table`'s landing directory as a ListingTable: the table until its first compaction.
+fn landing_table(
     ctx: &SessionContext,
     location: &DataLocation,
     table: &'static TableDef,
-) -> Result<()> {
+) -> Result<ListingTable> {
     // The session's Parquet settings (`datafusion.execution.parquet.*`, from tokenledger's
     // defaults, DATAFUSION_* variables and `SessionOptions::settings`): a format built with
     // `ParquetFormat::default()` would scan with DataFusion's defaults instead.
@@ -617,6 +660,5 @@ fn register_table(
     let config = ListingTableConfig::new(location.table_url(table.name)?)
         .with_listing_options(options)
         .with_schema(table.query_schema());
-    ctx.register_table(table.name, Arc::new(ListingTable::try_new(config)?))?;
-    Ok(())
+    Ok(ListingTable::try_new(config)?)
 }

@@ -1,7 +1,7 @@
 //! The engine's integration tests (one binary: each links all of DataFusion).
 
 mod catalog;
-mod delta_spike;
+mod curated;
 mod footer;
 mod generate;
 mod readme;
