@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine. Installs what the tests need into venvs from pinned
 # requirements files: .venv (a SeaweedFS S3 server, DuckDB, pyarrow, the ADBC Flight SQL driver,
-# pytest), .venv-dbapi (flightsql-dbapi, which cannot share a venv with the rest) and one
+# pytest), .venv-dbapi (flightsql-dbapi, which cannot share a venv with the rest), .venv-delta
+# (DuckDB's Delta reader) and one
 # .venv-otlp-* per OpenTelemetry instrumentation the OTLP receiver is tested with. Then checks
 # formatting and lints and runs the Rust test suites, which start and stop their own servers on
 # 127.0.0.1 and run the Python client tests in tests/python/ against them. Last, checks that the
@@ -21,6 +22,8 @@ setup_venv() {
 }
 setup_venv .venv scripts/requirements-test.txt
 setup_venv .venv-dbapi scripts/requirements-dbapi.txt
+# DuckDB 1.4.4 with its delta extension: an independent reader of the curated Delta tables.
+setup_venv .venv-delta scripts/requirements-delta.txt
 # An LLM app (openai-python) under each OTLP instrumentation the receiver maps, one venv each.
 for instrumentation in openai-v2 traceloop openinference langfuse; do
   setup_venv ".venv-otlp-$instrumentation" "scripts/requirements-otlp-$instrumentation.txt"

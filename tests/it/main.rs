@@ -2,6 +2,7 @@
 
 mod bucket;
 mod cli;
+mod compaction;
 mod corruption;
 mod flight_clients;
 mod otlp;

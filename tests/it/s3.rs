@@ -108,7 +108,8 @@ fn wrong_s3_credentials_are_a_clear_error() {
     );
 }
 
-/// Spike for #16: compaction into a Delta table on S3 (conditional puts on SeaweedFS).
+/// Compaction into a Delta table on S3 (commits are conditional puts on SeaweedFS), landing
+/// cleanup, and time travel.
 #[test]
 fn compact_on_s3_keeps_the_totals_and_a_rerun_does_nothing() {
     let Some(server) = S3Server::start("curated") else {
@@ -137,7 +138,7 @@ fn compact_on_s3_keeps_the_totals_and_a_rerun_does_nothing() {
         ],
         &env,
     ));
-    assert!(first.contains("-> curated version 0"), "{first}");
+    assert!(first.contains("-> curated versions 0"), "{first}");
     let again = ok(tokenledger(
         &[
             "compact",
@@ -151,6 +152,27 @@ fn compact_on_s3_keeps_the_totals_and_a_rerun_does_nothing() {
         &env,
     ));
     assert!(again.contains("nothing to compact"), "{again}");
+    // With no grace left, the absorbed landing files go; the totals stay.
+    let cleaned = tokenledger(
+        &[
+            "compact",
+            "--data",
+            s3,
+            "--table",
+            "spans",
+            "--min-age",
+            "0",
+            "--grace",
+            "0",
+        ],
+        &env,
+    );
+    let cleaned_err = String::from_utf8_lossy(&cleaned.stderr).to_string();
+    ok(cleaned);
+    assert!(
+        cleaned_err.contains("deleted 4 landing files"),
+        "{cleaned_err}"
+    );
     let after = ok(tokenledger(
         &["query", "--data", s3, "--format", "csv", GROUP_BY_WORKFLOW],
         &env,
