@@ -672,13 +672,16 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             let summaries = session.table_summaries().await?;
             let summaries_have_quarantine = summaries.iter().any(|s| s.quarantined > 0);
             println!(
-                "{:<14} {:>12} {:>7} {:>14} {:>12}",
-                "table", "rows", "files", "bytes", "quarantined"
+                "{:<14} {:>12} {:>7} {:>14} {:>12} {:>8}",
+                "table", "rows", "files", "bytes", "quarantined", "curated"
             );
             for s in summaries {
+                let curated = s
+                    .curated_version
+                    .map_or_else(|| "-".to_string(), |v| format!("v{v}"));
                 println!(
-                    "{:<14} {:>12} {:>7} {:>14} {:>12}",
-                    s.table, s.rows, s.files, s.bytes, s.quarantined
+                    "{:<14} {:>12} {:>7} {:>14} {:>12} {:>8}",
+                    s.table, s.rows, s.files, s.bytes, s.quarantined, curated
                 );
             }
             if summaries_have_quarantine {

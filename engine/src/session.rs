@@ -453,29 +453,42 @@ impl TraceSession {
     /// how many files are quarantined.
     pub async fn table_summaries(&self) -> Result<Vec<TableSummary>> {
         let report = self.shared.store.file_report().await?;
-        let summaries = TABLES
-            .iter()
-            .map(|table| {
-                let mut summary = TableSummary {
-                    table: table.name,
-                    files: 0,
-                    bytes: 0,
-                    rows: 0,
-                    quarantined: 0,
-                };
-                for file in report.iter().filter(|f| f.table == table.name) {
-                    match file.check {
-                        FileCheck::Ok { rows } => {
-                            summary.files += 1;
-                            summary.bytes += file.size;
-                            summary.rows += rows;
-                        }
-                        FileCheck::Quarantined(_) => summary.quarantined += 1,
-                    }
+        let mut summaries = Vec::new();
+        for table in TABLES {
+            let curated = self.curated(table)?.summary().await?;
+            let mut summary = TableSummary {
+                table: table.name,
+                files: 0,
+                bytes: 0,
+                rows: 0,
+                quarantined: 0,
+                curated_version: curated.as_ref().map(|c| c.version),
+            };
+            if let Some(curated) = &curated {
+                summary.files += curated.files;
+                summary.bytes += curated.bytes;
+                summary.rows += curated.rows;
+            }
+            let prefix = self.location.display_prefix();
+            let root = format!("{}/", self.location.root());
+            for file in report.iter().filter(|f| f.table == table.name) {
+                // Landing files the curated table absorbed are counted there.
+                let key = file.path.strip_prefix(&prefix).unwrap_or(&file.path);
+                let key = key.strip_prefix(&root).unwrap_or(key);
+                if curated.as_ref().is_some_and(|c| c.absorbed.contains(key)) {
+                    continue;
                 }
-                summary
-            })
-            .collect();
+                match file.check {
+                    FileCheck::Ok { rows } => {
+                        summary.files += 1;
+                        summary.bytes += file.size;
+                        summary.rows += rows;
+                    }
+                    FileCheck::Quarantined(_) => summary.quarantined += 1,
+                }
+            }
+            summaries.push(summary);
+        }
         Ok(summaries)
     }
 }
@@ -568,6 +581,9 @@ pub struct TableSummary {
     pub rows: u64,
     /// Files left out of queries (see `tokenledger_files`).
     pub quarantined: usize,
+    /// The latest version of its curated table, once compacted; files, bytes and rows above
+    /// count the curated table's data files plus the landing files it has not absorbed.
+    pub curated_version: Option<u64>,
 }
 
 /// A context with tokenledger's settings and no tables; used by [`TraceSession::open`] and by

@@ -161,6 +161,38 @@ impl Curated {
     }
 }
 
+/// What the latest version of a curated table holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CuratedSummary {
+    pub version: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub rows: u64,
+    /// Landing files it absorbed that may still be in landing (not to be counted again).
+    pub absorbed: HashSet<String>,
+}
+
+impl Curated {
+    /// The latest version's data files, bytes and rows (from the log: no data file is read).
+    pub async fn summary(&self) -> Result<Option<CuratedSummary>> {
+        let Some(delta) = self.load_latest().await? else {
+            return Ok(None);
+        };
+        let snapshot = delta.snapshot().map_err(delta_error)?;
+        let mut summary = CuratedSummary {
+            version: delta.version().unwrap_or_default(),
+            absorbed: absorbed_in_landing(self, &delta).await?,
+            ..CuratedSummary::default()
+        };
+        for file in snapshot.log_data().iter() {
+            summary.files += 1;
+            summary.bytes += file.size().max(0) as u64;
+            summary.rows += file.num_records().unwrap_or_default() as u64;
+        }
+        Ok(Some(summary))
+    }
+}
+
 /// One commit's `commitInfo` action.
 #[derive(Debug, Clone)]
 pub(crate) struct CommitInfo(serde_json::Map<String, serde_json::Value>);

@@ -171,6 +171,12 @@ async fn compaction_absorbs_each_landing_file_once_and_reads_never_double_count(
     // still on disk are not counted again.
     assert_eq!(measure(&session, "spans").await, expected);
     assert_eq!(measure(&open(dir.path()).await, "spans").await, expected);
+    // `tokenledger tables` counts the curated rows once, not again in landing.
+    let summary = session.table_summaries().await.unwrap()[0].clone();
+    assert_eq!(
+        (summary.table, summary.rows, summary.curated_version),
+        ("spans", expected.rows as u64, Some(0))
+    );
     // Idempotent: nothing new, no commit.
     let again = compact(&session, &at_once()).await;
     assert_eq!(again, CompactReport::default());
