@@ -209,14 +209,7 @@ impl TableFileStore {
     pub async fn file_report(&self) -> Result<Vec<FileReport>, EngineError> {
         let mut report = Vec::new();
         for (dir, table) in &self.checker.tables {
-            let mut files: Vec<ObjectMeta> = self
-                .checker
-                .inner
-                .list(Some(dir))
-                .try_filter(|meta| futures::future::ready(is_visible(meta, dir)))
-                .try_collect()
-                .await?;
-            files.sort_by(|a, b| a.location.cmp(&b.location));
+            let files = self.list_visible(dir).await?;
             // Footers are read as many at a time as a listing reads them, in listing order.
             let checks: Vec<_> = futures::stream::iter(files)
                 .map(|meta| async move {

@@ -126,31 +126,15 @@ fn compact_on_s3_keeps_the_totals_and_a_rerun_does_nothing() {
         &["query", "--data", s3, "--format", "csv", GROUP_BY_WORKFLOW],
         &env,
     ));
-    let first = ok(tokenledger(
-        &[
-            "compact",
-            "--data",
-            s3,
-            "--table",
-            "spans",
-            "--min-age",
-            "0",
-        ],
-        &env,
-    ));
+    let compact = || {
+        ok(tokenledger(
+            &["compact", "--data", s3, "--table", "spans", "--min-age", "0"],
+            &env,
+        ))
+    };
+    let first = compact();
     assert!(first.contains("-> curated versions 0"), "{first}");
-    let again = ok(tokenledger(
-        &[
-            "compact",
-            "--data",
-            s3,
-            "--table",
-            "spans",
-            "--min-age",
-            "0",
-        ],
-        &env,
-    ));
+    let again = compact();
     assert!(again.contains("nothing to compact"), "{again}");
     // With no grace left, the absorbed landing files go; the totals stay.
     let cleaned = tokenledger(
