@@ -128,7 +128,15 @@ fn compact_on_s3_keeps_the_totals_and_a_rerun_does_nothing() {
     ));
     let compact = || {
         ok(tokenledger(
-            &["compact", "--data", s3, "--table", "spans", "--min-age", "0"],
+            &[
+                "compact",
+                "--data",
+                s3,
+                "--table",
+                "spans",
+                "--min-age",
+                "0",
+            ],
             &env,
         ))
     };

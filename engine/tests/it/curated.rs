@@ -237,8 +237,13 @@ async fn compaction_absorbs_each_landing_file_once_and_reads_never_double_count(
 async fn every_table_gets_a_curated_table_and_as_of_reads_all_of_them() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&repo_root().join("testdata/sample"), dir.path());
+    // A file delivered twice, compacted in the same batch as its first copy: written once.
+    let original = parquet_files(&dir.path().join("spans/invoice"))[0].clone();
+    std::fs::create_dir_all(dir.path().join("spans/otlp")).unwrap();
+    std::fs::copy(&original, dir.path().join("spans/otlp/again.parquet")).unwrap();
     let expected = truth(&read_spans(&dir.path().join("spans")));
     let session = open(dir.path()).await;
+    assert!(measure(&session, "spans").await.rows > expected.rows);
     let before = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     for table in TABLES {
