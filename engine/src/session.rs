@@ -423,7 +423,7 @@ impl TraceSession {
         options: &CompactOptions,
         progress: &mut (dyn FnMut(CompactProgress) + Send),
     ) -> Result<CompactReport> {
-        let curated = self.curated(table)?;
+        let curated = self.curated(table);
         crate::curated::compact::compact(
             &self.shared.admin,
             &self.shared.store,
@@ -440,13 +440,14 @@ impl TraceSession {
         table: &'static TableDef,
         options: &MaintainOptions,
     ) -> Result<Maintenance> {
-        let curated = self.curated(table)?;
+        let curated = self.curated(table);
         crate::curated::compact::maintain(&self.shared.admin, &curated, options).await
     }
 
-    fn curated(&self, table: &'static TableDef) -> Result<Curated> {
-        let store = self.location.open_store(&self.shared.options.s3)?;
-        Ok(Curated::new(table, self.location.clone(), store))
+    /// `table`'s curated table, over the session's store (no second S3 client).
+    fn curated(&self, table: &'static TableDef) -> Curated {
+        let store = Arc::clone(self.shared.store.inner());
+        Curated::new(table, self.location.clone(), store)
     }
 
     /// Files, bytes and rows of each table, in [`TABLES`] order, from the file footers; and
@@ -455,7 +456,7 @@ impl TraceSession {
         let report = self.shared.store.file_report().await?;
         let mut summaries = Vec::new();
         for table in TABLES {
-            let curated = self.curated(table)?.summary().await?;
+            let curated = self.curated(table).summary().await?;
             let mut summary = TableSummary {
                 table: table.name,
                 files: 0,
