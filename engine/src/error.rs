@@ -137,7 +137,21 @@ fn datafusion_message(e: &DataFusionError) -> String {
     {
         return function.to_string();
     }
-    e.find_root().to_string()
+    // Layers of context say where the root happened (which worker of a cluster, …).
+    let mut contexts = Vec::new();
+    let mut layer = e;
+    loop {
+        match layer {
+            DataFusionError::Context(context, inner) => {
+                contexts.push(context.as_str());
+                layer = inner;
+            }
+            DataFusionError::Shared(inner) => layer = inner,
+            _ => break,
+        }
+    }
+    contexts.push("");
+    format!("{}{}", contexts.join(": "), e.find_root())
 }
 
 /// The tokenledger error inside `e`, if a layer of it is one.

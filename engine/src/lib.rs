@@ -6,6 +6,7 @@
 //! ([`session`], with the [`system`] table of files) → the CLI or the Flight SQL server.
 
 pub mod checksum;
+pub mod cluster;
 pub mod curated;
 pub mod error;
 pub mod execute;

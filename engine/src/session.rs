@@ -15,6 +15,7 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -24,6 +25,7 @@ use object_store::ObjectStore;
 use datafusion::logical_expr::ScalarUDF;
 use tokenledger_udfs::{PriceBook, SharedPrices, UtcDateTrunc};
 
+use crate::cluster::{ClusterQuery, Distribution};
 use crate::curated::{
     AsOf, AsOfFunction, AsOfTable, CompactOptions, CompactProgress, CompactReport, Curated,
     HISTORY_TABLE, HistoryTable, MaintainOptions, Maintenance, TraceTable,
@@ -64,6 +66,9 @@ pub struct SessionOptions {
     /// Read every trace table as its curated table was at this point (`--as-of`): what had
     /// been compacted by then. `None` reads the latest curated snapshot plus landing.
     pub as_of: Option<AsOf>,
+    /// Run queries across a cluster: every context becomes a coordinator (see
+    /// [`crate::cluster`]). `None` runs them on this node.
+    pub distribution: Option<Arc<dyn Distribution>>,
 }
 
 /// A session over one data location, showing every tenant's rows or, from
@@ -324,14 +329,15 @@ impl TraceSession {
                     .into(),
             ));
         }
-        Ok(self.ctx.execute_logical_plan(plan).await?)
+        Ok(self.with_cluster_prices(self.ctx.execute_logical_plan(plan).await?))
     }
 
     /// A report's rows in the order every front end shows them ([`crate::reports::ordered`]),
     /// planned after the same refresh as [`TraceSession::plan`].
     pub async fn report(&self, report: &crate::reports::Report) -> Result<DataFrame> {
         self.refresh_prices().await;
-        crate::reports::ordered(&self.ctx, report).await
+        let frame = crate::reports::ordered(&self.ctx, report).await?;
+        Ok(self.with_cluster_prices(frame))
     }
 
     /// Every table and view the session can query, sorted by catalog, schema and name: what
@@ -414,6 +420,63 @@ impl TraceSession {
         crate::execute::execute(Arc::clone(&self.shared.store), frame, limits).await
     }
 
+    /// `frame` with the fingerprint of the current prices in its [`ClusterQuery`], which the
+    /// workers check before they run any of it: set when a query is planned, so every way of
+    /// running the frame carries it. Unchanged on a single node.
+    fn with_cluster_prices(&self, frame: DataFrame) -> DataFrame {
+        if self.shared.options.distribution.is_none() {
+            return frame;
+        }
+        let (mut state, plan) = frame.into_parts();
+        let options = state.config_mut().options_mut();
+        if let Some(cluster) = options.extensions.get_mut::<ClusterQuery>() {
+            cluster.prices = self.prices_fingerprint();
+        }
+        DataFrame::new(state, plan)
+    }
+
+    /// [`tokenledger_udfs::PriceBook::fingerprint`] of the prices `token_cost` uses now.
+    pub fn prices_fingerprint(&self) -> String {
+        self.shared.prices.current().fingerprint()
+    }
+
+    /// Reads `model_prices` again now, whatever the listing lifetime (a worker does when a
+    /// coordinator's prices differ from its own), and returns the new fingerprint.
+    pub async fn reload_prices(&self) -> String {
+        let shared = &self.shared;
+        *shared.prices_loaded.lock().expect("prices clock lock") = Instant::now();
+        let book = load_prices(&shared.admin, &shared.store).await;
+        let fingerprint = book.fingerprint();
+        shared.prices.replace(book);
+        fingerprint
+    }
+
+    /// The runtime this session's queries run in: memory pool, spill directory, and the data
+    /// location's object store. Workers run the tasks sent to them in it.
+    pub fn runtime_env(&self) -> Arc<RuntimeEnv> {
+        Arc::clone(&self.shared.runtime)
+    }
+
+    /// The functions this session's queries call (DataFusion's, tokenledger's pricing with
+    /// this session's prices, and the `date_trunc` it uses), for a worker to run plans that
+    /// name them. `token_cost` keeps reading this session's prices as they are reloaded.
+    pub fn functions(&self) -> SessionFunctions {
+        let admin = self.shared.admin.state();
+        SessionFunctions {
+            scalar: admin.scalar_functions().values().cloned().collect(),
+            aggregate: admin.aggregate_functions().values().cloned().collect(),
+            window: admin.window_functions().values().cloned().collect(),
+        }
+    }
+
+    /// tokenledger's settings and the session's (as its own contexts get them) over a
+    /// worker's `config`.
+    pub fn apply_settings(&self, config: &mut ConfigOptions) -> Result<()> {
+        let options = &self.shared.options;
+        set_defaults(options, config);
+        apply_settings(options, config)
+    }
+
     /// Moves `table`'s settled landing files into its curated Delta table and deletes the
     /// landing files absorbed more than the grace period ago (see [`crate::curated`]).
     /// `progress` hears of each step.
@@ -491,6 +554,32 @@ impl TraceSession {
             summaries.push(summary);
         }
         Ok(summaries)
+    }
+}
+
+/// A session's functions, from [`TraceSession::functions`].
+#[derive(Debug, Clone)]
+pub struct SessionFunctions {
+    scalar: Vec<Arc<ScalarUDF>>,
+    aggregate: Vec<Arc<datafusion::logical_expr::AggregateUDF>>,
+    window: Vec<Arc<datafusion::logical_expr::WindowUDF>>,
+}
+
+impl SessionFunctions {
+    /// Registers them in `state`, one by one over its own: replacing its function list would
+    /// drop DataFusion's built-ins.
+    pub fn register(&self, state: &mut SessionState) -> Result<()> {
+        use datafusion::execution::FunctionRegistry;
+        for function in &self.scalar {
+            state.register_udf(Arc::clone(function))?;
+        }
+        for function in &self.aggregate {
+            state.register_udaf(Arc::clone(function))?;
+        }
+        for function in &self.window {
+            state.register_udwf(Arc::clone(function))?;
+        }
+        Ok(())
     }
 }
 
@@ -607,39 +696,71 @@ fn context_with_runtime(
     options: &SessionOptions,
     runtime: Arc<RuntimeEnv>,
 ) -> Result<SessionContext> {
+    let builder = SessionStateBuilder::new()
+        .with_config(base_config(options))
+        .with_runtime_env(runtime)
+        .with_default_features();
+    let mut state = match &options.distribution {
+        Some(distribution) => distribution.coordinate(builder),
+        None => builder,
+    }
+    .build();
+    // After the planner is added, so settings may name its options (`distributed.*`) too.
+    apply_settings(options, state.config_mut().options_mut())?;
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// tokenledger's DataFusion settings, before the environment and [`SessionOptions::settings`].
+fn base_config(options: &SessionOptions) -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(true);
+    set_defaults(options, config.options_mut());
+    config
+}
+
+/// The settings tokenledger changes from DataFusion's defaults.
+fn set_defaults(options: &SessionOptions, config: &mut ConfigOptions) {
     if let Some(partitions) = options.target_partitions {
-        config = config.with_target_partitions(partitions);
+        // 0 = DataFusion's default (the number of cores), as `with_target_partitions` has it.
+        if partitions > 0 {
+            config.execution.target_partitions = partitions;
+        }
     }
     // Pipelines choose their own sub-folders (dates, hosts): read files at any depth.
-    config
-        .options_mut()
-        .execution
-        .listing_table_ignore_subdirectory = false;
-    let parquet = &mut config.options_mut().execution.parquet;
+    config.execution.listing_table_ignore_subdirectory = false;
+    let parquet = &mut config.execution.parquet;
     // Text is read as Utf8View (the table schemas say so; see `ColumnType::query_type`).
     parquet.schema_force_view_types = true;
     // Filters are not evaluated while decoding: on the reports and the ad-hoc benchmark queries
     // that made every query slower, a join's dynamic filter by 1.8x (benches/results/).
     parquet.pushdown_filters = false;
-    apply_env_overrides(config.options_mut())?;
+}
+
+/// The `DATAFUSION_*` variables, then [`SessionOptions::settings`], over `config`.
+fn apply_settings(options: &SessionOptions, config: &mut ConfigOptions) -> Result<()> {
+    apply_env_overrides(config)?;
     for (key, value) in &options.settings {
         config
-            .options_mut()
             .set(key, value)
             .map_err(|e| EngineError::Config(format!("DataFusion setting {key}={value:?}: {e}")))?;
     }
-    Ok(SessionContext::new_with_config_rt(config, runtime))
+    Ok(())
 }
 
 /// Applies `DATAFUSION_*` environment variables over tokenledger's settings, named as
 /// datafusion-cli names them (`datafusion.execution.parquet.pushdown_filters` is
 /// `DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS`), so a setting can be tried without a rebuild.
+/// Only DataFusion's own: extensions list their keys without their prefix, so theirs would be
+/// read from variables such as `PRICES`.
 fn apply_env_overrides(options: &mut ConfigOptions) -> Result<()> {
-    let keys: Vec<String> = options.entries().into_iter().map(|e| e.key).collect();
+    let keys: Vec<String> = options
+        .entries()
+        .into_iter()
+        .map(|e| e.key)
+        .filter(|key| key.starts_with("datafusion."))
+        .collect();
     for key in keys {
         let variable = key.to_uppercase().replace('.', "_");
         if let Ok(value) = std::env::var(&variable) {

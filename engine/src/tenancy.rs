@@ -206,7 +206,9 @@ pub struct TenantScopeExec {
 }
 
 impl TenantScopeExec {
-    fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+    /// The boundary over `input` (the tenant filter). Public for the codec that sends it to
+    /// workers.
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
         let properties = Arc::clone(input.properties());
         TenantScopeExec { input, properties }
     }

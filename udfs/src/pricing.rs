@@ -149,6 +149,51 @@ impl PriceBook {
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()
     }
+
+    /// A digest of every price in the book (FNV-1a over models in name order and their periods),
+    /// the same in every process that read the same `model_prices` rows: nodes of a cluster
+    /// compare it to be sure they price alike. Books that could not be loaded all share one.
+    pub fn fingerprint(&self) -> String {
+        if self.unavailable.is_some() {
+            return "unavailable".to_string();
+        }
+        let mut hash = Fnv1a::default();
+        let mut names: Vec<&String> = self.models.keys().collect();
+        names.sort();
+        for name in names {
+            hash.write(name.as_bytes());
+            hash.write(&[0xff]);
+            for period in &self.models[name] {
+                hash.write(&period.valid_from.to_le_bytes());
+                for price in [
+                    period.input,
+                    period.cached_input,
+                    period.output,
+                    period.reasoning,
+                ] {
+                    hash.write(&price.to_bits().to_le_bytes());
+                }
+            }
+        }
+        format!("{}-{:016x}", self.models.len(), hash.0)
+    }
+}
+
+/// 64-bit FNV-1a: stable across processes and builds, unlike `std`'s hasher.
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 fn period_at(periods: &[PricePeriod], at: i64) -> Option<&PricePeriod> {
@@ -395,5 +440,34 @@ mod tests {
         assert_eq!(p.cost(10_000, 4_000, 2_000, 500), by_hand);
         // Inconsistent counts are capped, never negative.
         assert_eq!(p.cost(100, 500, 0, 0), 100.0 * 0.3 / 1e6);
+    }
+
+    fn book(models: &[(&str, Vec<PricePeriod>)]) -> PriceBook {
+        PriceBook {
+            models: models
+                .iter()
+                .map(|(m, p)| (m.to_string(), p.clone()))
+                .collect(),
+            unavailable: None,
+        }
+    }
+
+    #[test]
+    fn fingerprint_depends_on_every_price_and_not_on_insertion_order() {
+        let a = book(&[("a", vec![period(1, 1.0)]), ("b", vec![period(2, 2.0)])]);
+        let b = book(&[("b", vec![period(2, 2.0)]), ("a", vec![period(1, 1.0)])]);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        // FNV-1a of the empty input: the published offset basis.
+        assert_eq!(book(&[]).fingerprint(), "0-cbf29ce484222325");
+        let mut cheaper = period(2, 2.0);
+        cheaper.reasoning -= 0.01;
+        let c = book(&[("a", vec![period(1, 1.0)]), ("b", vec![cheaper])]);
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        let later = book(&[("a", vec![period(1, 1.0)]), ("b", vec![period(3, 2.0)])]);
+        assert_ne!(a.fingerprint(), later.fingerprint());
+        assert_eq!(
+            PriceBook::unavailable("x").fingerprint(),
+            PriceBook::unavailable("y").fingerprint()
+        );
     }
 }

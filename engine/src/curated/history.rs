@@ -147,7 +147,7 @@ impl TableProvider for AsOfTable {
         let delta = load_as_of(&self.curated, self.as_of)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        scan_delta(&delta, self.curated.def, state, projection, filters, limit).await
+        scan_delta(&delta, &self.curated, state, projection, filters, limit).await
     }
 }
 

@@ -69,12 +69,13 @@ impl Curated {
         }
     }
 
+    /// The curated table's directory: its log and data files.
+    pub fn table_dir(&self) -> Path {
+        self.location.root().join(CURATED_DIR).join(self.def.name)
+    }
+
     fn log_dir(&self) -> Path {
-        self.location
-            .root()
-            .join(CURATED_DIR)
-            .join(self.def.name)
-            .join("_delta_log")
+        self.table_dir().join("_delta_log")
     }
 
     /// Whether the curated table has been created (its log has a commit).

@@ -21,6 +21,7 @@ use deltalake_core::DeltaTable;
 use object_store::ObjectMeta;
 
 use super::{Curated, absorbed_in_landing};
+use crate::cluster::ClusterQuery;
 use crate::error::EngineError;
 use crate::files::TableFileStore;
 use crate::schema::TableDef;
@@ -185,7 +186,7 @@ impl TableProvider for TraceTable {
         inputs.push(
             scan_delta(
                 &pinned.delta,
-                self.curated.def,
+                &self.curated,
                 state,
                 projection,
                 filters,
@@ -200,18 +201,48 @@ impl TableProvider for TraceTable {
     }
 }
 
-/// A scan of `delta` with `def`'s columns and types (the Delta side reads text as Utf8).
+/// A scan of `delta`, a snapshot of `curated`, with its table's columns and types (the Delta
+/// side reads text as Utf8). A coordinator reads the snapshot's data files as plain Parquet
+/// instead, which workers can run (see [`crate::cluster`]).
 pub(crate) async fn scan_delta(
     delta: &DeltaTable,
-    def: &'static TableDef,
+    curated: &Curated,
     state: &dyn Session,
     projection: Option<&Vec<usize>>,
     filters: &[Expr],
     limit: Option<usize>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if ClusterQuery::is_distributed(state) {
+        let files = snapshot_files(delta, curated)?;
+        let plain = LandingFiles::new(curated.def, curated.location.store_url(), files);
+        return plain.scan(state, projection, filters, limit).await;
+    }
     let provider = delta.table_provider().await?;
     let plan = provider.scan(state, projection, filters, limit).await?;
-    cast_to(plan, &def.query_schema(), projection)
+    cast_to(plan, &curated.def.query_schema(), projection)
+}
+
+/// The data files of `delta`'s snapshot, as objects of the location's store.
+fn snapshot_files(delta: &DeltaTable, curated: &Curated) -> DfResult<Vec<ObjectMeta>> {
+    let snapshot = delta
+        .snapshot()
+        .map_err(|e| external(super::delta_error(e)))?;
+    let root = curated.table_dir();
+    Ok(snapshot
+        .log_data()
+        .iter()
+        .map(|file| ObjectMeta {
+            location: file
+                .object_store_path()
+                .parts()
+                .fold(root.clone(), |path, part| path.join(part)),
+            last_modified: chrono::DateTime::from_timestamp_millis(file.modification_time())
+                .unwrap_or_default(),
+            size: file.size().max(0) as u64,
+            e_tag: None,
+            version: None,
+        })
+        .collect())
 }
 
 /// `plan`'s columns cast to the types of `schema` (projected).

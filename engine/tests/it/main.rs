@@ -7,5 +7,6 @@ mod generate;
 mod readme;
 mod reports;
 mod slt;
+pub mod slt_db;
 mod support;
 mod udfs;
