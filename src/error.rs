@@ -1,6 +1,7 @@
 //! The command line's one error type.
 
 use datafusion::error::DataFusionError;
+use tokenledger_distributed::DistributedError;
 use tokenledger_engine::EngineError;
 use tokenledger_flight_server::FlightServerError;
 use tokenledger_gen::GenError;
@@ -21,6 +22,8 @@ pub enum CliError {
     Generator(#[from] GenError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Distributed(#[from] DistributedError),
 }
 
 /// The engine's sources of error, met directly by the CLI's output writers.
@@ -47,11 +50,13 @@ impl CliError {
             CliError::Engine(e)
             | CliError::Flight(FlightServerError::Engine(e))
             | CliError::Generator(GenError::Engine(e))
-            | CliError::Ingest(IngestError::Engine(e)) => e.user_message(),
+            | CliError::Ingest(IngestError::Engine(e))
+            | CliError::Distributed(DistributedError::Engine(e)) => e.user_message(),
             CliError::Usage(message) => message.clone(),
             CliError::Flight(e) => e.to_string(),
             CliError::Generator(e) => e.to_string(),
             CliError::Ingest(e) => e.to_string(),
+            CliError::Distributed(e) => e.to_string(),
         }
     }
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use datafusion::sql::parser::DFParser;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokenledger_distributed::{Cluster, Startup, WorkerServer};
+use tokenledger_engine::cluster::Distribution;
 use tokenledger_engine::curated::{
     AsOf, CompactOptions, CompactProgress, DEFAULT_AUDIT_WINDOW, MaintainOptions,
 };
@@ -149,6 +151,37 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
     Ok((number * 1024f64.powi(power)) as usize)
 }
 
+/// The workers that run a command's queries (`query`, `report`, `serve`).
+#[derive(clap::Args, Debug)]
+struct ClusterArgs {
+    /// Run queries across these workers (`tokenledger worker`), comma-separated host:port: this
+    /// process plans and coordinates, the workers scan and compute. Every worker must answer
+    /// and run this tokenledger build. Without it queries run here.
+    #[arg(long, env = "TOKENLEDGER_WORKERS", value_delimiter = ',')]
+    workers: Vec<String>,
+    /// With --workers: Parquet bytes one partition scans. A scan takes one task per this many
+    /// bytes times the partitions per task, up to one per worker; lower spreads smaller tables
+    /// over more workers.
+    #[arg(long, env = "TOKENLEDGER_PARTITION_BYTES", default_value = "16MiB", value_parser = parse_bytes)]
+    partition_bytes: usize,
+}
+
+impl ClusterArgs {
+    /// The coordinator's part of the session options, after checking the workers.
+    async fn distribution(
+        &self,
+        startup: Startup,
+    ) -> Result<Option<Arc<dyn Distribution>>, CliError> {
+        let workers = Cluster::parse_addresses(&self.workers)?;
+        if workers.is_empty() {
+            return Ok(None);
+        }
+        let cluster = Cluster::connect(workers, startup).await?;
+        tracing::info!(workers = ?cluster.workers(), "coordinating");
+        Ok(Some(cluster.distribution(self.partition_bytes)))
+    }
+}
+
 impl DataArg {
     fn session_options(&self) -> SessionOptions {
         SessionOptions {
@@ -158,6 +191,8 @@ impl DataArg {
     }
 }
 
+// Parsed once per process: the size of its largest variant (`serve`) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run SQL over the trace tables.
@@ -182,6 +217,8 @@ enum Command {
         /// an audit's answer, which later compactions do not change.
         #[arg(long, value_parser = parse_as_of)]
         as_of: Option<AsOf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Move settled landing files into each table's curated Delta table (`<data>/_curated/`),
     /// without losing or doubling a row; delete absorbed landing files after the grace period.
@@ -250,6 +287,8 @@ enum Command {
         /// 3339).
         #[arg(long, value_parser = parse_as_of)]
         as_of: Option<AsOf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Serve the data over Arrow Flight SQL, for BI tools (JDBC, ADBC) and drivers.
     Serve {
@@ -284,6 +323,24 @@ enum Command {
         otlp_http: Option<SocketAddr>,
         #[command(flatten)]
         spool: SpoolArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Run the tasks of queries that coordinators (`serve`, `query`, `report` with --workers)
+    /// send: a worker of a cluster over the same data location. Its port takes no passwords:
+    /// keep it on a private network that only coordinators reach.
+    Worker {
+        #[command(flatten)]
+        data: DataArg,
+        /// Address to listen on for coordinators (e.g. 10.0.0.5:50061).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Memory all tasks running here may hold together; past it they spill or fail.
+        #[arg(long, default_value = "12GiB", value_parser = parse_bytes)]
+        memory_limit: usize,
+        /// Directory for spill files (default: the system's temporary directory).
+        #[arg(long)]
+        spill_dir: Option<PathBuf>,
     },
     /// Receive OpenTelemetry traces (OTLP over gRPC and HTTP) into the data location, without
     /// serving queries: a separate ingest tier.
@@ -378,7 +435,10 @@ async fn main() -> ExitCode {
     // installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // A server logs one line per query; one-shot commands only warnings.
-    let default_level = if matches!(cli.command, Command::Serve { .. } | Command::Collect { .. }) {
+    let default_level = if matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Collect { .. } | Command::Worker { .. }
+    ) {
         "info"
     } else {
         "warn"
@@ -415,10 +475,12 @@ async fn run(command: Command) -> Result<(), CliError> {
             otlp_grpc,
             otlp_http,
             spool,
+            cluster,
         } => {
             let options = SessionOptions {
                 listing_ttl: Some(Duration::from_secs(refresh)),
                 memory: Some(limits.memory()),
+                distribution: cluster.distribution(Startup::Tolerant).await?,
                 ..data.session_options()
             };
             let session = TraceSession::open(DataLocation::parse(&data.data)?, &options).await?;
@@ -463,6 +525,35 @@ async fn run(command: Command) -> Result<(), CliError> {
             };
             tokenledger_flight_server::serve_on(Arc::new(session), &serve, listener, shutdown)
                 .await?;
+            Ok(())
+        }
+        Command::Worker {
+            data,
+            listen,
+            memory_limit,
+            spill_dir,
+        } => {
+            let options = SessionOptions {
+                memory: Some(MemoryLimits {
+                    pool_bytes: memory_limit,
+                    query_bytes: memory_limit,
+                    spill_dir,
+                    spill_bytes: 16 << 30,
+                }),
+                ..data.session_options()
+            };
+            let location = DataLocation::parse(&data.data)?;
+            let worker = WorkerServer::start(location.clone(), &options, listen).await?;
+            // Tests read the port from this line.
+            eprintln!(
+                "worker {} over {location} listening on http://{}",
+                tokenledger_distributed::VERSION,
+                worker.address
+            );
+            tokio::select! {
+                result = worker.wait() => result?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
             Ok(())
         }
         Command::Collect {
@@ -592,9 +683,10 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             output,
             timing,
             as_of,
+            cluster,
         } => {
             let sql = read_sql(sql, file)?;
-            let session = open_as_of(&data, as_of).await?;
+            let session = open_as_of(&data, as_of, &cluster).await?;
             run_sql(&session, &sql, format, output.as_deref(), timing).await
         }
         Command::Compact {
@@ -736,6 +828,7 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             format,
             output,
             as_of,
+            cluster,
         } => {
             let Some(report) = reports::view(&name) else {
                 let names: Vec<_> = reports::reports().map(|r| r.name).collect();
@@ -744,13 +837,16 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
                     names.join(", ")
                 )));
             };
-            let session = open_as_of(&data, as_of).await?;
+            let session = open_as_of(&data, as_of, &cluster).await?;
             let frame = session.report(report).await?;
             let rows = session.execute(frame).await?;
             output::write(rows, format, output.as_deref()).await?;
             Ok(())
         }
-        Command::Serve { .. } | Command::User { .. } | Command::Collect { .. } => {
+        Command::Serve { .. }
+        | Command::User { .. }
+        | Command::Collect { .. }
+        | Command::Worker { .. } => {
             unreachable!("handled by run")
         }
         Command::Functions => {
@@ -839,12 +935,17 @@ fn parse_as_of(text: &str) -> Result<AsOf, String> {
         .ok_or_else(|| format!("{text:?}: expected YYYY-MM-DD or an RFC 3339 time"))
 }
 
-async fn open_as_of(data: &DataArg, as_of: Option<AsOf>) -> Result<TraceSession, EngineError> {
+async fn open_as_of(
+    data: &DataArg,
+    as_of: Option<AsOf>,
+    cluster: &ClusterArgs,
+) -> Result<TraceSession, CliError> {
     let options = SessionOptions {
         as_of,
+        distribution: cluster.distribution(Startup::AllWorkers).await?,
         ..data.session_options()
     };
-    TraceSession::open(DataLocation::parse(&data.data)?, &options).await
+    Ok(TraceSession::open(DataLocation::parse(&data.data)?, &options).await?)
 }
 
 async fn open(data: &DataArg) -> Result<TraceSession, EngineError> {
