@@ -4,6 +4,7 @@ mod bucket;
 mod cli;
 mod compaction;
 mod corruption;
+mod distributed;
 mod flight_clients;
 mod otlp;
 mod peers;
