@@ -3,11 +3,16 @@
 On this 2-core machine (cores 0 and 1), each query is a fresh `tokenledger` process, timed from
 start to exit (so a coordinator's connection to its workers is included), median of RUNS:
 
-- one node:     `tokenledger` pinned to core 0;
-- 1 worker:     coordinator and one worker, both pinned to core 0: the cost of distribution
-                with no extra hardware (planning stages, serializing, Arrow IPC over loopback);
-- 2 workers:    coordinator and worker A on core 0, worker B on core 1: twice the cores, the
-                most speed-up this machine can show (at most 2x).
+- one node:            `tokenledger` pinned to core 0 (so it plans with one partition);
+- 2 workers, 1 core:   coordinator and two workers, all pinned to core 0: the cost of
+                       distribution with no extra hardware (stages, serializing plans, Arrow IPC
+                       over loopback). With a single worker datafusion-distributed keeps the whole
+                       query on the coordinator, so two workers share the one core instead;
+- 2 workers, 2 cores:  coordinator and worker A on core 0, worker B on core 1: twice the cores,
+                       the most speed-up this machine can show (at most 2x).
+
+A coordinator plans with at least two partitions (one partition leaves nothing to cut into
+stages), so each task on a one-core worker runs two partitions.
 
 Every answer through the workers is compared with the one-node answer (numbers within 1e-9).
 
@@ -82,14 +87,14 @@ def main():
         if remote:
             setups = {"one node": (None, []), f"{len(remote)} workers": (None, remote)}
         else:
-            one = start_worker(binary, data, 0)
             a = start_worker(binary, data, 0)
-            b = start_worker(binary, data, 1)
-            started = [one, a, b]
+            b = start_worker(binary, data, 0)
+            c = start_worker(binary, data, 1)
+            started = [a, b, c]
             setups = {
                 "one node": (0, []),
-                "1 worker": (0, [one[1]]),
-                "2 workers": (0, [a[1], b[1]]),
+                "2 workers, 1 core": (0, [a[1], b[1]]),
+                "2 workers, 2 cores": (0, [a[1], c[1]]),
             }
         times = {name: {} for name in setups}
         wrong = []
@@ -103,7 +108,10 @@ def main():
                     answers[name] = answer
             for name, answer in answers.items():
                 if not same_answer(answers["one node"], answer):
-                    wrong.append(f"{query} ({name})")
+                    first = next((f"{a!r} vs {b!r}" for a, b in zip(
+                        answers["one node"].splitlines(), answer.splitlines()) if a != b),
+                        f"{len(answers['one node'].splitlines())} vs {len(answer.splitlines())} lines")
+                    wrong.append(f"{query} ({name}): {first}")
         report(times, setups, wrong, data, runs, partition_bytes)
     finally:
         for proc, _ in started:
@@ -132,7 +140,9 @@ def report(times, setups, wrong, data, runs, partition_bytes):
     geomeans = {n: statistics.geometric_mean(r) for n, r in ratios.items()}
     print("| **geometric mean** | " + " | ".join("" for _ in names) + " | "
           + " | ".join(f"**{g:.2f}x**" for g in geomeans.values()) + " |")
-    print(f"\nAnswers different from one node's: {', '.join(wrong) if wrong else 'none'}.")
+    print("\nAnswers different from one node's: " + ("none." if not wrong else ""))
+    for line in wrong:
+        print(f"- {line}")
 
 
 if __name__ == "__main__":

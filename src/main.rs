@@ -543,6 +543,13 @@ async fn run(command: Command) -> Result<(), CliError> {
                 ..data.session_options()
             };
             let location = DataLocation::parse(&data.data)?;
+            if !listen.ip().is_loopback() {
+                tracing::warn!(
+                    %listen,
+                    "a worker's port takes no passwords and no TLS: keep it reachable by the \
+                     coordinators only (a private network, a firewall rule)"
+                );
+            }
             let worker = WorkerServer::start(location.clone(), &options, listen).await?;
             // Tests read the port from this line.
             eprintln!(

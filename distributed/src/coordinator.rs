@@ -31,6 +31,8 @@ use crate::codec::TokenledgerCodec;
 use crate::error::{DistributedError, Result};
 use crate::planning::{TokenledgerPlanner, split_file_scan};
 
+/// The fewest partitions a coordinator plans with (see [`Coordinator::coordinate`]).
+const MIN_PARTITIONS: usize = 2;
 /// How long a worker may take to accept a connection or answer a health check.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the coordinator asks every worker whether it is there.
@@ -39,12 +41,10 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// queries after about this long instead of leaving them waiting.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 /// Health checks a worker must refuse in a row (no connection, an error) before the queries
-/// reading from it are failed; one already keeps it out of new queries.
+/// reading from it are failed; one already keeps it out of new queries. A check it does not
+/// answer in time only keeps it out of new queries: a worker busy with a large query may
+/// answer late, and a host that vanished is caught by the connection's pings ([`KEEPALIVE`]).
 const DEAD_AFTER_FAILED_CHECKS: u32 = 2;
-/// The same for checks it does not answer within [`CONNECT_TIMEOUT`]: more, because a worker
-/// busy with a large query may answer late; a host that vanished is caught sooner by the
-/// connection's pings ([`KEEPALIVE`]).
-const DEAD_AFTER_SLOW_CHECKS: u32 = 5;
 
 /// What a coordinator does about workers that do not answer when it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,10 +228,8 @@ async fn check_health(cluster: Weak<Cluster>) {
 struct Health {
     /// `Ok` when it answered with our version; why not otherwise.
     state: std::result::Result<(), String>,
-    /// Checks in a row it refused or failed.
+    /// Checks in a row it refused or failed (not answering in time does not count).
     failures: u32,
-    /// Checks in a row it did not answer in time.
-    slow: u32,
 }
 
 impl Default for Health {
@@ -239,7 +237,6 @@ impl Default for Health {
         Health {
             state: Ok(()),
             failures: 0,
-            slow: 0,
         }
     }
 }
@@ -247,19 +244,16 @@ impl Default for Health {
 impl Health {
     fn record(&mut self, answer: std::result::Result<(), Check>) {
         match &answer {
-            Ok(()) => (self.failures, self.slow) = (0, 0),
-            Err(Check::Slow) => self.slow += 1,
+            Ok(()) => self.failures = 0,
+            Err(Check::Slow) => {}
             Err(_) => self.failures += 1,
         }
         self.state = answer.map_err(|check| check.to_string());
     }
 
-    /// Whether the queries reading from it may go on: one failed check keeps a worker out of
-    /// new queries, but only [`DEAD_AFTER_FAILED_CHECKS`] refusals in a row, or
-    /// [`DEAD_AFTER_SLOW_CHECKS`] checks without an answer (a busy worker answers late), end
-    /// the queries it serves.
+    /// Whether the queries reading from it may go on (see [`DEAD_AFTER_FAILED_CHECKS`]).
     fn alive(&self) -> bool {
-        self.failures < DEAD_AFTER_FAILED_CHECKS && self.slow < DEAD_AFTER_SLOW_CHECKS
+        self.failures < DEAD_AFTER_FAILED_CHECKS
     }
 }
 
@@ -513,6 +507,10 @@ impl Distribution for Coordinator {
             if let Some(distributed) = options.extensions.get_mut::<DistributedConfig>() {
                 distributed.file_scan_config_bytes_per_partition = self.partition_bytes;
             }
+            // A plan of one partition has no repartition to cut into stages, so a coordinator
+            // on one core would run everything itself. Tasks run with this many partitions.
+            let partitions = &mut options.execution.target_partitions;
+            *partitions = (*partitions).max(MIN_PARTITIONS);
         }
         match state.query_planner().take() {
             Some(inner) => state.with_query_planner(Arc::new(TokenledgerPlanner { inner })),

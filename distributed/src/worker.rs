@@ -2,6 +2,7 @@
 //! data location, with tokenledger's functions.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::common::{DataFusionError, exec_err};
@@ -32,7 +33,13 @@ impl WorkerServer {
         options: &SessionOptions,
         listen: SocketAddr,
     ) -> Result<WorkerServer> {
-        let session = TraceSession::open(location, options).await?;
+        // No listing is kept: a worker lists only `model_prices`, and only when a coordinator's
+        // prices differ from its own, which is when it must see the newest files.
+        let options = SessionOptions {
+            listing_ttl: Some(Duration::ZERO),
+            ..options.clone()
+        };
+        let session = TraceSession::open(location, &options).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| serve_error(listen, e))?;

@@ -205,16 +205,7 @@ impl TraceSession {
         let shared = &self.shared;
         let ctx = context_with_runtime(&shared.options, Arc::clone(&shared.runtime))?;
         // Functions as the unrestricted session has them (tokenledger's share their prices).
-        let admin = shared.admin.state();
-        for function in admin.scalar_functions().values() {
-            ctx.register_udf(ScalarUDF::clone(function));
-        }
-        for function in admin.aggregate_functions().values() {
-            ctx.register_udaf(datafusion::logical_expr::AggregateUDF::clone(function));
-        }
-        for function in admin.window_functions().values() {
-            ctx.register_udwf(datafusion::logical_expr::WindowUDF::clone(function));
-        }
+        self.functions().register(&mut ctx.state_ref().write())?;
         for table in TABLES {
             let provider = shared
                 .admin
@@ -644,7 +635,10 @@ fn explains(plan: &LogicalPlan) -> bool {
 /// that read the table report it anyway).
 async fn load_prices(ctx: &SessionContext, store: &Arc<TableFileStore>) -> Arc<PriceBook> {
     let batches = async {
-        let frame = ctx.table(MODEL_PRICES.name).await?;
+        // Read here, never on a cluster's workers: they check each query against these very
+        // prices, and the table is small.
+        let table = ctx.table_provider(MODEL_PRICES.name).await?;
+        let frame = this_node_only(ctx).read_table(table)?;
         let batches = crate::execute::execute(Arc::clone(store), frame, None).await?;
         datafusion::physical_plan::common::collect(batches).await
     }
@@ -656,6 +650,17 @@ async fn load_prices(ctx: &SessionContext, store: &Arc<TableFileStore>) -> Arc<P
         tracing::debug!("model prices unavailable: {reason}");
         PriceBook::unavailable(reason)
     }))
+}
+
+/// A context with `ctx`'s settings and runtime (none of its tables or functions) whose queries run on
+/// this node whatever `ctx`'s planner would distribute.
+fn this_node_only(ctx: &SessionContext) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_config(ctx.copied_config())
+        .with_runtime_env(ctx.runtime_env())
+        .with_default_features()
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 /// Size of one table.

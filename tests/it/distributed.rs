@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use tokenledger_distributed::{Cluster, DistributedError, Startup};
 use tokenledger_engine::reports;
 use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
@@ -111,7 +110,7 @@ async fn rows(session: &TraceSession, sql: &str) -> Result<Vec<Vec<String>>, Str
     let batches: Vec<RecordBatch> = datafusion::physical_plan::common::collect(stream)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(stringify(&batches))
+    Ok(slt_db::stringify(&batches))
 }
 
 async fn report_rows(session: &TraceSession, name: &str) -> Vec<Vec<String>> {
@@ -120,28 +119,7 @@ async fn report_rows(session: &TraceSession, name: &str) -> Vec<Vec<String>> {
     let batches = datafusion::physical_plan::common::collect(stream)
         .await
         .unwrap();
-    stringify(&batches)
-}
-
-fn stringify(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for batch in batches {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for row in 0..batch.num_rows() {
-            out.push(
-                formatters
-                    .iter()
-                    .map(|f| f.value(row).to_string())
-                    .collect(),
-            );
-        }
-    }
-    out
+    slt_db::stringify(&batches)
 }
 
 /// Same rows in the same order; numbers that are not integers may differ by 1e-9 relative
@@ -340,6 +318,54 @@ fn reports_on_s3_with_a_quarantined_file_match_one_node() {
             .await
             .unwrap();
     });
+    // The .slt suite over the hand-made data on S3, a cut file beside it: the same answers.
+    let handmade = "s3://cluster/handmade";
+    runtime.block_on(async {
+        use object_store::ObjectStoreExt;
+        let location = DataLocation::parse(handmade).unwrap();
+        let store = location.open_store(&server.overrides()).unwrap();
+        let root = repo_root().join("testdata/handmade");
+        for table in ["spans", "outcomes", "model_prices", "baselines"] {
+            let file = root.join(table).join(format!("{table}.parquet"));
+            let bytes = std::fs::read(&file).unwrap();
+            let key = format!("handmade/{table}/{table}.parquet");
+            store
+                .put(&object_store::path::Path::from(key), bytes.into())
+                .await
+                .unwrap();
+        }
+        let spans = std::fs::read(root.join("spans/spans.parquet")).unwrap();
+        let cut = spans[..spans.len() / 2].to_vec();
+        let key = object_store::path::Path::from("handmade/spans/late/cut.parquet");
+        store.put(&key, cut.into()).await.unwrap();
+    });
+    let slt_workers = start_workers(3, handmade, &env);
+    let overrides = server.overrides();
+    let failures = runtime.block_on(async {
+        let base = SessionOptions {
+            s3: overrides,
+            ..SessionOptions::default()
+        };
+        let options = coordinator(&slt_workers, base).await;
+        let session = open(handmade, &options).await;
+        let tasks = stage_tasks(&session, "SELECT workflow, count(*) FROM spans GROUP BY 1").await;
+        assert!(
+            tasks.contains(&3),
+            "the scan is not spread over 3 workers: {tasks:?}"
+        );
+        slt_db::run_slt_files(&repo_root(), move || {
+            let options = options.clone();
+            async move { open(handmade, &options).await }
+        })
+        .await
+    });
+    assert!(
+        failures.is_empty(),
+        "on S3 through the workers:\n{}",
+        failures.join("\n")
+    );
+    drop(slt_workers);
+
     let workers = start_workers(3, data, &env);
     let list = addresses(&workers).join(",");
     let mut cluster_env = env_refs.clone();
@@ -444,6 +470,16 @@ async fn a_worker_killed_mid_query_fails_it_quickly_and_the_next_query_uses_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_that_would_answer_differently_are_refused() {
+    // Addresses that cannot be workers are refused before any connection.
+    for (bad, why) in [
+        ("https://10.0.0.5:50061", "scheme https"),
+        ("10.0.0.5", "no port"),
+    ] {
+        let error = Cluster::parse_addresses(&[bad.to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(bad) && error.contains(why), "{error}");
+    }
     // Another build: a datafusion-distributed worker reporting another version.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let other = listener.local_addr().unwrap();
@@ -549,6 +585,38 @@ async fn workers_that_would_answer_differently_are_refused() {
         &rows(&single, priced).await.unwrap(),
         &rows(&session, priced).await.unwrap(),
     );
+    // New prices land after the workers started: a coordinator that has read them makes the
+    // workers read them too, and prices as one node does.
+    let before = single.prices_fingerprint();
+    let later = Path::new(&data).join("later.csv");
+    std::fs::write(
+        &later,
+        "model,valid_from,input_usd_per_mtok,output_usd_per_mtok\nclaude-sonnet-4-5,2020-01-01,999,999\n",
+    )
+    .unwrap();
+    ok(tokenledger(
+        &[
+            "import",
+            "--data",
+            &data,
+            "--table",
+            "model_prices",
+            later.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let session = open(&data, &coordinator(&same, SessionOptions::default()).await).await;
+    let single = open(&data, &SessionOptions::default()).await;
+    assert_ne!(
+        single.prices_fingerprint(),
+        before,
+        "the new price file changed nothing"
+    );
+    assert_same_rows(
+        priced,
+        &rows(&single, priced).await.unwrap(),
+        &rows(&session, priced).await.unwrap(),
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -644,4 +712,89 @@ async fn group_by_over_sorted_files_split_across_workers_counts_each_group_once(
     let expected = rows(&single, sql).await.unwrap();
     assert_eq!(expected.len(), WORKFLOWS);
     assert_same_rows(sql, &expected, &rows(&distributed, sql).await.unwrap());
+}
+
+/// A Flight SQL server coordinating three workers: an administrator sees every tenant's rows
+/// and a tenant-scoped user only theirs, as on one node; the tenant filter (our own plan node)
+/// travels to the workers with the plan.
+#[test]
+fn flight_sql_through_a_coordinator_keeps_answers_and_tenants() {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use futures::TryStreamExt;
+
+    let sample = repo_root().join("testdata/sample");
+    let workers = start_workers(3, sample.to_str().unwrap(), &[]);
+    let list = addresses(&workers).join(",");
+    let server = crate::flight_clients::ServeProcess::serve_to(
+        &sample,
+        false,
+        &[
+            ("admin", "admin's password", &["*"]),
+            ("acme", "acme's password", &["acme-retail"]),
+        ],
+        &["--workers", &list, "--partition-bytes", "1"],
+    );
+    let sql = "SELECT tenant, count(*) AS spans, sum(input_tokens) AS tokens FROM spans GROUP BY 1 ORDER BY 1";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answer = |user: &str, password: &str, sql: &str| -> Vec<Vec<String>> {
+        runtime.block_on(async {
+            let channel = tonic::transport::Channel::from_shared(format!(
+                "http://127.0.0.1:{}",
+                server.port()
+            ))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+            let mut client = FlightSqlServiceClient::new(channel);
+            client.handshake(user, password).await.unwrap();
+            let info = client.execute(sql.into(), None).await.unwrap();
+            let ticket = info.endpoint[0].ticket.clone().unwrap();
+            let batches: Vec<RecordBatch> = client
+                .do_get(ticket)
+                .await
+                .unwrap()
+                .try_collect()
+                .await
+                .unwrap();
+            slt_db::stringify(&batches)
+        })
+    };
+    let single = runtime.block_on(async {
+        let session = open(sample.to_str().unwrap(), &SessionOptions::default()).await;
+        rows(&session, sql).await.unwrap()
+    });
+    // The tenant-scoped plan runs its tenant boundary inside a stage on the workers.
+    let staged = runtime.block_on(async {
+        let options = coordinator(&workers, SessionOptions::default()).await;
+        let session = open(sample.to_str().unwrap(), &options).await;
+        let scoped = session
+            .for_scope(&tokenledger_engine::TenantScope::only(["acme-retail"]))
+            .await
+            .unwrap();
+        let frame = scoped.plan_sql(sql, Access::ReadOnly).await.unwrap();
+        let plan = frame.create_physical_plan().await.unwrap();
+        datafusion_distributed::display_plan_ascii(plan.as_ref(), false)
+    });
+    let stage = staged
+        .split("Stage ")
+        .find(|stage| stage.contains("TenantScopeExec"))
+        .unwrap_or_else(|| panic!("no stage runs the tenant filter:\n{staged}"));
+    assert!(stage.contains("tasks=3"), "{staged}");
+    assert_same_rows(sql, &single, &answer("admin", "admin's password", sql));
+    let acme: Vec<Vec<String>> = single
+        .iter()
+        .filter(|row| row[0] == "acme-retail")
+        .cloned()
+        .collect();
+    assert_same_rows(sql, &acme, &answer("acme", "acme's password", sql));
+    // Trying to see past the filter: the other tenants' rows are not there.
+    let tenants = answer(
+        "acme",
+        "acme's password",
+        "SELECT DISTINCT tenant FROM spans WHERE tenant <> 'acme-retail' OR tenant IS NULL",
+    );
+    assert!(tenants.is_empty(), "{tenants:?}");
+    let log = server.log();
+    assert!(!log.contains("ERROR"), "{log}");
 }

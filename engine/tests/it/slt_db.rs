@@ -89,7 +89,7 @@ pub fn normalize_float(value: &str) -> String {
 }
 
 /// Every row of `batches` as text, NULL as "NULL".
-fn stringify(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<Vec<String>> {
+pub fn stringify(batches: &[datafusion::arrow::array::RecordBatch]) -> Vec<Vec<String>> {
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();

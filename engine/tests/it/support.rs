@@ -68,28 +68,8 @@ pub async fn rows(session: &TraceSession, sql: &str) -> Vec<Vec<String>> {
     stringify(&batches)
 }
 
-/// Formats batches as rows of strings.
-pub fn stringify(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    use arrow::util::display::{ArrayFormatter, FormatOptions};
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for batch in batches {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
-            .collect();
-        for row in 0..batch.num_rows() {
-            out.push(
-                formatters
-                    .iter()
-                    .map(|f| f.value(row).to_string())
-                    .collect(),
-            );
-        }
-    }
-    out
-}
+/// Every row of `batches` as text, NULL as "NULL" (the .slt runner's rendering).
+pub use crate::slt_db::stringify;
 
 /// "N total → M matched" of an EXPLAIN ANALYZE metric (`files_ranges_pruned_statistics`, …),
 /// as (N, M).
