@@ -652,8 +652,8 @@ async fn load_prices(ctx: &SessionContext, store: &Arc<TableFileStore>) -> Arc<P
     }))
 }
 
-/// A context with `ctx`'s settings and runtime (none of its tables or functions) whose queries run on
-/// this node whatever `ctx`'s planner would distribute.
+/// A context with `ctx`'s settings and runtime (none of its tables or functions) whose
+/// queries run on this node, whatever `ctx`'s planner would distribute.
 fn this_node_only(ctx: &SessionContext) -> SessionContext {
     let state = SessionStateBuilder::new()
         .with_config(ctx.copied_config())
