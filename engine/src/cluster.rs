@@ -7,8 +7,9 @@
 //! - builds every context of the session through it, so each becomes a coordinator;
 //! - adds a [`ClusterQuery`] to each context's configuration, which travels with every task to
 //!   the workers. It carries the fingerprint of the prices `token_cost` used to plan the query
-//!   (set per query by [`crate::TraceSession::execute`]): functions cross the network by name
-//!   only, so a worker compares this with its own prices before it runs anything;
+//!   (stamped on each query by [`crate::TraceSession::plan`] and `report`): functions cross
+//!   the network by name only, so a worker compares this with its own prices before it runs
+//!   anything;
 //! - reads curated tables as plain Parquet scans of their snapshot's files instead of
 //!   deltalake's scan node, which has no codec and cannot be sent to a worker. The two read
 //!   the same rows: curated tables are written by tokenledger alone, without partition
