@@ -90,6 +90,10 @@ pub enum EngineError {
     #[error("{0}")]
     Input(String),
 
+    /// A parameter a user gave (a date, a filter) was not usable.
+    #[error("{0}")]
+    Parameter(String),
+
     /// Planning or execution failed inside DataFusion (bad SQL, unknown table, …).
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),

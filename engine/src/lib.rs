@@ -11,6 +11,8 @@ pub mod curated;
 pub mod error;
 pub mod execute;
 pub mod files;
+pub mod filter;
+pub mod focus;
 pub mod footer;
 pub mod import;
 pub mod limits;

@@ -101,7 +101,9 @@ fn engine_kind(e: &EngineError) -> Option<Code> {
         EngineError::Schema { .. }
         | EngineError::Quarantine { .. }
         | EngineError::Settings { .. } => Some(Code::FailedPrecondition),
-        EngineError::Input(_) | EngineError::History(_) => Some(Code::InvalidArgument),
+        EngineError::Input(_) | EngineError::Parameter(_) | EngineError::History(_) => {
+            Some(Code::InvalidArgument)
+        }
         EngineError::Conflict(_) => Some(Code::Aborted),
         EngineError::ObjectStore(_) | EngineError::Io(_) => Some(Code::Unavailable),
         EngineError::Panic(_) => Some(Code::Internal),
