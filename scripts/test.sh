@@ -2,7 +2,7 @@
 # Runs every test on a fresh machine. Installs what the tests need into venvs from pinned
 # requirements files: .venv (a SeaweedFS S3 server, DuckDB, pyarrow, the ADBC Flight SQL driver,
 # pytest), .venv-dbapi (flightsql-dbapi, which cannot share a venv with the rest), .venv-delta
-# (DuckDB's Delta reader) and one
+# (DuckDB's Delta reader), .venv-focus (the FOCUS validator) and one
 # .venv-otlp-* per OpenTelemetry instrumentation the OTLP receiver is tested with. Then checks
 # formatting and lints and runs the Rust test suites, which start and stop their own servers on
 # 127.0.0.1 and run the Python client tests in tests/python/ against them. Last, checks that the
@@ -24,10 +24,20 @@ setup_venv .venv scripts/requirements-test.txt
 setup_venv .venv-dbapi scripts/requirements-dbapi.txt
 # DuckDB 1.4.4 with its delta extension: an independent reader of the curated Delta tables.
 setup_venv .venv-delta scripts/requirements-delta.txt
+# The FinOps Foundation's FOCUS validator, for the FOCUS export.
+setup_venv .venv-focus scripts/requirements-focus.txt
 # An LLM app (openai-python) under each OTLP instrumentation the receiver maps, one venv each.
 for instrumentation in openai-v2 traceloop openinference langfuse; do
   setup_venv ".venv-otlp-$instrumentation" "scripts/requirements-otlp-$instrumentation.txt"
 done
+# A real browser for the report page's test: Debian's chromium and its chromedriver.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "installing chromium and chromium-driver from Debian's packages" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get install -y -q chromium chromium-driver >/dev/null \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium chromium-driver >/dev/null; }
+fi
 # Benchmarks reuse the venvs without running the tests.
 [ "${1:-}" = "--venv-only" ] && exit 0
 export PATH="$PWD/.venv/bin:$PATH"

@@ -18,6 +18,8 @@ use tokenledger_engine::cluster::Distribution;
 use tokenledger_engine::curated::{
     AsOf, CompactOptions, CompactProgress, DEFAULT_AUDIT_WINDOW, MaintainOptions,
 };
+use tokenledger_engine::filter::{DateRange, parse_date};
+use tokenledger_engine::focus::focus_rows;
 use tokenledger_engine::import::{import_csv, import_litellm};
 use tokenledger_engine::reports;
 use tokenledger_engine::schema::{self, TABLES};
@@ -27,6 +29,7 @@ use tokenledger_engine::{
 use tokenledger_flight_server::{Grant, QueryLimits, ServeOptions, Users};
 use tokenledger_gen::{GenOptions, generate};
 use tokenledger_ingest::{ExporterAuth, IngestOptions, Ingestor, Receiver, ReceiverConfig};
+use tokenledger_web::PageAuth;
 
 use crate::error::CliError;
 use crate::output::Format;
@@ -321,6 +324,14 @@ enum Command {
         /// Also receive OpenTelemetry traces over OTLP/HTTP here (e.g. 127.0.0.1:4318).
         #[arg(long)]
         otlp_http: Option<SocketAddr>,
+        /// Serve the report page (charts of every report) here [default: 127.0.0.1:8080, left
+        /// out with a warning when that port is taken]. Off loopback it needs --users and
+        /// --allow-plaintext-passwords (plain HTTP: put a TLS proxy in front).
+        #[arg(long, conflicts_with = "no_http")]
+        http: Option<SocketAddr>,
+        /// Do not serve the report page.
+        #[arg(long)]
+        no_http: bool,
         #[command(flatten)]
         spool: SpoolArgs,
         #[command(flatten)]
@@ -372,6 +383,11 @@ enum Command {
         #[command(subcommand)]
         command: PricesCommand,
     },
+    /// Export the data for other tools.
+    Export {
+        #[command(subcommand)]
+        command: ExportCommand,
+    },
     /// Load a CSV file into a table (as one Parquet file named after the CSV).
     Import {
         #[command(flatten)]
@@ -382,6 +398,25 @@ enum Command {
         /// CSV files with a header row of column names.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ExportCommand {
+    /// AI spend as FinOps FOCUS 1.0 cost and usage rows: one per day, provider, model,
+    /// tenant, token type and pricing method (x_PricedBy says which were priced by token_cost).
+    Focus {
+        #[command(flatten)]
+        data: DataArg,
+        /// First day (UTC), YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// Last day (UTC, included), YYYY-MM-DD.
+        #[arg(long)]
+        to: String,
+        /// File to write: .parquet or .csv.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -474,6 +509,8 @@ async fn run(command: Command) -> Result<(), CliError> {
             refresh,
             otlp_grpc,
             otlp_http,
+            http,
+            no_http,
             spool,
             cluster,
         } => {
@@ -483,7 +520,8 @@ async fn run(command: Command) -> Result<(), CliError> {
                 distribution: cluster.distribution(Startup::Tolerant).await?,
                 ..data.session_options()
             };
-            let session = TraceSession::open(DataLocation::parse(&data.data)?, &options).await?;
+            let session =
+                Arc::new(TraceSession::open(DataLocation::parse(&data.data)?, &options).await?);
             let serve = ServeOptions {
                 listen,
                 users,
@@ -503,6 +541,10 @@ async fn run(command: Command) -> Result<(), CliError> {
                 "serving {} over Arrow Flight SQL on {scheme}://{address}",
                 session.location
             );
+            let page = match no_http {
+                true => None,
+                false => start_page(http, &serve, &session).await?,
+            };
             tracing::info!(
                 memory_limit = limits.memory_limit,
                 query_memory_limit = limits.query_memory_limit,
@@ -523,8 +565,10 @@ async fn run(command: Command) -> Result<(), CliError> {
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            tokenledger_flight_server::serve_on(Arc::new(session), &serve, listener, shutdown)
-                .await?;
+            tokenledger_flight_server::serve_on(session, &serve, listener, shutdown).await?;
+            if let Some(page) = page {
+                page.abort();
+            }
             Ok(())
         }
         Command::Worker {
@@ -883,6 +927,37 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Export {
+            command:
+                ExportCommand::Focus {
+                    data,
+                    from,
+                    to,
+                    out,
+                },
+        } => {
+            let range = DateRange::new(parse_date("--from", &from)?, parse_date("--to", &to)?)?;
+            let format = match out.extension().and_then(|e| e.to_str()) {
+                Some("parquet") => Format::Parquet,
+                Some("csv") => Format::Csv,
+                _ => {
+                    return Err(CliError::Usage(format!(
+                        "--out {}: name a .parquet or .csv file",
+                        out.display()
+                    )));
+                }
+            };
+            let session = open(&data).await?;
+            let frame = focus_rows(&session, range).await?;
+            let rows = output::write(session.execute(frame).await?, format, Some(&out)).await?;
+            eprintln!(
+                "{}: {rows} FOCUS rows for {} to {}",
+                out.display(),
+                range.from,
+                range.to
+            );
+            Ok(())
+        }
         Command::Import { data, table, files } => {
             let table = schema::table(&table).ok_or_else(|| {
                 let names: Vec<_> = TABLES.iter().map(|t| t.name).collect();
@@ -900,6 +975,54 @@ async fn run_data_command(command: Command) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Where the report page listens unless told otherwise.
+const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+/// Starts the report page over `session` with `serve`'s users, on `http` or else the default
+/// address (left out, with a warning, when something else holds that port).
+async fn start_page(
+    http: Option<SocketAddr>,
+    serve: &ServeOptions,
+    session: &Arc<TraceSession>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, CliError> {
+    let address = http.unwrap_or_else(|| DEFAULT_HTTP.parse().expect("a socket address"));
+    if !address.ip().is_loopback() && (serve.users.is_none() || !serve.allow_plaintext_passwords) {
+        return Err(CliError::Usage(format!(
+            "--http {address}: off loopback the report page needs --users and \
+             --allow-plaintext-passwords (it takes passwords over plain HTTP: put a TLS proxy in front)"
+        )));
+    }
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(e) if http.is_none() => {
+            tracing::warn!(%address, error = %e, "report page not started: pass --http ADDR");
+            eprintln!("report page not started: {address}: {e} (pass --http ADDR)");
+            return Ok(None);
+        }
+        Err(e) => return Err(CliError::Usage(format!("--http {address}: {e}"))),
+    };
+    let auth = match &serve.users {
+        Some(path) => {
+            let users = Users::load(path)?;
+            PageAuth::users(Arc::new(move |user: &str, password: &str| {
+                users.verify(user, password)
+            }))
+        }
+        None => PageAuth::Open,
+    };
+    // Tests read the port from this line.
+    eprintln!(
+        "report page on http://{}/",
+        listener.local_addr().map_err(EngineError::from)?
+    );
+    let session = Arc::clone(session);
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = tokenledger_web::serve(listener, session, auth).await {
+            tracing::error!(error = %e, "the report page stopped");
+        }
+    })))
 }
 
 /// Progress of a compaction, on stderr.

@@ -49,6 +49,13 @@ impl ServeProcess {
         }
         let mut args: Vec<String> = vec!["serve".into(), "--data".into(), path(data)];
         args.extend(extra.iter().map(|a| a.to_string()));
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--http") || *a == "--no-http")
+        {
+            // The report page too, on a free port (not the default one every server would share).
+            args.extend(["--http".into(), "127.0.0.1:0".into()]);
+        }
         args.extend([
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -101,6 +108,25 @@ impl ServeProcess {
                 panic!("tokenledger serve exited with {status}:\n{log}");
             }
             assert!(Instant::now() < deadline, "serve did not start:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The report page's port, from the "report page on http://127.0.0.1:PORT/" line.
+    pub fn http_port(&self) -> u16 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if let Some(line) = log
+                .lines()
+                .find(|l| l.starts_with("report page on http://"))
+            {
+                let port = line.trim_end_matches('/').rsplit(':').next().unwrap();
+                return port
+                    .parse()
+                    .unwrap_or_else(|_| panic!("no port in {line:?}"));
+            }
+            assert!(Instant::now() < deadline, "no report page:\n{log}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -903,6 +903,7 @@ fn serve_receives_otlp_and_answers_over_flight_sql() {
             data.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
+            "--no-http",
         ])
         .args([
             "--otlp-http",

@@ -1,0 +1,261 @@
+//! The report page: `tokenledger serve --http ADDR` answers a browser with the eight reports as
+//! charts (drawn on the server as SVG), filters for days, workflow and tenant, and under each
+//! chart a link to the one SQL statement that produced it. The page's queries run on the same
+//! session as Flight SQL, with the same users and tenant rules.
+
+mod auth;
+mod chart;
+mod error;
+mod page;
+mod sections;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::json::WriterBuilder;
+use arrow::json::writer::JsonArray;
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use futures::TryStreamExt;
+use futures::future::try_join_all;
+use tokenledger_engine::filter::{ReportFilter, parse_date};
+use tokenledger_engine::reports;
+use tokenledger_engine::{Access, TenantScope, TraceSession};
+
+pub use auth::{CheckUser, PageAuth};
+pub use error::{Result, WebError};
+
+use crate::page::{Frame, escape};
+use crate::sections::{RECIPES, Row};
+
+/// What the handlers share.
+#[derive(Clone)]
+struct PageState {
+    session: Arc<TraceSession>,
+    auth: PageAuth,
+}
+
+/// Serves the page on `listener` until the task is dropped: `/` (the page) and
+/// `/sql/{report}` (a chart's SQL as text), both taking the filter as URL parameters.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    session: Arc<TraceSession>,
+    auth: PageAuth,
+) -> Result<()> {
+    let app = Router::new()
+        .route("/", get(page_handler))
+        .route("/sql/{report}", get(sql_handler))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "no such page: the report page is at /",
+            )
+        })
+        .with_state(PageState { session, auth });
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// 401 with a Basic challenge: the browser asks for the user name and password.
+fn sign_in() -> Response {
+    let mut response = (
+        StatusCode::UNAUTHORIZED,
+        Html("<!doctype html><title>Sign in</title><p>Sign in with your tokenledger user (the same as for Flight SQL).</p>"),
+    )
+        .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"tokenledger\", charset=\"UTF-8\""),
+    );
+    response
+}
+
+/// The URL's parameters as name, value pairs.
+fn parameters(query: Option<&str>) -> Result<Vec<(String, String)>> {
+    serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| WebError::BadRequest(format!("the URL's parameters cannot be read: {e}")))
+}
+
+/// The filter the parameters ask for, checked against what `scope` may see.
+fn parse_filter(parameters: &[(String, String)], scope: &TenantScope) -> Result<ReportFilter> {
+    let mut filter = ReportFilter::default();
+    for (name, value) in parameters {
+        let value = value.trim();
+        if value.is_empty() {
+            continue;
+        }
+        match name.as_str() {
+            "from" => filter.from = Some(parse_date("from", value)?),
+            "to" => filter.to = Some(parse_date("to", value)?),
+            "workflow" => filter.workflow = Some(value.to_string()),
+            "tenant" => {
+                if let TenantScope::Only(mine) = scope
+                    && !mine.contains(value)
+                {
+                    return Err(WebError::Forbidden(format!(
+                        "tenant {value:?} is not one of yours ({scope})"
+                    )));
+                }
+                filter.tenant = Some(value.to_string());
+            }
+            other => {
+                return Err(WebError::BadRequest(format!(
+                    "unknown parameter {other:?}: the page takes from, to, workflow and tenant"
+                )));
+            }
+        }
+    }
+    filter.check()?;
+    Ok(filter)
+}
+
+/// Runs `sql` on `session` and gives its rows as JSON objects (every column present, NULL as
+/// null, numbers at full precision).
+async fn rows(session: &TraceSession, sql: &str) -> Result<Vec<Row>> {
+    let frame = session.plan_sql(sql, Access::ReadOnly).await?;
+    let batches: Vec<RecordBatch> = session.execute(frame).await?.try_collect().await?;
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, JsonArray>(Vec::new());
+    writer.write_batches(&batches.iter().collect::<Vec<_>>())?;
+    writer.finish()?;
+    let json = writer.into_inner();
+    if json.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&json).map_err(|e| WebError::Chart(format!("report rows as JSON: {e}")))
+}
+
+/// One column's distinct values (the filter menus' choices).
+async fn choices(session: &TraceSession, column: &str) -> Result<Vec<String>> {
+    let sql =
+        format!("SELECT DISTINCT {column} FROM outcomes WHERE {column} IS NOT NULL ORDER BY 1");
+    Ok(rows(session, &sql)
+        .await?
+        .into_iter()
+        .filter_map(|row| row.get(column).and_then(|v| v.as_str()).map(str::to_string))
+        .collect())
+}
+
+async fn page_handler(
+    State(state): State<PageState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some((user, scope)) = state.auth.caller(&headers) else {
+        return sign_in();
+    };
+    let started = Instant::now();
+    let raw = parameters(query.as_deref()).unwrap_or_default();
+    let session = match state.session.for_scope(&scope).await {
+        Ok(session) => session,
+        Err(e) => return failure(&WebError::from(e)),
+    };
+    let (workflows, tenants) =
+        match futures::try_join!(choices(&session, "workflow"), choices(&session, "tenant")) {
+            Ok(menus) => menus,
+            Err(e) => return failure(&e),
+        };
+    let filter = parameters(query.as_deref()).and_then(|p| parse_filter(&p, &scope));
+    let frame_filter = filter.as_ref().cloned().unwrap_or_default();
+    let location = state.session.location.to_string();
+    let frame = Frame {
+        location: &location,
+        user: &user,
+        scope: scope.to_string(),
+        filter: &frame_filter,
+        raw: &raw,
+        workflows: &workflows,
+        tenants: &tenants,
+        query: query.as_deref().unwrap_or(""),
+    };
+    let outcome = match filter {
+        Ok(filter) => charts(&session, &filter).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(sections) => {
+            let millis = started.elapsed().as_millis();
+            tracing::info!(%user, millis, "report page");
+            Html(page::render(&frame, &sections, None, millis)).into_response()
+        }
+        Err(e) => {
+            tracing::info!(%user, error = %e, "report page refused");
+            let html = page::render(
+                &frame,
+                &[],
+                Some(&e.to_string()),
+                started.elapsed().as_millis(),
+            );
+            (e.status(), Html(html)).into_response()
+        }
+    }
+}
+
+/// Every chart under `filter`: each report run once (concurrently), then drawn.
+async fn charts(
+    session: &TraceSession,
+    filter: &ReportFilter,
+) -> Result<Vec<(sections::Section, Vec<Row>)>> {
+    let mut names: Vec<&str> = RECIPES.iter().map(|r| r.report).collect();
+    names.dedup();
+    let results = try_join_all(names.iter().map(|name| async move {
+        let report = reports::view(name).expect("every chart draws a report");
+        rows(session, &filter.sql(report))
+            .await
+            .map(|rows| (*name, rows))
+    }))
+    .await?;
+    let by_report: HashMap<&str, Vec<Row>> = results.into_iter().collect();
+    RECIPES
+        .iter()
+        .map(|recipe| {
+            let rows = by_report[recipe.report].clone();
+            Ok((recipe.section(&rows)?, rows))
+        })
+        .collect()
+}
+
+/// A failure before the page could be laid out: the message alone, never a trace.
+fn failure(e: &WebError) -> Response {
+    (
+        e.status(),
+        Html(format!(
+            "<!doctype html><title>tokenledger</title><p class=\"error\" role=\"alert\" id=\"error\">{}</p>",
+            escape(&e.to_string())
+        )),
+    )
+        .into_response()
+}
+
+async fn sql_handler(
+    State(state): State<PageState>,
+    headers: HeaderMap,
+    Path(report): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let Some((_, scope)) = state.auth.caller(&headers) else {
+        return sign_in();
+    };
+    let Some(view) = reports::reports().find(|r| r.name == report) else {
+        let names: Vec<&str> = reports::reports().map(|r| r.name).collect();
+        let e = WebError::NotFound(format!(
+            "no report named {report:?}; reports are {}",
+            names.join(", ")
+        ));
+        return (e.status(), e.to_string()).into_response();
+    };
+    match parameters(query.as_deref()).and_then(|p| parse_filter(&p, &scope)) {
+        Ok(filter) => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", filter.sql(view)),
+        )
+            .into_response(),
+        Err(e) => (e.status(), e.to_string()).into_response(),
+    }
+}
