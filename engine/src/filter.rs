@@ -201,14 +201,17 @@ mod tests {
     use super::*;
     use crate::reports::view;
 
-    #[test]
-    fn a_report_brings_the_views_it_reads_in_dependency_order() {
-        let names: Vec<&str> = views_behind(view("allocation").unwrap())
+    fn behind(report: &str) -> Vec<&'static str> {
+        views_behind(view(report).unwrap())
             .iter()
             .map(|v| v.name)
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_report_brings_the_views_it_reads_in_dependency_order() {
         assert_eq!(
-            names,
+            behind("allocation"),
             [
                 "priced_spans",
                 "work_item_costs",
@@ -220,12 +223,8 @@ mod tests {
                 "allocation"
             ]
         );
-        let names: Vec<&str> = views_behind(view("cost_per_outcome").unwrap())
-            .iter()
-            .map(|v| v.name)
-            .collect();
         assert_eq!(
-            names,
+            behind("cost_per_outcome"),
             ["priced_spans", "work_item_costs", "cost_per_outcome"]
         );
     }

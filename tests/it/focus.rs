@@ -163,38 +163,26 @@ fn focus_costs_add_up_to_the_spans_cost_computed_by_duckdb() {
 
 #[test]
 fn bad_export_arguments_get_clear_errors() {
-    let out = tokenledger(
-        &[
-            "export",
-            "focus",
-            "--from",
-            "2026-02-01",
-            "--to",
-            "2026-01-01",
-            "--out",
-            "x.csv",
-        ],
-        &[],
-    );
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("ends (2026-01-01) before it starts (2026-02-01)"),
-        "{stderr}"
-    );
-    let out = tokenledger(
-        &[
-            "export",
-            "focus",
-            "--from",
-            "2026-02-01",
-            "--to",
-            "2026-02-02",
-            "--out",
-            "x.json",
-        ],
-        &[],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("name a .parquet or .csv file"), "{stderr}");
+    for ((from, to, out), expected) in [
+        (
+            ("2026-02-01", "2026-01-01", "x.csv"),
+            "ends (2026-01-01) before it starts (2026-02-01)",
+        ),
+        (
+            ("2026-02-01", "2026-02-02", "x.json"),
+            "name a .parquet or .csv file",
+        ),
+        (
+            ("2026-02-30", "2026-03-01", "x.csv"),
+            "\"2026-02-30\" is not a date",
+        ),
+    ] {
+        let output = tokenledger(
+            &["export", "focus", "--from", from, "--to", to, "--out", out],
+            &[],
+        );
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
 }

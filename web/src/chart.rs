@@ -166,59 +166,45 @@ fn draw_bars<'b, 'a: 'b>(
         }
         rects.push((bars.name.clone(), color(s), shapes));
     }
+    let (x_range, y_range) = if lying {
+        (low..high, axis.clone())
+    } else {
+        (axis.clone(), low..high)
+    };
+    let mut chart = builder.build_cartesian_2d(x_range, y_range)?;
+    let mut mesh = chart.configure_mesh();
     if lying {
-        let mut chart = builder.build_cartesian_2d(low..high, axis.clone())?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
+        mesh.disable_y_mesh()
             .y_labels(n)
             .y_label_formatter(&name_of)
             .x_desc(value_label)
-            .x_label_formatter(&short_number)
-            .draw()?;
-        for (name, c, shapes) in rects {
-            chart
-                .draw_series(shapes.into_iter().map(|r| Rectangle::new(r, c.filled())))?
-                .label(name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
-        }
-        if let Some((value, label)) = reference {
-            chart
-                .draw_series(LineSeries::new(
-                    [(value, axis.start), (value, axis.end)],
-                    BLACK.stroke_width(1),
-                ))?
-                .label(label)
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK));
-        }
-        legend(&mut chart)?;
+            .x_label_formatter(&short_number);
     } else {
-        let mut chart = builder.build_cartesian_2d(axis.clone(), low..high)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
+        mesh.disable_x_mesh()
             .x_labels(n)
             .x_label_formatter(&name_of)
             .y_desc(value_label)
-            .y_label_formatter(&short_number)
-            .draw()?;
-        for (name, c, shapes) in rects {
-            chart
-                .draw_series(shapes.into_iter().map(|r| Rectangle::new(r, c.filled())))?
-                .label(name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
-        }
-        if let Some((value, label)) = reference {
-            chart
-                .draw_series(LineSeries::new(
-                    [(axis.start, value), (axis.end, value)],
-                    BLACK.stroke_width(1),
-                ))?
-                .label(label)
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK));
-        }
-        legend(&mut chart)?;
+            .y_label_formatter(&short_number);
     }
+    mesh.draw()?;
+    for (name, c, shapes) in rects {
+        chart
+            .draw_series(shapes.into_iter().map(|r| Rectangle::new(r, c.filled())))?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], c.filled()));
+    }
+    if let Some((value, label)) = reference {
+        let across = if lying {
+            [(value, axis.start), (value, axis.end)]
+        } else {
+            [(axis.start, value), (axis.end, value)]
+        };
+        chart
+            .draw_series(LineSeries::new(across, BLACK.stroke_width(1)))?
+            .label(label)
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 12, y)], BLACK));
+    }
+    legend(&mut chart)?;
     Ok(())
 }
 

@@ -227,6 +227,13 @@ fn workflow_totals(rows: &[Row]) -> Vec<&Row> {
 
 const NOTHING: &str = "No rows under this filter.";
 
+/// The rows with their workflows' names (most charts' categories); `None` when there are none.
+fn by_workflow<'a>(rows: impl Iterator<Item = &'a Row>) -> Option<(Vec<&'a Row>, Vec<String>)> {
+    let rows: Vec<&Row> = rows.collect();
+    let names = rows.iter().map(|r| text(r, "workflow")).collect();
+    (!rows.is_empty()).then_some((rows, names))
+}
+
 fn cost_per_outcome(rows: &[Row]) -> Result<Drawn> {
     let rows = workflow_totals(rows);
     if rows.is_empty() {
@@ -320,11 +327,9 @@ fn first_try_curve(rows: &[Row]) -> Result<Drawn> {
 }
 
 fn retry_tail(rows: &[Row]) -> Result<Drawn> {
-    let rows: Vec<&Row> = rows.iter().collect();
-    if rows.is_empty() {
+    let Some((rows, names)) = by_workflow(rows.iter()) else {
         return Ok((NOTHING.into(), None));
-    }
-    let names: Vec<String> = rows.iter().map(|r| text(r, "workflow")).collect();
+    };
     let share = |column: &'static str| move |r: &Row| num(r, column).map(|v| v * 100.0);
     let svg = bar_chart(
         "share of AI spend (%)",
@@ -449,11 +454,9 @@ fn routing_candidates(rows: &[Row]) -> Result<Drawn> {
 }
 
 fn bpo_comparison(rows: &[Row]) -> Result<Drawn> {
-    let rows: Vec<&Row> = rows.iter().collect();
-    if rows.is_empty() {
+    let Some((rows, names)) = by_workflow(rows.iter()) else {
         return Ok((NOTHING.into(), None));
-    }
-    let names: Vec<String> = rows.iter().map(|r| text(r, "workflow")).collect();
+    };
     let svg = bar_chart(
         "USD per completed unit",
         &names,
@@ -489,14 +492,13 @@ fn bpo_comparison(rows: &[Row]) -> Result<Drawn> {
 }
 
 fn marginal_utility(rows: &[Row]) -> Result<Drawn> {
-    let rows: Vec<&Row> = rows
+    // The rows over all of a workflow's items (model NULL); the tiers are in the table.
+    let all_models = rows
         .iter()
-        .filter(|r| r.get("model").is_none_or(Value::is_null))
-        .collect();
-    if rows.is_empty() {
+        .filter(|r| r.get("model").is_none_or(Value::is_null));
+    let Some((rows, names)) = by_workflow(all_models) else {
         return Ok((NOTHING.into(), None));
-    }
-    let names: Vec<String> = rows.iter().map(|r| text(r, "workflow")).collect();
+    };
     let svg = bar_chart(
         "USD of value per extra USD of inference",
         &names,
@@ -515,11 +517,9 @@ fn marginal_utility(rows: &[Row]) -> Result<Drawn> {
 }
 
 fn waste(rows: &[Row]) -> Result<Drawn> {
-    let rows: Vec<&Row> = rows.iter().collect();
-    if rows.is_empty() {
+    let Some((rows, names)) = by_workflow(rows.iter()) else {
         return Ok((NOTHING.into(), None));
-    }
-    let names: Vec<String> = rows.iter().map(|r| text(r, "workflow")).collect();
+    };
     let wasted = |r: &Row| {
         [
             "failed_attempt_spend_usd",
@@ -558,11 +558,9 @@ fn waste(rows: &[Row]) -> Result<Drawn> {
 }
 
 fn allocation(rows: &[Row]) -> Result<Drawn> {
-    let rows: Vec<&Row> = rows.iter().collect();
-    if rows.is_empty() {
+    let Some((rows, names)) = by_workflow(rows.iter()) else {
         return Ok((NOTHING.into(), None));
-    }
-    let names: Vec<String> = rows.iter().map(|r| text(r, "workflow")).collect();
+    };
     let mut decisions: Vec<String> = rows.iter().map(|r| text(r, "decision")).collect();
     decisions.sort();
     decisions.dedup();
