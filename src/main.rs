@@ -26,10 +26,10 @@ use tokenledger_engine::schema::{self, TABLES};
 use tokenledger_engine::{
     Access, DataLocation, EngineError, MemoryLimits, SessionOptions, TraceSession,
 };
-use tokenledger_flight_server::{Grant, QueryLimits, ServeOptions, Users};
+use tokenledger_flight_server::{Admission, Grant, QueryLimits, ServeOptions, Users, Weight};
 use tokenledger_gen::{GenOptions, generate};
 use tokenledger_ingest::{ExporterAuth, IngestOptions, Ingestor, Receiver, ReceiverConfig};
-use tokenledger_web::PageAuth;
+use tokenledger_web::{Gate, PageAuth};
 
 use crate::error::CliError;
 use crate::output::Format;
@@ -541,9 +541,11 @@ async fn run(command: Command) -> Result<(), CliError> {
                 "serving {} over Arrow Flight SQL on {scheme}://{address}",
                 session.location
             );
+            // One gate for Flight SQL and the report page: the limits hold for both together.
+            let admission = Arc::new(Admission::new(serve.limits.clone()));
             let page = match no_http {
                 true => None,
-                false => start_page(http, &serve, &session).await?,
+                false => start_page(http, &serve, &session, &admission).await?,
             };
             tracing::info!(
                 memory_limit = limits.memory_limit,
@@ -565,7 +567,10 @@ async fn run(command: Command) -> Result<(), CliError> {
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            tokenledger_flight_server::serve_on(session, &serve, listener, shutdown).await?;
+            tokenledger_flight_server::serve_admitting(
+                session, &serve, listener, shutdown, admission,
+            )
+            .await?;
             if let Some(page) = page {
                 page.abort();
             }
@@ -986,6 +991,7 @@ async fn start_page(
     http: Option<SocketAddr>,
     serve: &ServeOptions,
     session: &Arc<TraceSession>,
+    admission: &Arc<Admission>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, CliError> {
     let address = http.unwrap_or_else(|| DEFAULT_HTTP.parse().expect("a socket address"));
     if !address.ip().is_loopback() && (serve.users.is_none() || !serve.allow_plaintext_passwords) {
@@ -1017,9 +1023,21 @@ async fn start_page(
         "report page on http://{}/",
         listener.local_addr().map_err(EngineError::from)?
     );
+    let admission = Arc::clone(admission);
+    // A page load is one query of its user: it waits for a turn like a Flight SQL query.
+    let gate: Gate = Arc::new(move |user: String| {
+        let admission = Arc::clone(&admission);
+        Box::pin(async move {
+            let deadline = Instant::now() + admission.limits().timeout;
+            match admission.admit(&user, Weight::Reads, deadline).await {
+                Ok(turn) => Ok(Box::new(turn) as Box<dyn Send>),
+                Err(refused) => Err(refused.message().to_string()),
+            }
+        })
+    });
     let session = Arc::clone(session);
     Ok(Some(tokio::spawn(async move {
-        if let Err(e) = tokenledger_web::serve(listener, session, auth).await {
+        if let Err(e) = tokenledger_web::serve(listener, session, auth, Some(gate)).await {
             tracing::error!(error = %e, "the report page stopped");
         }
     })))

@@ -23,7 +23,7 @@ use tokenledger_engine::TraceSession;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-pub use admission::{Admission, QueryLimits};
+pub use admission::{Admission, QueryLimits, Weight};
 pub use auth::{Auth, Caller, Grant, Users};
 pub use error::{FlightServerError, Result};
 pub use executor::QueryExecutor;
@@ -96,8 +96,20 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let auth = auth_for(options)?;
     let admission = Arc::new(Admission::new(options.limits.clone()));
+    serve_admitting(session, options, listener, shutdown, admission).await
+}
+
+/// [`serve_on`], with queries admitted by `admission`: a gate other front ends of the same
+/// server (the report page) pass through too, so the limits hold for all of them together.
+pub async fn serve_admitting(
+    session: Arc<TraceSession>,
+    options: &ServeOptions,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    admission: Arc<Admission>,
+) -> Result<()> {
+    let auth = auth_for(options)?;
     let executor = QueryExecutor::new()
         .map_err(|e| FlightServerError::Config(format!("starting the query threads: {e}")))?;
     let service = TokenledgerFlightSql::new(session, Arc::new(auth), admission, Arc::new(executor));

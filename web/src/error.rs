@@ -12,6 +12,9 @@ pub enum WebError {
     /// The user asked for rows they may not see.
     #[error("{0}")]
     Forbidden(String),
+    /// The server's query limits refused the page for now (server busy, waited too long).
+    #[error("{0}")]
+    Busy(String),
     /// No such page or report.
     #[error("{0}")]
     NotFound(String),
@@ -48,6 +51,7 @@ impl WebError {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Engine(e) => match e {
                 EngineError::Parameter(_) | EngineError::Input(_) => StatusCode::BAD_REQUEST,
                 EngineError::PermissionDenied(_) => StatusCode::FORBIDDEN,

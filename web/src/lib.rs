@@ -28,6 +28,15 @@ use tokenledger_engine::reports;
 use tokenledger_engine::{Access, TenantScope, TraceSession};
 
 pub use auth::{CheckUser, PageAuth};
+
+/// Waits for a page's turn under the server's query limits (Flight SQL's admission): the turn
+/// is held until the returned value is dropped; an error is the refusal (server busy, waited
+/// too long), shown on the page.
+pub type Gate = Arc<
+    dyn Fn(String) -> futures::future::BoxFuture<'static, Result<Box<dyn Send>, String>>
+        + Send
+        + Sync,
+>;
 pub use error::{Result, WebError};
 
 use crate::page::{Frame, escape};
@@ -38,14 +47,17 @@ use crate::sections::{RECIPES, Row};
 struct PageState {
     session: Arc<TraceSession>,
     auth: PageAuth,
+    gate: Option<Gate>,
 }
 
 /// Serves the page on `listener` until the task is dropped: `/` (the page) and
-/// `/sql/{report}` (a chart's SQL as text), both taking the filter as URL parameters.
+/// `/sql/{report}` (a chart's SQL as text), both taking the filter as URL parameters. Each page
+/// load runs its reports in one turn of `gate` (none: no limit but the session's memory).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     session: Arc<TraceSession>,
     auth: PageAuth,
+    gate: Option<Gate>,
 ) -> Result<()> {
     let app = Router::new()
         .route("/", get(page_handler))
@@ -56,7 +68,11 @@ pub async fn serve(
                 "no such page: the report page is at /",
             )
         })
-        .with_state(PageState { session, auth });
+        .with_state(PageState {
+            session,
+            auth,
+            gate,
+        });
     axum::serve(listener, app).await?;
     Ok(())
 }
@@ -151,6 +167,11 @@ async fn page_handler(
         return sign_in();
     };
     let started = Instant::now();
+    // Every query of the page load runs within this turn, as one query of the user.
+    let _turn = match turn(&state, &user).await {
+        Ok(turn) => turn,
+        Err(e) => return failure(&e),
+    };
     let raw = parameters(query.as_deref()).unwrap_or_default();
     let session = match state.session.for_scope(&scope).await {
         Ok(session) => session,
@@ -194,6 +215,17 @@ async fn page_handler(
             );
             (e.status(), Html(html)).into_response()
         }
+    }
+}
+
+/// The page's turn to run its reports (`None` without a gate).
+async fn turn(state: &PageState, user: &str) -> Result<Option<Box<dyn Send>>> {
+    match &state.gate {
+        Some(gate) => gate(user.to_string())
+            .await
+            .map(Some)
+            .map_err(WebError::Busy),
+        None => Ok(None),
     }
 }
 
