@@ -172,7 +172,8 @@ async fn page_handler(
         Ok(turn) => turn,
         Err(e) => return failure(&e),
     };
-    let raw = parameters(query.as_deref()).unwrap_or_default();
+    let parsed = parameters(query.as_deref());
+    let raw = parsed.as_ref().cloned().unwrap_or_default();
     let session = match state.session.for_scope(&scope).await {
         Ok(session) => session,
         Err(e) => return failure(&WebError::from(e)),
@@ -182,7 +183,7 @@ async fn page_handler(
             Ok(menus) => menus,
             Err(e) => return failure(&e),
         };
-    let filter = parameters(query.as_deref()).and_then(|p| parse_filter(&p, &scope));
+    let filter = parsed.and_then(|p| parse_filter(&p, &scope));
     let frame_filter = filter.as_ref().cloned().unwrap_or_default();
     let location = state.session.location.to_string();
     let frame = Frame {
@@ -235,6 +236,7 @@ async fn charts(
     filter: &ReportFilter,
 ) -> Result<Vec<(sections::Section, Vec<Row>)>> {
     let mut names: Vec<&str> = RECIPES.iter().map(|r| r.report).collect();
+    names.sort_unstable();
     names.dedup();
     let results = try_join_all(names.iter().map(|name| async move {
         let report = reports::view(name).expect("every chart draws a report");
