@@ -92,7 +92,7 @@ fn the_focus_csv_passes_the_finops_foundation_validator() {
 fn focus_costs_add_up_to_the_spans_cost_computed_by_duckdb() {
     let dir = tempfile::tempdir().unwrap();
     export(&dir.path().join("focus.parquet"));
-    // DuckDB reads relative paths only here: the sample is linked into the directory.
+    // DuckDB runs in the export's directory, with the sample linked beside the export.
     std::os::unix::fs::symlink(
         repo_root().join("testdata/sample"),
         dir.path().join("sample"),
