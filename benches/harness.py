@@ -164,7 +164,7 @@ class Server:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.uri = f"grpc://127.0.0.1:{port}"
-        self.process = subprocess.Popen([binary, "serve", "--data", data, "--listen", f"127.0.0.1:{port}"],
+        self.process = subprocess.Popen([binary, "serve", "--data", data, "--listen", f"127.0.0.1:{port}", "--no-http"],
                                         stderr=subprocess.DEVNULL)
 
     def __enter__(self):

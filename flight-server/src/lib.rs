@@ -11,6 +11,7 @@ mod executor;
 mod handle;
 mod metadata;
 mod placeholders;
+mod planned;
 mod service;
 mod sql_info;
 

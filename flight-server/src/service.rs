@@ -45,6 +45,7 @@ use crate::executor::QueryExecutor;
 use crate::handle::{LegacyBindings, PreparedHandle};
 use crate::metadata::{self, client_schema, to_client_batch};
 use crate::placeholders::number_placeholders;
+use crate::planned::Planned;
 use crate::sql_info::SQL_INFO;
 
 type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
@@ -56,6 +57,8 @@ pub struct TokenledgerFlightSql {
     admission: Arc<Admission>,
     executor: Arc<QueryExecutor>,
     bindings: LegacyBindings,
+    /// Statements planned at GetFlightInfo, for their DoGet.
+    planned: Planned,
 }
 
 /// Statements whose DoPut bindings are remembered for clients that ignore the returned handle.
@@ -76,6 +79,7 @@ impl TokenledgerFlightSql {
             admission,
             executor,
             bindings: LegacyBindings::new(LEGACY_BINDINGS),
+            planned: Planned::default(),
         }
     }
 
@@ -491,6 +495,8 @@ impl FlightSqlService for TokenledgerFlightSql {
             ticket.as_any().encode_to_vec().into(),
             request.into_inner(),
         )?;
+        self.planned
+            .keep(&caller.user, &caller.scope, &query.query, frame);
         Ok(Response::new(info))
     }
 
@@ -517,7 +523,10 @@ impl FlightSqlService for TokenledgerFlightSql {
         let caller = self.caller(&request)?;
         let query = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
-        let frame = self.plan(&caller, &query, None).await?;
+        let frame = match self.planned.take(&caller.user, &caller.scope, &query) {
+            Some(frame) => frame,
+            None => self.plan(&caller, &query, None).await?,
+        };
         self.execute(frame, &caller, query).await
     }
 
