@@ -53,7 +53,17 @@ const FUNCTIONS: &[(&str, &str)] = &[
         "SELECT sum((input_tokens * 3.0 + output_tokens * 15.0) / 1e6) FROM t",
     ),
     (
+        "inline_token_cost",
+        "SELECT sum(((input_tokens - cached_input_tokens) * 3.0 + cached_input_tokens * 0.3 \
+         + (output_tokens - reasoning_tokens) * 15.0 + reasoning_tokens * 15.0) / 1e6) FROM t",
+    ),
+    (
         "token_cost",
+        "SELECT sum(token_cost(model, input_tokens, cached_input_tokens, output_tokens, \
+         reasoning_tokens, at)) FROM t_from_parquet",
+    ),
+    (
+        "token_cost_distinct_views",
         "SELECT sum(token_cost(model, input_tokens, cached_input_tokens, output_tokens, \
          reasoning_tokens, at)) FROM t",
     ),
@@ -93,20 +103,32 @@ fn functions(c: &mut Criterion) {
         let table = format!(
             "CREATE TABLE t AS SELECT value % 1000 AS g, (value % 977) * 0.001 + 0.01 AS cost, \
              (value % 89) / 100.0 + 0.1 AS p, (value % 1013) * 0.01 AS value, \
-             CASE value % 3 WHEN 0 THEN 'gpt-4.1-mini' WHEN 1 THEN 'claude-sonnet-4-5' \
-             ELSE 'claude-opus-4-1' END AS model, 1000 + value % 20000 AS input_tokens, \
+             arrow_cast(CASE value % 3 WHEN 0 THEN 'gpt-4.1-mini' WHEN 1 THEN 'claude-sonnet-4-5' \
+             ELSE 'claude-opus-4-1' END, 'Utf8View') AS model, 1000 + value % 20000 AS input_tokens, \
              value % 500 AS cached_input_tokens, 100 + value % 900 AS output_tokens, \
              value % 50 AS reasoning_tokens, \
              to_timestamp_micros((1767225600 + value % 8000000) * 1000000) AS at \
              FROM range({FUNCTION_ROWS})"
         );
-        session
-            .plan_sql(&table, Access::ReadWrite)
-            .await
-            .expect("create t")
-            .collect()
-            .await
-            .expect("fill t");
+        // The same rows as a scan gives them: written to Parquet and read back, the model
+        // column is dictionary-decoded into string views that repeat for equal names.
+        let parquet = tempfile::tempdir().expect("temp dir");
+        let file = parquet.path().join("t.parquet");
+        let file = file.to_str().expect("utf-8 path");
+        for statement in [
+            table,
+            format!("COPY t TO '{file}' STORED AS PARQUET"),
+            format!("CREATE EXTERNAL TABLE t_file STORED AS PARQUET LOCATION '{file}'"),
+            "CREATE TABLE t_from_parquet AS SELECT * FROM t_file".to_string(),
+        ] {
+            session
+                .plan_sql(&statement, Access::ReadWrite)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"))
+                .collect()
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
         session
     });
     let mut group = c.benchmark_group("functions");

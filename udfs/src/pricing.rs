@@ -6,6 +6,7 @@ use std::sync::{Arc, LazyLock, RwLock};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Array, Int64Array, RecordBatch,
+    StringViewArray,
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::cast;
@@ -37,13 +38,38 @@ impl PricePeriod {
     /// (OpenTelemetry's convention), so each token is priced exactly once. Counts above their
     /// total (cached > input) are capped rather than priced negative.
     pub fn cost(&self, input: i64, cached: i64, output: i64, reasoning: i64) -> f64 {
+        PerToken::of(self).cost(input, cached, output, reasoning)
+    }
+}
+
+/// A price period in USD per token: multiplying by it instead of dividing each call's sum by a
+/// million keeps a division out of `token_cost`'s per-row loop.
+#[derive(Debug, Clone, Copy)]
+struct PerToken {
+    input: f64,
+    cached_input: f64,
+    output: f64,
+    reasoning: f64,
+}
+
+impl PerToken {
+    fn of(period: &PricePeriod) -> Self {
+        PerToken {
+            input: period.input / 1e6,
+            cached_input: period.cached_input / 1e6,
+            output: period.output / 1e6,
+            reasoning: period.reasoning / 1e6,
+        }
+    }
+
+    /// USD for one call: see [`PricePeriod::cost`].
+    fn cost(&self, input: i64, cached: i64, output: i64, reasoning: i64) -> f64 {
         let cached = cached.clamp(0, input.max(0));
         let reasoning = reasoning.clamp(0, output.max(0));
-        ((input - cached) as f64 * self.input
+        (input - cached) as f64 * self.input
             + cached as f64 * self.cached_input
             + (output - reasoning) as f64 * self.output
-            + reasoning as f64 * self.reasoning)
-            / 1e6
+            + reasoning as f64 * self.reasoning
     }
 }
 
@@ -364,10 +390,14 @@ impl ScalarUDFImpl for TokenCost {
     }
 }
 
-/// The per-batch loop. Each distinct model of the batch is looked up in the book once: rows
-/// find theirs among the batch's few models by comparing names (no hashing), which stays fast
-/// when models alternate row by row. Token counts are read from plain slices (NULL as 0), and
-/// the result is written into a buffer with its validity built beside it.
+/// The per-batch loop. A row's model is found among the batch's few models by its 16-byte
+/// string view: Parquet decodes a dictionary-encoded column into views that repeat for equal
+/// names, so most rows match their model's last view without touching the string bytes or
+/// hashing, and other views are told apart by length and first bytes before any comparison. Each model keeps the
+/// price period it last used with the span of time that period covers, so a row whose time
+/// falls in it (nearly all) skips the as-of search. Token counts are read from plain slices
+/// (NULL as 0); validity is the model's, the time's and "some token count" combined once per
+/// batch, plus the rows no price was found for.
 fn price_rows(prices: &PriceBook, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     let model = arrays[0].as_string_view();
     let tokens: Vec<std::borrow::Cow<'_, [i64]>> = arrays[1..5]
@@ -375,31 +405,49 @@ fn price_rows(prices: &PriceBook, arrays: &[ArrayRef], rows: usize) -> Result<Ar
         .map(|a| zero_for_null(a.as_primitive::<Int64Type>()))
         .collect();
     let (input, cached, output, reasoning) = (&tokens[0], &tokens[1], &tokens[2], &tokens[3]);
-    let input_array = arrays[1].as_primitive::<Int64Type>();
-    let output_array = arrays[3].as_primitive::<Int64Type>();
     let at = arrays[5].as_primitive::<TimestampMicrosecondType>();
     let at_values = at.values();
 
-    let mut models = BatchModels::new(prices);
+    let mut models = BatchModels::new(prices, model);
+    // Rows without a price are rare: listed, and made NULL after the loop.
+    let mut unpriced = Vec::new();
     let mut values = Vec::with_capacity(rows);
-    let mut valid = BooleanBufferBuilder::new(rows);
     for row in 0..rows {
-        let priced = if model.is_null(row)
-            || at.is_null(row)
-            || (input_array.is_null(row) && output_array.is_null(row))
-        {
-            None
-        } else {
-            models
-                .periods(model.value(row))
-                .and_then(|periods| period_at(periods, at_values[row]))
-                .map(|price| price.cost(input[row], cached[row], output[row], reasoning[row]))
+        let cost = match models.price(row, at_values[row]) {
+            Some(price) => price.cost(input[row], cached[row], output[row], reasoning[row]),
+            None => {
+                unpriced.push(row);
+                0.0
+            }
         };
-        values.push(priced.unwrap_or(0.0));
-        valid.append(priced.is_some());
+        values.push(cost);
     }
-    let nulls = NullBuffer::new(valid.finish());
-    Ok(Arc::new(Float64Array::new(values.into(), Some(nulls))))
+    let found = (!unpriced.is_empty()).then(|| {
+        let mut found = BooleanBufferBuilder::new(rows);
+        found.append_n(rows, true);
+        for row in unpriced {
+            found.set_bit(row, false);
+        }
+        NullBuffer::new(found.finish())
+    });
+    let input_nulls = arrays[1].logical_nulls();
+    let output_nulls = arrays[3].logical_nulls();
+    // NULL when both counts are NULL: valid where either is.
+    let some_tokens = match (&input_nulls, &output_nulls) {
+        (Some(i), Some(o)) => Some(NullBuffer::new(i.inner() | o.inner())),
+        _ => None,
+    };
+    let nulls = [
+        model.logical_nulls(),
+        at.logical_nulls(),
+        some_tokens,
+        found,
+    ]
+    .iter()
+    .fold(None, |acc: Option<NullBuffer>, n| {
+        NullBuffer::union(acc.as_ref(), n.as_ref())
+    });
+    Ok(Arc::new(Float64Array::new(values.into(), nulls)))
 }
 
 /// `array`'s values with NULL as 0, borrowed when it has no NULLs.
@@ -417,30 +465,92 @@ fn zero_for_null(array: &Int64Array) -> std::borrow::Cow<'_, [i64]> {
     }
 }
 
-/// The models one batch has met so far, each with its price periods: a handful, searched in
-/// order of first appearance.
+/// The models one batch has met, each with the price period it used last.
 struct BatchModels<'a> {
     prices: &'a PriceBook,
-    seen: Vec<(&'a str, &'a [PricePeriod])>,
+    names: &'a StringViewArray,
+    models: Vec<ModelPrices<'a>>,
 }
 
-impl<'a> BatchModels<'a> {
-    fn new(prices: &'a PriceBook) -> Self {
-        BatchModels {
-            prices,
-            seen: Vec::new(),
+/// One model's periods, and the one in use with the times it covers: `[from, until)`.
+struct ModelPrices<'a> {
+    name: &'a str,
+    /// The low half of the model's string view (length and first four bytes): names that
+    /// differ there are told apart without reading their bytes.
+    head: u64,
+    /// The last view that matched: dictionary-decoded columns repeat it for every row.
+    last_view: u128,
+    periods: &'a [PricePeriod],
+    current: Option<PerToken>,
+    from: i64,
+    until: i64,
+}
+
+impl<'a> ModelPrices<'a> {
+    fn new(name: &'a str, view: u128, periods: &'a [PricePeriod]) -> Self {
+        // An empty span: the first row searches.
+        ModelPrices {
+            name,
+            head: view as u64,
+            last_view: view,
+            periods,
+            current: None,
+            from: i64::MAX,
+            until: i64::MIN,
         }
     }
 
-    fn periods(&mut self, name: &str) -> Option<&'a [PricePeriod]> {
-        if let Some((_, periods)) = self.seen.iter().find(|(seen, _)| *seen == name) {
-            return Some(periods);
+    /// Whether `view` (of row `row` in `names`) holds this model's name.
+    fn is_named_by(&mut self, view: u128, names: &StringViewArray, row: usize) -> bool {
+        if view == self.last_view {
+            return true;
+        }
+        if view as u64 != self.head {
+            return false;
+        }
+        let same = names.value(row) == self.name;
+        if same {
+            self.last_view = view;
+        }
+        same
+    }
+
+    fn price_at(&mut self, at: i64) -> Option<PerToken> {
+        if self.from <= at && at < self.until {
+            return self.current;
+        }
+        let after = self.periods.partition_point(|p| p.valid_from <= at);
+        let period = after.checked_sub(1).map(|i| &self.periods[i]);
+        self.current = period.map(PerToken::of);
+        self.from = period.map_or(i64::MIN, |p| p.valid_from);
+        self.until = self.periods.get(after).map_or(i64::MAX, |p| p.valid_from);
+        self.current
+    }
+}
+
+impl<'a> BatchModels<'a> {
+    fn new(prices: &'a PriceBook, names: &'a StringViewArray) -> Self {
+        BatchModels {
+            prices,
+            names,
+            models: Vec::new(),
+        }
+    }
+
+    /// The price of row `row`'s model at `at`.
+    fn price(&mut self, row: usize, at: i64) -> Option<PerToken> {
+        let view = self.names.views()[row];
+        let names = self.names;
+        for model in self.models.iter_mut() {
+            if model.is_named_by(view, names, row) {
+                return model.price_at(at);
+            }
         }
         // A model without prices is looked up again at each of its rows (rare), as only the
-        // book's own names can be kept.
-        let (key, periods) = self.prices.models.get_key_value(name)?;
-        self.seen.push((key.as_str(), periods.as_slice()));
-        Some(periods.as_slice())
+        // book's own names are kept.
+        let (name, periods) = self.prices.models.get_key_value(names.value(row))?;
+        self.models.push(ModelPrices::new(name, view, periods));
+        self.models.last_mut()?.price_at(at)
     }
 }
 
@@ -479,9 +589,10 @@ mod tests {
         };
         // 10,000 input of which 4,000 cached; 2,000 output of which 500 reasoning.
         let by_hand = (6_000.0 * 3.0 + 4_000.0 * 0.3 + 1_500.0 * 15.0 + 500.0 * 15.0) / 1e6;
-        assert_eq!(p.cost(10_000, 4_000, 2_000, 500), by_hand);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-15 * b.abs();
+        assert!(close(p.cost(10_000, 4_000, 2_000, 500), by_hand));
         // Inconsistent counts are capped, never negative.
-        assert_eq!(p.cost(100, 500, 0, 0), 100.0 * 0.3 / 1e6);
+        assert!(close(p.cost(100, 500, 0, 0), 100.0 * 0.3 / 1e6));
     }
 
     fn book(models: &[(&str, Vec<PricePeriod>)]) -> PriceBook {
