@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench flight_streaming -- DATA_DIR [RUNS] [SQL]`
 //! (`benches/run.sh` generates the data and runs this through `benches/harness.py`, which reads
-//! the last line: `result rows=… in_process_ms=… flight_ms=…`).
+//! the last line: `result rows=… in_process_ms=… flight_ms=… in_process_cpu_ms=…`, the last
+//! being the process's CPU time, all threads, while collecting in-process).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,11 +58,14 @@ async fn main() -> Result<(), BoxError> {
     let mut client = FlightSqlServiceClient::new(channel);
 
     let mut in_process = Vec::new();
+    let mut in_process_cpu = Vec::new();
     let mut over_flight = Vec::new();
     let mut rows = 0;
     // Round 0 is the warm-up (file listing, footers, page cache) and is not counted.
     for round in 0..=runs {
+        let cpu_before = process_cpu()?;
         let (local_rows, local) = collect_in_process(&session, &sql).await?;
+        let local_cpu = process_cpu()? - cpu_before;
         let (flight_rows, flight) = stream_over_flight(&mut client, &sql).await?;
         if local_rows != flight_rows {
             return Err(format!("in-process {local_rows} rows, Flight {flight_rows} rows").into());
@@ -70,6 +74,7 @@ async fn main() -> Result<(), BoxError> {
         println!("round {round}: in-process {local:?}, Flight {flight:?}");
         if round > 0 {
             in_process.push(local);
+            in_process_cpu.push(local_cpu);
             over_flight.push(flight);
         }
     }
@@ -89,9 +94,10 @@ async fn main() -> Result<(), BoxError> {
         100.0 * local.as_secs_f64() / flight.as_secs_f64()
     );
     println!(
-        "result rows={rows} in_process_ms={:.1} flight_ms={:.1}",
+        "result rows={rows} in_process_ms={:.1} flight_ms={:.1} in_process_cpu_ms={:.0}",
         local.as_secs_f64() * 1e3,
-        flight.as_secs_f64() * 1e3
+        flight.as_secs_f64() * 1e3,
+        median(&mut in_process_cpu).as_secs_f64() * 1e3
     );
     Ok(())
 }
@@ -124,6 +130,16 @@ async fn stream_over_flight(
         rows += batch.num_rows();
     }
     Ok((rows, started.elapsed()))
+}
+
+/// This process's CPU time so far, user and system, all threads (`/proc/self/stat`, in clock
+/// ticks of 10 ms: the kernel's USER_HZ is 100 on Linux).
+fn process_cpu() -> Result<Duration, BoxError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_name = stat.rsplit_once(')').ok_or("no ) in /proc/self/stat")?.1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    Ok(Duration::from_millis(ticks * 10))
 }
 
 fn median(times: &mut [Duration]) -> Duration {

@@ -24,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import duckdb
@@ -49,7 +50,17 @@ ADHOC = {
 }
 QUERIES = {r: f"SELECT * FROM {r} ORDER BY 1, 2 NULLS FIRST" for r in REPORTS} | ADHOC
 PATHS = ["in-process", "Flight", "DuckDB"]
-TARGET_GEOMEAN, TARGET_SINGLE, TARGET_FLIGHT = 0.8, 1.5, 0.8
+# Issue #19's targets: geometric mean per suite, any one query (in-process and over Flight), the
+# server's core-seconds to stream the large result against collecting it in-process.
+TARGET_GEOMEAN, TARGET_SINGLE, TARGET_FLIGHT_CPU = 0.5, 1.0, 1.5
+VIEW_TYPES = b"x-tokenledger-view-types"
+# The large result is collected whole in-process (≈ 1.1 GB at 10 M spans): not at 100 M.
+LARGE_RESULT_SIZES = os.environ.get("LARGE_RESULT_SIZES", "1M,10M").split(",")
+# WARMUP=0 counts every round (for 100 M spans, where a round takes long: read the files once
+# beforehand so they are in the page cache, as a warm-up round would leave them).
+WARMUP = os.environ.get("WARMUP", "1") != "0"
+# Peak memory per report, each in a fresh process of either engine.
+MEMORY_SIZES = os.environ.get("MEMORY_SIZES", "10M").split(",")
 
 
 def main():
@@ -69,7 +80,8 @@ def measure(binary, label, data, runs):
     times = {path: {q: [] for q in QUERIES} for path in PATHS}
     with Server(binary, data) as server:
         client = flight.FlightClient(server.uri)
-        for round in range(runs + 1):
+        # Round 0 is the warm-up, not counted.
+        for round in range(0 if WARMUP else 1, runs + 1):
             measured = {"in-process": in_process(binary, data)}
             measured["Flight"], flight_answers = timed(lambda sql: flight_table(client, sql))
             measured["DuckDB"], duck_answers = timed(lambda sql: con.sql(sql).to_arrow_table())
@@ -80,9 +92,13 @@ def measure(binary, label, data, runs):
                     for q in QUERIES:
                         times[path][q].append(measured[path][q])
         mismatches = [m for q in QUERIES for m in differences(q, flight_answers[q], duck_answers[q])]
-        pyarrow_ms = large_over_pyarrow(client, runs)
-    large = large_result(data, runs) | {"pyarrow_ms": pyarrow_ms}
-    return section(label, spans, times, mismatches, large)
+        large = None
+        if label in LARGE_RESULT_SIZES:
+            large = large_over_pyarrow(client, server.process.pid, runs)
+    if large is not None:
+        large |= large_result(data, runs)
+    memory = peak_memory(binary, data) if label in MEMORY_SIZES else None
+    return section(label, spans, times, mismatches, large, memory)
 
 
 def in_process(binary, data):
@@ -144,43 +160,62 @@ def large_result(data, runs):
     return {k: float(v) for k, v in fields.items()}
 
 
-def large_over_pyarrow(client, runs):
-    """Median ms to stream the large result to pyarrow.flight (batches decoded, then dropped)."""
-    def once():
-        started = time.perf_counter()
-        info = client.get_flight_info(statement(large_query()))
-        for _ in client.do_get(info.endpoints[0].ticket):
+def large_over_pyarrow(client, server_pid, runs):
+    """The large result streamed to pyarrow.flight (batches decoded, then dropped), as plain
+    Utf8 and as view types (asked for by header), interleaved: median wall ms and the server's
+    core-seconds per stream, from /proc."""
+    def once(headers):
+        options = flight.FlightCallOptions(headers=headers)
+        cpu, started = cpu_seconds(server_pid), time.perf_counter()
+        info = client.get_flight_info(statement(large_query()), options)
+        for _ in client.do_get(info.endpoints[0].ticket, options):
             pass
-        return (time.perf_counter() - started) * 1e3
-    once()
-    return statistics.median(once() for _ in range(runs))
+        return (time.perf_counter() - started) * 1e3, cpu_seconds(server_pid) - cpu
+    modes = {"plain": [], "views": [(VIEW_TYPES, b"true")]}
+    for headers in modes.values():
+        once(headers)
+    measured = {mode: [] for mode in modes}
+    for _ in range(runs):
+        for mode, headers in modes.items():
+            measured[mode].append(once(headers))
+    return {f"pyarrow_{mode}_{what}": statistics.median(m[i] for m in runs_of)
+            for mode, runs_of in measured.items() for i, what in enumerate(["ms", "cpu_s"])}
 
 
-class Server:
-    """`tokenledger serve` on a free loopback port, for the life of a `with` block."""
+def cpu_seconds(pid):
+    """User + system CPU of process `pid` so far, in seconds (from /proc/PID/stat)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, binary, data):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.uri = f"grpc://127.0.0.1:{port}"
-        self.process = subprocess.Popen([binary, "serve", "--data", data, "--listen", f"127.0.0.1:{port}", "--no-http"],
-                                        stderr=subprocess.DEVNULL)
 
-    def __enter__(self):
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                flight_table(flight.FlightClient(self.uri), "SELECT 1")
-                return self
-            except flight.FlightUnavailableError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"tokenledger serve did not start on {self.uri}")
-                time.sleep(0.2)
+def peak_memory(binary, data):
+    """Peak RSS (MiB) of each report run once in a fresh process: `tokenledger query` and a Python
+    process running it in DuckDB; plus each engine's process running `SELECT 1`."""
+    duck = ("import sys; sys.path.insert(0, sys.argv[1]); import duckdb; "
+            "from duckdb_reports import create_views; con = duckdb.connect(); "
+            "create_views(con, sys.argv[2]); con.sql(sys.argv[3]).to_arrow_table()")
+    benches = os.path.join(ROOT, "benches")
 
-    def __exit__(self, *_):
-        self.process.kill()
-        self.process.wait()
+    def ours(sql):
+        return rss_of([binary, "query", "--data", data, "--format", "csv"], sql + ";\n")
+
+    def theirs(sql):
+        return rss_of([sys.executable, "-c", duck, benches, data, sql])
+
+    memory = {"SELECT 1": (ours("SELECT 1"), theirs("SELECT 1"))}
+    for report in REPORTS:
+        memory[report] = (ours(QUERIES[report]), theirs(QUERIES[report]))
+        log(f"memory {report}: {memory[report][0]:.0f} MiB vs DuckDB {memory[report][1]:.0f} MiB")
+    return memory
+
+
+def rss_of(command, stdin=None):
+    """Peak RSS (MiB) of `command` run to its end, as GNU time reports it. (`wait4` here would
+    not do: a child forked from this process starts with this process's peak, which is large.)"""
+    with tempfile.NamedTemporaryFile("r") as report:
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", report.name] + command, input=stdin or "",
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
+        return int(report.read().split()[-1]) / 1024
 
 
 def header(runs):
@@ -188,17 +223,17 @@ def header(runs):
         f"# tokenledger vs DuckDB, {datetime.date.today()}", "",
         f"`benches/run.sh`: release build, DuckDB {duckdb.__version__}, {os.cpu_count()} cores "
         f"({platform.machine()}), data from `tokenledger gen --seed 42`. Median of {runs} interleaved "
-        "rounds after a warm-up. In-process = statement time of `tokenledger query --timing`; "
+        f"rounds {'after a warm-up' if WARMUP else 'without a warm-up round (files read into the page cache first)'}. In-process = statement time of `tokenledger query --timing`; "
         "Flight = pyarrow.flight against `tokenledger serve`, GetFlightInfo to the last batch; "
         "DuckDB = `to_arrow_table` on views over the same files, the reports with tokenledger's "
         "functions written out in plain SQL (`benches/duckdb_reports.py`). Ratios below 1: "
         "tokenledger faster.", ""])
 
 
-def section(label, spans, times, mismatches, large):
+def section(label, spans, times, mismatches, large, memory):
     med = {p: {q: statistics.median(t) for q, t in per.items()} for p, per in times.items()}
     lines = [f"## {label}: {spans:,} spans", ""]
-    summary = {}
+    targets = []
     for title, queries in [("Reports", REPORTS), ("Ad-hoc queries", list(ADHOC))]:
         lines += [f"### {title}", "",
                   "| query | in-process | Flight | DuckDB | in-process / DuckDB | Flight / DuckDB |",
@@ -208,35 +243,79 @@ def section(label, spans, times, mismatches, large):
             lines.append(f"| {q} | {ms(med['in-process'][q])} | {ms(med['Flight'][q])} | "
                          f"{ms(med['DuckDB'][q])} | {ratios['in-process'][i]:.2f}× | {ratios['Flight'][i]:.2f}× |")
         geo = {p: math.exp(sum(map(math.log, r)) / len(r)) for p, r in ratios.items()}
-        worst = max(zip(ratios["in-process"], queries))
+        worst = {p: max(zip(r, queries)) for p, r in ratios.items()}
         lines += ["", f"Geometric mean: in-process **{geo['in-process']:.2f}×**, Flight "
-                      f"**{geo['Flight']:.2f}×**; slowest in-process: {worst[1]} at {worst[0]:.2f}×.", ""]
-        summary[title] = (geo["in-process"], worst)
-    rows, local, remote, py = large["rows"], large["in_process_ms"], large["flight_ms"], large["pyarrow_ms"]
-    share = local / remote
+                      f"**{geo['Flight']:.2f}×**; slowest in-process: {worst['in-process'][1]} at "
+                      f"{worst['in-process'][0]:.2f}×, over Flight: {worst['Flight'][1]} at "
+                      f"{worst['Flight'][0]:.2f}×.", ""]
+        targets += [f"{title} geometric mean ≤ {TARGET_GEOMEAN}× (in-process / Flight): "
+                    f"{geo['in-process']:.2f}× / {geo['Flight']:.2f}× — "
+                    f"{met(max(geo.values()) <= TARGET_GEOMEAN)}.",
+                    f"{title}, no query above {TARGET_SINGLE}×: slowest {worst['in-process'][1]} "
+                    f"{worst['in-process'][0]:.2f}× in-process, {worst['Flight'][1]} "
+                    f"{worst['Flight'][0]:.2f}× over Flight — "
+                    f"{met(max(w[0] for w in worst.values()) <= TARGET_SINGLE)}."]
+    if large is None:
+        lines += ["### One large result over Flight", "",
+                  f"Not run at this size: it collects the whole result in memory in-process "
+                  f"(sizes: LARGE_RESULT_SIZES={','.join(LARGE_RESULT_SIZES)}).", ""]
+    else:
+        lines, flight_target = large_section(lines, large)
+        targets.append(flight_target)
+    if memory is not None:
+        lines += memory_section(memory)
+        over = [r for r in REPORTS if memory[r][0] > memory[r][1]]
+        targets.append(f"Peak RSS of each report ≤ DuckDB's: "
+                       f"{'every report' if not over else 'above on ' + ', '.join(over)} — "
+                       f"{met(not over)}.")
+    lines += ["### Against the targets (#19)", ""] + [f"- {t}" for t in targets] + ["",
+              "Answers over Flight against DuckDB's: " + (
+                  "identical on every query (numbers to 1e-6 relative)." if not mismatches
+                  else "; ".join(mismatches)), ""]
+    return "\n".join(lines)
+
+
+def large_section(lines, large):
+    rows, local, remote = large["rows"], large["in_process_ms"], large["flight_ms"]
+    local_cpu = large["in_process_cpu_ms"] / 1e3
     lines += ["### One large result over Flight", "",
               f"`{large_query()}` ({int(rows):,} rows), `benches/flight_streaming.rs`: "
               "in-process collection and the Rust Flight SQL client against the server, both in one "
               "process, interleaved.", "",
               "| in-process collect | Flight (Rust client) | Flight / in-process throughput |",
               "|---|---|---|",
-              f"| {ms(local)} ({rows / local / 1e3:.1f} M rows/s) | {ms(remote)} "
-              f"({rows / remote / 1e3:.1f} M rows/s) | **{share:.0%}** |", ""]
-    lines += [f"The same stream read by pyarrow.flight from `tokenledger serve` (a separate process): "
-              f"{ms(py)} ({rows / py / 1e3:.1f} M rows/s, {local / py:.0%} of in-process).", ""]
-    geo, (worst, worst_query) = summary["Reports"]
-    all_worst = max(summary["Reports"][1], summary["Ad-hoc queries"][1])
-    lines += ["### Against the targets", "",
-              f"- Report suite geometric mean ≤ {TARGET_GEOMEAN}×: {geo:.2f}× — "
-              f"{'met' if geo <= TARGET_GEOMEAN else 'missed'}.",
-              f"- No single query above {TARGET_SINGLE}× (in-process): slowest {all_worst[1]} at "
-              f"{all_worst[0]:.2f}× — {'met' if all_worst[0] <= TARGET_SINGLE else 'missed'}.",
-              f"- Flight ≥ {TARGET_FLIGHT:.0%} of in-process throughput: {share:.0%} — "
-              f"{'met' if share >= TARGET_FLIGHT else 'missed'}.", "",
-              "Answers over Flight against DuckDB's: " + (
-                  "identical on every query (numbers to 1e-6 relative)." if not mismatches
-                  else "; ".join(mismatches)), ""]
-    return "\n".join(lines)
+              f"| {ms(local)} ({rows / local / 1e3:.1f} M rows/s), {local_cpu:.2f} core-s | {ms(remote)} "
+              f"({rows / remote / 1e3:.1f} M rows/s) | **{local / remote:.0%}** |", "",
+              "The same stream read by pyarrow.flight from `tokenledger serve` (a separate process), "
+              "the server's CPU read from /proc, plain Utf8 and view types (header "
+              "`x-tokenledger-view-types: true`) interleaved:", "",
+              "| result types | wall | server core-seconds | / in-process core-seconds |",
+              "|---|---|---|---|"]
+    for mode in ["plain", "views"]:
+        wall, cpu = large[f"pyarrow_{mode}_ms"], large[f"pyarrow_{mode}_cpu_s"]
+        lines.append(f"| {mode} | {ms(wall)} ({rows / wall / 1e3:.1f} M rows/s) | {cpu:.2f} | "
+                     f"{cpu / local_cpu:.2f}× |")
+    best = min(large["pyarrow_plain_cpu_s"], large["pyarrow_views_cpu_s"])
+    target = (f"Server core-seconds per large stream ≤ {TARGET_FLIGHT_CPU}× in-process: plain "
+              f"{large['pyarrow_plain_cpu_s'] / local_cpu:.2f}×, views {best / local_cpu:.2f}× "
+              f"(in-process {local_cpu:.2f} core-s) — {met(best / local_cpu <= TARGET_FLIGHT_CPU)} "
+              f"with views.")
+    return lines + [""], target
+
+
+def memory_section(memory):
+    lines = ["### Peak memory per report", "",
+             "Each report once in a fresh process: `tokenledger query` against a Python process "
+             "running DuckDB (`to_arrow_table`); peak RSS from the kernel (`wait4`). `SELECT 1` "
+             "is each process's floor (DuckDB's includes Python and pyarrow).", "",
+             "| report | tokenledger | DuckDB | ratio |", "|---|---|---|---|"]
+    for report, (ours, theirs) in memory.items():
+        lines.append(f"| {report} | {ours:,.0f} MiB | {theirs:,.0f} MiB | {ours / theirs:.2f}× |")
+    return lines + [""]
+
+
+def met(ok):
+    return "met" if ok else "missed"
 
 
 def large_query():
