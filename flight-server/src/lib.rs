@@ -28,7 +28,7 @@ pub use admission::{Admission, QueryLimits, Weight};
 pub use auth::{Auth, Caller, Grant, Users};
 pub use error::{FlightServerError, Result};
 pub use executor::QueryExecutor;
-pub use metadata::{ResultTypes, VIEW_TYPES_HEADER, client_schema, to_client_batch};
+pub use metadata::{client_schema, to_client_batch};
 pub use placeholders::number_placeholders;
 pub use service::TokenledgerFlightSql;
 

@@ -1,139 +1,65 @@
 //! What clients are told about tables, columns and types, and the Utf8 (not Utf8View) results
-//! they expect unless they ask for view types.
+//! they expect.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use arrow_flight::sql::metadata::{XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder};
 use arrow_flight::sql::{Nullable, Searchable, XdbcDataType};
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::Result;
 use datafusion::logical_expr::LogicalPlan;
 use tokenledger_engine::schema;
 
-/// The request header by which a client asks for results with text and binary columns in the
-/// view types queries produce (`Utf8View`, `BinaryView`): `true` or `false` (the default).
-/// Sending views spares the server a copy of every string; clients that cannot read them
-/// (JDBC, older drivers) get plain `Utf8`/`Binary` by not sending it.
-pub const VIEW_TYPES_HEADER: &str = "x-tokenledger-view-types";
-
-/// The column types a client reads results in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ResultTypes {
-    /// Plain `Utf8`/`Binary`, which every client reads.
-    #[default]
-    Plain,
-    /// Text and binary as `Utf8View`/`BinaryView`, as queries produce them.
-    Views,
-}
-
-impl ResultTypes {
-    /// The types asked for by a request's [`VIEW_TYPES_HEADER`] (plain when it is absent).
-    pub fn from_header(value: Option<&[u8]>) -> Result<Self, String> {
-        match value {
-            None => Ok(ResultTypes::Plain),
-            Some(v) if v.eq_ignore_ascii_case(b"true") || v == b"1" => Ok(ResultTypes::Views),
-            Some(v) if v.eq_ignore_ascii_case(b"false") || v == b"0" => Ok(ResultTypes::Plain),
-            Some(v) => Err(format!(
-                "{VIEW_TYPES_HEADER}: expected true or false, got {:?}",
-                String::from_utf8_lossy(v)
-            )),
-        }
-    }
-
-    /// The type a client receives for `data_type`: large string/binary types and dictionaries
-    /// become plain Utf8/Binary, and so do views unless the client takes them (some clients
-    /// show views as BLOB); nested types are converted inside.
-    pub fn of(self, data_type: &DataType) -> DataType {
-        let views = self == ResultTypes::Views;
-        match data_type {
-            DataType::Utf8View if views => DataType::Utf8View,
-            DataType::BinaryView if views => DataType::BinaryView,
-            DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-            DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-            DataType::Dictionary(_, value) => self.of(value),
-            DataType::List(f)
-            | DataType::LargeList(f)
-            | DataType::ListView(f)
-            | DataType::LargeListView(f) => DataType::List(Arc::new(self.field(f))),
-            DataType::Struct(fields) => {
-                DataType::Struct(fields.iter().map(|f| self.field(f)).collect())
-            }
-            DataType::Map(entries, sorted) => DataType::Map(Arc::new(self.field(entries)), *sorted),
-            other => other.clone(),
-        }
-    }
-
-    fn field(self, field: &Field) -> Field {
-        field.clone().with_data_type(self.of(field.data_type()))
-    }
-
-    /// The schema a client receives for a result of `schema`.
-    pub fn schema(self, schema: &Schema) -> Schema {
-        Schema::new_with_metadata(
-            schema
-                .fields()
-                .iter()
-                .map(|f| self.field(f))
-                .collect::<Vec<_>>(),
-            schema.metadata().clone(),
-        )
-    }
-}
-
-/// The type a client that did not ask for views receives for `data_type`.
+/// The type a client receives for `data_type`: view and large string/binary types become plain
+/// Utf8/Binary (some clients show views as BLOB); nested types are converted inside.
 pub fn client_type(data_type: &DataType) -> DataType {
-    ResultTypes::Plain.of(data_type)
+    match data_type {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Dictionary(_, value) => client_type(value),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f) => DataType::List(Arc::new(client_field(f))),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|f| client_field(f)).collect())
+        }
+        DataType::Map(entries, sorted) => DataType::Map(Arc::new(client_field(entries)), *sorted),
+        other => other.clone(),
+    }
 }
 
-/// The schema a client that did not ask for views receives for a result of `schema`.
+fn client_field(field: &Field) -> Field {
+    field.clone().with_data_type(client_type(field.data_type()))
+}
+
+/// The schema a client receives for a result of `schema`.
 pub fn client_schema(schema: &Schema) -> Schema {
-    ResultTypes::Plain.schema(schema)
+    Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| client_field(f))
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    )
 }
 
-/// Casts a result batch to its client schema. Text kept as views is compacted where its rows
-/// use a small part of the buffers they point into.
+/// Casts a result batch to its client schema (a no-op when nothing changes).
 pub fn to_client_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
     let columns = batch
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(compact_views(column))
-            } else {
-                cast(column, field.data_type())
-            }
-        })
+        .map(|(column, field)| cast(column, field.data_type()))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
-}
-
-/// `array` with its strings copied into buffers of its own when they fill less than half of
-/// the buffers it points into. A batch decoded from Parquet points into whole decoded pages
-/// that several batches share, and IPC sends every buffer a view array holds, used or not:
-/// unique ids were sent 3.6 times over before this. Names decoded from a dictionary point
-/// into the small dictionary and are sent as they are.
-fn compact_views(array: &ArrayRef) -> ArrayRef {
-    let Some(views) = array.as_string_view_opt() else {
-        return Arc::clone(array);
-    };
-    let buffered: usize = views.data_buffers().iter().map(|b| b.len()).sum();
-    // Strings of up to 12 bytes live inside their view and use no buffer.
-    let used: usize = views
-        .views()
-        .iter()
-        .map(|view| *view as u32)
-        .filter(|&len| len > 12)
-        .map(|len| len as usize)
-        .sum();
-    if buffered > 2 * used {
-        Arc::new(views.gc())
-    } else {
-        Arc::clone(array)
-    }
 }
 
 /// The SQL type name JDBC and ODBC show for a column type.
@@ -344,41 +270,6 @@ pub static XDBC_TYPES: LazyLock<XdbcTypeInfoData> = LazyLock::new(|| {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, StringViewArray};
-
-    #[test]
-    fn views_sent_as_views_carry_only_their_rows_bytes() {
-        // 1,000 distinct 32-byte ids in one buffer, as a decoded page holds them; a batch of
-        // 100 of them still points at all 32,000 bytes.
-        let ids: Vec<String> = (0..1000).map(|i| format!("{i:032}")).collect();
-        let page = StringViewArray::from_iter_values(&ids);
-        let slice: ArrayRef = Arc::new(page.slice(100, 100));
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "id",
-            DataType::Utf8View,
-            false,
-        )]));
-        let batch = RecordBatch::try_new(Arc::clone(&schema), vec![slice]).unwrap();
-        let views = ResultTypes::Views.schema(&schema);
-        let sent = to_client_batch(&batch, &Arc::new(views)).unwrap();
-        let sent = sent.column(0).as_string_view();
-        let buffered: usize = sent.data_buffers().iter().map(|b| b.len()).sum();
-        assert_eq!(buffered, 100 * 32);
-        let values: Vec<&str> = sent.iter().map(|v| v.unwrap()).collect();
-        assert_eq!(
-            values,
-            ids[100..200].iter().map(String::as_str).collect::<Vec<_>>()
-        );
-        // Short names live in their views: nothing to compact, the array is passed on as is.
-        let names: ArrayRef = Arc::new(StringViewArray::from_iter_values(["gpt-4.1-mini"; 10]));
-        assert_eq!(compact_views(&names).to_data(), names.to_data());
-        assert_eq!(
-            ResultTypes::from_header(Some(b"TRUE")),
-            Ok(ResultTypes::Views)
-        );
-        assert_eq!(ResultTypes::from_header(None), Ok(ResultTypes::Plain));
-        assert!(ResultTypes::from_header(Some(b"yes please")).is_err());
-    }
 
     #[test]
     fn views_and_large_types_reach_clients_as_plain_types() {

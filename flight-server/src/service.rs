@@ -43,7 +43,7 @@ use crate::auth::{Auth, Caller};
 use crate::error::{engine_status, status};
 use crate::executor::QueryExecutor;
 use crate::handle::{LegacyBindings, PreparedHandle};
-use crate::metadata::{self, ResultTypes, VIEW_TYPES_HEADER, to_client_batch};
+use crate::metadata::{self, client_schema, to_client_batch};
 use crate::placeholders::number_placeholders;
 use crate::planned::Planned;
 use crate::sql_info::SQL_INFO;
@@ -87,12 +87,6 @@ impl TokenledgerFlightSql {
     fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         self.auth
             .authorize(request.metadata(), request.remote_addr())
-    }
-
-    /// The result types a request asks for ([`VIEW_TYPES_HEADER`]).
-    fn result_types<T>(request: &Request<T>) -> Result<ResultTypes, Status> {
-        let value = request.metadata().get(VIEW_TYPES_HEADER);
-        ResultTypes::from_header(value.map(|v| v.as_bytes())).map_err(Status::invalid_argument)
     }
 
     /// The session as `caller` sees it: their tenants' rows only.
@@ -147,32 +141,30 @@ impl TokenledgerFlightSql {
         Ok((handle, frame))
     }
 
-    /// A FlightInfo with the query's result schema in `types` and one endpoint holding `ticket`.
+    /// A FlightInfo with the query's result schema and one endpoint holding `ticket`.
     fn flight_info(
         &self,
         frame: &DataFrame,
-        types: ResultTypes,
         ticket: Bytes,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
-        let schema = types.schema(frame.schema().as_arrow());
+        let schema = client_schema(frame.schema().as_arrow());
         info_for(&schema, ticket, descriptor)
     }
 
-    /// Runs `frame` when admission gives it a turn, and streams its batches to the client in
-    /// `types` as execution produces them, until the query's deadline. Dropping the response stream (the
+    /// Runs `frame` when admission gives it a turn, and streams its batches to the client as
+    /// execution produces them, until the query's deadline. Dropping the response stream (the
     /// client went away, or the deadline passed) drops the execution stream, which stops the
     /// query and frees its memory and its turn.
     async fn execute(
         &self,
         frame: DataFrame,
-        types: ResultTypes,
         caller: &Caller,
         query: String,
     ) -> Result<Response<FlightDataStream>, Status> {
         let timeout = self.admission.limits().timeout;
         let deadline = Instant::now() + timeout;
-        let schema = Arc::new(types.schema(frame.schema().as_arrow()));
+        let schema = Arc::new(client_schema(frame.schema().as_arrow()));
         let log = QueryLog::new(caller, query);
         let weight = weight(frame.logical_plan());
         let turn = self
@@ -494,14 +486,12 @@ impl FlightSqlService for TokenledgerFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request)?;
-        let types = Self::result_types(&request)?;
         let frame = self.plan(&caller, &query.query, None).await?;
         let ticket = TicketStatementQuery {
             statement_handle: Bytes::from(query.query.clone()),
         };
         let info = self.flight_info(
             &frame,
-            types,
             ticket.as_any().encode_to_vec().into(),
             request.into_inner(),
         )?;
@@ -516,11 +506,9 @@ impl FlightSqlService for TokenledgerFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = self.caller(&request)?;
-        let types = Self::result_types(&request)?;
         let (_, frame) = self.plan_prepared(&caller, &command).await?;
         let info = self.flight_info(
             &frame,
-            types,
             command.as_any().encode_to_vec().into(),
             request.into_inner(),
         )?;
@@ -539,8 +527,7 @@ impl FlightSqlService for TokenledgerFlightSql {
             Some(frame) => frame,
             None => self.plan(&caller, &query, None).await?,
         };
-        self.execute(frame, Self::result_types(&request)?, &caller, query)
-            .await
+        self.execute(frame, &caller, query).await
     }
 
     async fn do_get_prepared_statement(
@@ -550,8 +537,7 @@ impl FlightSqlService for TokenledgerFlightSql {
     ) -> Result<Response<FlightDataStream>, Status> {
         let caller = self.caller(&request)?;
         let (handle, frame) = self.plan_prepared(&caller, &command).await?;
-        self.execute(frame, Self::result_types(&request)?, &caller, handle.query)
-            .await
+        self.execute(frame, &caller, handle.query).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -561,7 +547,7 @@ impl FlightSqlService for TokenledgerFlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let caller = self.caller(&request)?;
         let frame = self.plan(&caller, &query.query, None).await?;
-        let dataset_schema = Self::result_types(&request)?.schema(frame.schema().as_arrow());
+        let dataset_schema = client_schema(frame.schema().as_arrow());
         let parameter_schema = metadata::parameter_schema(frame.logical_plan()).map_err(status)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: PreparedHandle::prepare(query.query).encode()?,

@@ -41,26 +41,6 @@ def test_strings_arrive_as_plain_utf8(conn):
     assert table.num_rows == 5
 
 
-def test_view_types_when_asked_for_by_header(server, spans):
-    """A driver that sets the header gets text as string_view, with the same values."""
-    import adbc_driver_flightsql.dbapi as flight_sql
-
-    options = {
-        "username": server.user,
-        "password": server.password,
-        "adbc.flight.sql.rpc.call_header.x-tokenledger-view-types": "true",
-    }
-    if server.tls_root_certs:
-        options["adbc.flight.sql.client_option.tls_root_certs"] = server.tls_root_certs.decode()
-    with flight_sql.connect(server.uri, db_kwargs=options) as views:
-        with views.cursor() as cur:
-            cur.execute(TOTALS_SQL)
-            table = cur.fetch_arrow_table()
-    assert table.schema.field("workflow").type == pa.string_view()
-    got = {r["workflow"]: (r["spans"], r["input_tokens"]) for r in table.to_pylist()}
-    assert got == totals_by_workflow(spans)
-
-
 def test_execute_with_parameters(conn, spans):
     model = model_with_most_large_calls(spans, 1000)
     with conn.cursor() as cur:

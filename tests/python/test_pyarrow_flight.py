@@ -66,33 +66,6 @@ def test_totals_match_and_do_get_schema_equals_flight_info_schema(server, option
     assert got == totals_by_workflow(spans)
 
 
-VIEW_TYPES = b"x-tokenledger-view-types"
-
-
-def test_view_types_only_for_clients_that_ask(server, options, spans):
-    """With the header, FlightInfo and stream carry string_view; the rows are the plain ones."""
-    sql = "SELECT span_id, workflow, model, input_tokens FROM spans ORDER BY span_id"
-    views = flight.FlightCallOptions(headers=options.headers + [(VIEW_TYPES, b"true")])
-    c = client(server)
-    info = c.get_flight_info(statement(sql), views)
-    reader = c.do_get(info.endpoints[0].ticket, views)
-    viewed = reader.read_all()
-    assert info.schema.field("model").type == pa.string_view()
-    assert reader.schema.equals(info.schema, check_metadata=False)
-    assert viewed.schema.field("span_id").type == pa.string_view()
-    plain = run(server, options, sql)[1].read_all()
-    assert plain.schema.field("model").type == pa.string()
-    assert viewed.to_pylist() == plain.to_pylist()
-    assert viewed.num_rows == spans.num_rows
-    assert viewed.column("span_id").to_pylist() == sorted(spans.column("span_id").to_pylist())
-
-
-def test_bad_view_types_header_is_invalid_argument(server, options):
-    bad = flight.FlightCallOptions(headers=options.headers + [(VIEW_TYPES, b"sometimes")])
-    with pytest.raises(pa.ArrowInvalid, match="x-tokenledger-view-types: expected true or false"):
-        client(server).get_flight_info(statement("SELECT 1"), bad)
-
-
 def test_no_token_is_unauthenticated(server):
     with pytest.raises(flight.FlightUnauthenticatedError):
         client(server).get_flight_info(statement("SELECT 1"))
