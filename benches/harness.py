@@ -53,7 +53,6 @@ PATHS = ["in-process", "Flight", "DuckDB"]
 # Issue #19's targets: geometric mean per suite, any one query (in-process and over Flight), the
 # server's core-seconds to stream the large result against collecting it in-process.
 TARGET_GEOMEAN, TARGET_SINGLE, TARGET_FLIGHT_CPU = 0.5, 1.0, 1.5
-VIEW_TYPES = b"x-tokenledger-view-types"
 # The large result is collected whole in-process (≈ 1.1 GB at 10 M spans): not at 100 M.
 LARGE_RESULT_SIZES = os.environ.get("LARGE_RESULT_SIZES", "1M,10M").split(",")
 # WARMUP=0 counts every round (for 100 M spans, where a round takes long: read the files once
@@ -161,25 +160,18 @@ def large_result(data, runs):
 
 
 def large_over_pyarrow(client, server_pid, runs):
-    """The large result streamed to pyarrow.flight (batches decoded, then dropped), as plain
-    Utf8 and as view types (asked for by header), interleaved: median wall ms and the server's
-    core-seconds per stream, from /proc."""
-    def once(headers):
-        options = flight.FlightCallOptions(headers=headers)
+    """The large result streamed to pyarrow.flight (batches decoded, then dropped): median wall
+    ms and the server's core-seconds per stream, from /proc."""
+    def once():
         cpu, started = cpu_seconds(server_pid), time.perf_counter()
-        info = client.get_flight_info(statement(large_query()), options)
-        for _ in client.do_get(info.endpoints[0].ticket, options):
+        info = client.get_flight_info(statement(large_query()))
+        for _ in client.do_get(info.endpoints[0].ticket):
             pass
         return (time.perf_counter() - started) * 1e3, cpu_seconds(server_pid) - cpu
-    modes = {"plain": [], "views": [(VIEW_TYPES, b"true")]}
-    for headers in modes.values():
-        once(headers)
-    measured = {mode: [] for mode in modes}
-    for _ in range(runs):
-        for mode, headers in modes.items():
-            measured[mode].append(once(headers))
-    return {f"pyarrow_{mode}_{what}": statistics.median(m[i] for m in runs_of)
-            for mode, runs_of in measured.items() for i, what in enumerate(["ms", "cpu_s"])}
+    once()
+    measured = [once() for _ in range(runs)]
+    return {"pyarrow_ms": statistics.median(m[0] for m in measured),
+            "pyarrow_cpu_s": statistics.median(m[1] for m in measured)}
 
 
 def cpu_seconds(pid):
@@ -314,18 +306,14 @@ def large_section(lines, large):
               f"| {ms(local)} ({rows / local / 1e3:.1f} M rows/s), {local_cpu:.2f} core-s | {ms(remote)} "
               f"({rows / remote / 1e3:.1f} M rows/s) | **{local / remote:.0%}** |", "",
               "The same stream read by pyarrow.flight from `tokenledger serve` (a separate process), "
-              "the server's CPU read from /proc, plain Utf8 and view types (header "
-              "`x-tokenledger-view-types: true`) interleaved:", "",
-              "| result types | wall | server core-seconds | / in-process core-seconds |",
-              "|---|---|---|---|"]
-    for mode in ["plain", "views"]:
-        wall, cpu = large[f"pyarrow_{mode}_ms"], large[f"pyarrow_{mode}_cpu_s"]
-        lines.append(f"| {mode} | {ms(wall)} ({rows / wall / 1e3:.1f} M rows/s) | {cpu:.2f} | "
-                     f"{cpu / local_cpu:.2f}× |")
-    plain, views = (large[f"pyarrow_{mode}_cpu_s"] / local_cpu for mode in ["plain", "views"])
-    target = (f"Server core-seconds per large stream ≤ {TARGET_FLIGHT_CPU}× in-process: plain "
-              f"{plain:.2f}×, views {views:.2f}× (in-process {local_cpu:.2f} core-s) — plain "
-              f"{met(plain <= TARGET_FLIGHT_CPU)}, views {met(views <= TARGET_FLIGHT_CPU)}.")
+              "the server's CPU read from /proc:", "",
+              "| wall | server core-seconds | / in-process core-seconds |",
+              "|---|---|---|"]
+    wall, cpu = large["pyarrow_ms"], large["pyarrow_cpu_s"]
+    lines.append(f"| {ms(wall)} ({rows / wall / 1e3:.1f} M rows/s) | {cpu:.2f} | {cpu / local_cpu:.2f}× |")
+    target = (f"Server core-seconds per large stream ≤ {TARGET_FLIGHT_CPU}× in-process: "
+              f"{cpu / local_cpu:.2f}× ({cpu:.2f} against {local_cpu:.2f}) — "
+              f"{met(cpu / local_cpu <= TARGET_FLIGHT_CPU)}.")
     return lines + [""], target
 
 
