@@ -28,6 +28,7 @@ import tempfile
 import time
 
 import duckdb
+import pyarrow as pa
 import pyarrow.flight as flight
 
 from duckdb_reports import REPORTS, ROOT, create_views
@@ -117,17 +118,25 @@ def flight_table(client, sql):
 
 
 def timed(run):
-    """Runs every query through `run`: ({query: ms}, {query: arrow table})."""
+    """Runs every query through `run`: ({query: ms}, {query: arrow table}). A query the server
+    refuses (e.g. past its per-query memory limit) gets NaN ms and its error as the answer."""
     times, answers = {}, {}
     for name, sql in QUERIES.items():
         started = time.perf_counter()
-        answers[name] = run(sql)
-        times[name] = (time.perf_counter() - started) * 1e3
+        try:
+            answers[name] = run(sql)
+            times[name] = (time.perf_counter() - started) * 1e3
+        except (flight.FlightError, pa.ArrowException) as e:  # RESOURCE_EXHAUSTED: ArrowInvalid
+            answers[name] = f"failed after {time.perf_counter() - started:.0f} s: {str(e).split('.')[0]}"
+            times[name] = math.nan
+            log(f"{name}: {answers[name]}")
     return times, answers
 
 
 def differences(query, ours, theirs):
     """Where tokenledger's answer (over Flight) differs from DuckDB's; empty when they agree."""
+    if isinstance(ours, str):
+        return [f"{query} over Flight {ours}"]
     a, b = ours.to_pylist(), theirs.to_pylist()
     if len(a) != len(b):
         return [f"{query}: {len(a)} rows vs DuckDB's {len(b)}"]
@@ -218,8 +227,10 @@ class Server:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.uri = f"grpc://127.0.0.1:{port}"
-        self.process = subprocess.Popen([binary, "serve", "--data", data, "--listen", f"127.0.0.1:{port}", "--no-http"],
-                                        stderr=subprocess.DEVNULL)
+        # SERVE_ARGS: extra `serve` options, e.g. "--query-memory-limit 12GiB".
+        extra = os.environ.get("SERVE_ARGS", "").split()
+        self.process = subprocess.Popen([binary, "serve", "--data", data, "--listen", f"127.0.0.1:{port}", "--no-http"]
+                                        + extra, stderr=subprocess.DEVNULL)
 
     def __enter__(self):
         deadline = time.monotonic() + 60
@@ -261,8 +272,11 @@ def section(label, spans, times, mismatches, large, memory):
         for i, q in enumerate(queries):
             lines.append(f"| {q} | {ms(med['in-process'][q])} | {ms(med['Flight'][q])} | "
                          f"{ms(med['DuckDB'][q])} | {ratios['in-process'][i]:.2f}× | {ratios['Flight'][i]:.2f}× |")
-        geo = {p: math.exp(sum(map(math.log, r)) / len(r)) for p, r in ratios.items()}
-        worst = {p: max(zip(r, queries)) for p, r in ratios.items()}
+        # Queries that failed on a path (NaN) are left out of its figures and named below.
+        finite = {p: [(x, q) for x, q in zip(r, queries) if math.isfinite(x)] for p, r in ratios.items()}
+        geo = {p: math.exp(sum(math.log(x) for x, _ in f) / len(f)) if f else math.nan
+               for p, f in finite.items()}
+        worst = {p: max(f) if f else (math.nan, "none") for p, f in finite.items()}
         lines += ["", f"Geometric mean: in-process **{geo['in-process']:.2f}×**, Flight "
                       f"**{geo['Flight']:.2f}×**; slowest in-process: {worst['in-process'][1]} at "
                       f"{worst['in-process'][0]:.2f}×, over Flight: {worst['Flight'][1]} at "
@@ -344,7 +358,7 @@ def tuning_log():
 
 
 def ms(value):
-    return f"{value:,.0f} ms"
+    return "failed" if math.isnan(value) else f"{value:,.0f} ms"
 
 
 def log(message):
