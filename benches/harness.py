@@ -75,6 +75,10 @@ def main():
 
 def measure(binary, label, data, runs):
     con = duckdb.connect()
+    # DUCKDB_MEMORY_LIMIT (e.g. 12GB): at 100 M spans DuckDB's default (80 % of RAM) beside a
+    # warm `serve` got the harness killed by the kernel's OOM killer.
+    if "DUCKDB_MEMORY_LIMIT" in os.environ:
+        con.sql(f"SET memory_limit = '{os.environ['DUCKDB_MEMORY_LIMIT']}'")
     create_views(con, data)
     spans = con.sql("SELECT count(*) FROM spans").fetchall()[0][0]
     times = {path: {q: [] for q in QUERIES} for path in PATHS}
@@ -83,6 +87,7 @@ def measure(binary, label, data, runs):
         # Round 0 is the warm-up, not counted.
         for round in range(0 if WARMUP else 1, runs + 1):
             measured = {"in-process": in_process(binary, data)}
+            log(f"{label} round {round} in-process: {measured['in-process']}")
             measured["Flight"], flight_answers = timed(lambda sql: flight_table(client, sql))
             measured["DuckDB"], duck_answers = timed(lambda sql: con.sql(sql).to_arrow_table())
             log(f"{label} round {round}: " + ", ".join(
@@ -126,6 +131,7 @@ def timed(run):
         try:
             answers[name] = run(sql)
             times[name] = (time.perf_counter() - started) * 1e3
+            log(f"{name}: {times[name]:.0f} ms")
         except (flight.FlightError, pa.ArrowException) as e:  # RESOURCE_EXHAUSTED: ArrowInvalid
             answers[name] = f"failed after {time.perf_counter() - started:.0f} s: {str(e).split('.')[0]}"
             times[name] = math.nan
