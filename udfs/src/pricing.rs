@@ -393,11 +393,11 @@ impl ScalarUDFImpl for TokenCost {
 /// The per-batch loop. A row's model is found among the batch's few models by its 16-byte
 /// string view: Parquet decodes a dictionary-encoded column into views that repeat for equal
 /// names, so most rows match their model's last view without touching the string bytes or
-/// hashing, and other views are told apart by length and first bytes before any comparison. Each model keeps the
-/// price period it last used with the span of time that period covers, so a row whose time
-/// falls in it (nearly all) skips the as-of search. Token counts are read from plain slices
-/// (NULL as 0); validity is the model's, the time's and "some token count" combined once per
-/// batch, plus the rows no price was found for.
+/// hashing, and other views are told apart by length and first bytes before any comparison.
+/// Each model keeps the price period it last used with the span of time that period covers,
+/// so a row whose time falls in it (nearly all) skips the as-of search. Token counts are read
+/// from plain slices (NULL as 0); validity is the model's, the time's and "some token count"
+/// combined once per batch, plus the rows no price was found for.
 fn price_rows(prices: &PriceBook, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     let model = arrays[0].as_string_view();
     let tokens: Vec<std::borrow::Cow<'_, [i64]>> = arrays[1..5]
