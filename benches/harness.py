@@ -124,7 +124,8 @@ def flight_table(client, sql):
 
 def timed(run):
     """Runs every query through `run`: ({query: ms}, {query: arrow table}). A query the server
-    refuses (e.g. past its per-query memory limit) gets NaN ms and its error as the answer."""
+    refuses (e.g. past its per-query memory limit) or DuckDB cannot finish gets NaN ms and its
+    error as the answer."""
     times, answers = {}, {}
     for name, sql in QUERIES.items():
         started = time.perf_counter()
@@ -132,7 +133,8 @@ def timed(run):
             answers[name] = run(sql)
             times[name] = (time.perf_counter() - started) * 1e3
             log(f"{name}: {times[name]:.0f} ms")
-        except (flight.FlightError, pa.ArrowException) as e:  # RESOURCE_EXHAUSTED: ArrowInvalid
+        # RESOURCE_EXHAUSTED arrives as ArrowInvalid; DuckDB out of spill space as duckdb.Error.
+        except (flight.FlightError, pa.ArrowException, duckdb.Error) as e:
             answers[name] = f"failed after {time.perf_counter() - started:.0f} s: {str(e).split('.')[0]}"
             times[name] = math.nan
             log(f"{name}: {answers[name]}")
@@ -143,6 +145,8 @@ def differences(query, ours, theirs):
     """Where tokenledger's answer (over Flight) differs from DuckDB's; empty when they agree."""
     if isinstance(ours, str):
         return [f"{query} over Flight {ours}"]
+    if isinstance(theirs, str):
+        return [f"{query} in DuckDB {theirs}"]
     a, b = ours.to_pylist(), theirs.to_pylist()
     if len(a) != len(b):
         return [f"{query}: {len(a)} rows vs DuckDB's {len(b)}"]
