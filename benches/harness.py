@@ -303,7 +303,8 @@ def section(label, spans, times, mismatches, large, memory):
                   f"Not run at this size: it collects the whole result in memory in-process "
                   f"(sizes: LARGE_RESULT_SIZES={','.join(LARGE_RESULT_SIZES)}).", ""]
     else:
-        lines, flight_target = large_section(lines, large)
+        large_lines, flight_target = large_section(large)
+        lines += large_lines
         targets.append(flight_target)
     if memory is not None:
         lines += memory_section(memory)
@@ -318,10 +319,11 @@ def section(label, spans, times, mismatches, large, memory):
     return "\n".join(lines)
 
 
-def large_section(lines, large):
+def large_section(large):
+    """The large result's table and its line against the Flight CPU target."""
     rows, local, remote = large["rows"], large["in_process_ms"], large["flight_ms"]
     local_cpu = large["in_process_cpu_ms"] / 1e3
-    lines += ["### One large result over Flight", "",
+    lines = ["### One large result over Flight", "",
               f"`{large_query()}` ({int(rows):,} rows), `benches/flight_streaming.rs`: "
               "in-process collection and the Rust Flight SQL client against the server, both in one "
               "process, interleaved.", "",
