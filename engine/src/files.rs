@@ -11,6 +11,9 @@
 //!   *quarantined*: left out of every query, logged once as a warning, and reported in
 //!   [`TableFileStore::file_report`] (the `tokenledger_files` table). In strict mode it is an
 //!   error naming the file and the column instead.
+//! - A file no longer than the footer read (64 KiB) is read once: the check keeps its bytes and
+//!   the scan reads them from memory (64 MiB at most), so a first query over many small files
+//!   makes one request per file, not two.
 //! - Storage failures (S3 unreachable) are not quarantine: they fail the query that met them and
 //!   are not remembered, so the next query tries again.
 
@@ -28,8 +31,9 @@ use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileM
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::parquet_to_arrow_schema;
@@ -46,6 +50,8 @@ const FILES_DECODED_AT_ONCE: usize = 2;
 const FOOTER_READS_IN_FLIGHT: usize = 16;
 /// Most footers (schema + row-group statistics) fit in one read of this size.
 const FOOTER_SIZE_HINT: u64 = 64 * 1024;
+/// Bytes of small files kept from their footer reads for scans (files up to the size hint).
+const SMALL_FILE_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Name endings of files still being written (uploaders and writers add them until done).
 const IN_PROGRESS_SUFFIXES: [&str; 5] = [".tmp", ".temp", ".inprogress", ".partial", ".crdownload"];
 /// The only files a table reads.
@@ -65,6 +71,8 @@ struct Checker {
     checked: Mutex<CheckCache>,
     /// The session's footer cache: footers read for checking are not read again by the scan.
     footer_cache: Option<Arc<FileMetadataCache>>,
+    /// Files no longer than the footer read, kept whole from it: the scan reads them here.
+    small_files: Mutex<SmallFileCache>,
     /// Put before object paths in messages, so users see `/data/x.parquet` or `s3://b/x.parquet`.
     display_prefix: String,
     /// Fail queries on a bad file instead of leaving it out.
@@ -102,6 +110,54 @@ impl CheckCache {
             self.entries.clear();
         }
         self.entries.insert(version.path.clone(), (version, check));
+    }
+}
+
+/// The bytes of small files, as read when their footers were checked. A scan over many small
+/// files (pipelines drop them; ingest writes them) would otherwise fetch each file a second
+/// time, one after another in each partition: on S3 that wait is most of a first query.
+/// Keyed by path, holding the version checked last (a rewritten file is checked again and
+/// replaces its entry). Bounded by total bytes: when full it starts again empty, and scans
+/// fetch from storage what is not here.
+#[derive(Debug)]
+struct SmallFileCache {
+    entries: HashMap<Path, (ObjectMeta, Bytes)>,
+    bytes: usize,
+    cap: usize,
+}
+
+impl Default for SmallFileCache {
+    fn default() -> Self {
+        SmallFileCache {
+            entries: HashMap::new(),
+            bytes: 0,
+            cap: SMALL_FILE_CACHE_BYTES,
+        }
+    }
+}
+
+impl SmallFileCache {
+    /// The cached bytes of `location`, with the version they are.
+    fn get(&self, location: &Path) -> Option<(ObjectMeta, Bytes)> {
+        self.entries.get(location).cloned()
+    }
+
+    /// Keeps `body` as the bytes of `meta`'s version, or forgets the path (`None`: the checked
+    /// version is too large to keep, or quarantined).
+    fn set(&mut self, meta: &ObjectMeta, body: Option<Bytes>) {
+        if let Some((_, old)) = self.entries.remove(&meta.location) {
+            self.bytes -= old.len();
+        }
+        let Some(body) = body.filter(|body| body.len() <= self.cap) else {
+            return;
+        };
+        if self.bytes + body.len() > self.cap {
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += body.len();
+        self.entries
+            .insert(meta.location.clone(), (meta.clone(), body));
     }
 }
 
@@ -168,6 +224,7 @@ impl TableFileStore {
                 tables,
                 checked: Mutex::default(),
                 footer_cache,
+                small_files: Mutex::default(),
                 display_prefix: display_prefix.to_string(),
                 strict,
             }),
@@ -362,7 +419,13 @@ impl Checker {
         table: &'static TableDef,
     ) -> object_store::Result<Result<u64, EngineError>> {
         let file = self.display(&meta.location);
-        let footer = match footer::read_footer(self.inner.as_ref(), meta, FOOTER_SIZE_HINT).await? {
+        let footer = footer::read_footer(self.inner.as_ref(), meta, FOOTER_SIZE_HINT).await?;
+        // Forget any earlier version's bytes whatever the verdict; keep this one's if it passes.
+        self.small_files
+            .lock()
+            .expect("small file cache lock")
+            .set(meta, None);
+        let footer = match footer {
             Ok(footer) => footer,
             Err(BadFooter(problem)) => {
                 return Ok(Err(EngineError::Quarantine {
@@ -372,7 +435,7 @@ impl Checker {
                 }));
             }
         };
-        let metadata = footer.file_metadata();
+        let metadata = footer.metadata.file_metadata();
         let schema = catch_unwind(AssertUnwindSafe(|| {
             parquet_to_arrow_schema(metadata.schema_descr(), metadata.key_value_metadata())
                 .map_err(|e| e.to_string())
@@ -398,18 +461,36 @@ impl Checker {
                 column: p.column,
                 problem: p.problem,
             });
-        if checked.is_ok()
-            && let Some(cache) = &self.footer_cache
-        {
+        if checked.is_ok() {
+            self.keep_for_scans(meta, footer);
+        }
+        Ok(checked)
+    }
+
+    /// Puts a checked file's footer where the scan looks for it (the session's footer cache)
+    /// and, for a small file, its bytes in the small-file cache.
+    fn keep_for_scans(&self, meta: &ObjectMeta, footer: footer::Footer) {
+        if let Some(cache) = &self.footer_cache {
             cache.put(
                 &meta.location,
                 CachedFileMetadataEntry::new(
                     meta.clone(),
-                    Arc::new(CachedParquetMetaData::new(footer)),
+                    Arc::new(CachedParquetMetaData::new(footer.metadata)),
                 ),
             );
         }
-        Ok(checked)
+        self.small_files
+            .lock()
+            .expect("small file cache lock")
+            .set(meta, footer.whole_file);
+    }
+
+    /// The bytes of `location` if it is a small file whose check kept them.
+    fn small_file(&self, location: &Path) -> Option<(ObjectMeta, Bytes)> {
+        self.small_files
+            .lock()
+            .expect("small file cache lock")
+            .get(location)
     }
 
     /// Reads the whole file and decodes every value of every column: `Ok(Ok(()))` if it reads
@@ -460,6 +541,54 @@ fn decode_every_page(bytes: Bytes) -> Result<(), String> {
     Ok(())
 }
 
+/// A read of bytes and nothing else: no conditions, no older version, not a HEAD. Only such
+/// reads are served from the small-file cache.
+fn is_plain_read(options: &GetOptions) -> bool {
+    options.if_match.is_none()
+        && options.if_none_match.is_none()
+        && options.if_modified_since.is_none()
+        && options.if_unmodified_since.is_none()
+        && options.version.is_none()
+        && !options.head
+}
+
+/// A GET of `range` (all of it if `None`) answered from a small file's cached `body`.
+fn cached_get(
+    location: &Path,
+    meta: ObjectMeta,
+    body: Bytes,
+    range: Option<GetRange>,
+) -> object_store::Result<GetResult> {
+    let range = match range {
+        Some(range) => range
+            .as_range(meta.size)
+            .map_err(|e| object_store::Error::Generic {
+                store: "tokenledger",
+                source: format!("{location}: {e}").into(),
+            })?,
+        None => 0..meta.size,
+    };
+    let bytes = slice_of(location, &body, range.clone())?;
+    Ok(GetResult {
+        payload: GetResultPayload::Stream(futures::stream::once(async { Ok(bytes) }).boxed()),
+        meta,
+        range,
+        attributes: Default::default(),
+    })
+}
+
+/// `range` of a small file's cached `body`, or an error naming the file if it is out of bounds.
+fn slice_of(location: &Path, body: &Bytes, range: Range<u64>) -> object_store::Result<Bytes> {
+    let len = body.len() as u64;
+    if range.start > range.end || range.end > len {
+        return Err(object_store::Error::Generic {
+            store: "tokenledger",
+            source: format!("{location}: bytes {range:?} requested of a {len}-byte file").into(),
+        });
+    }
+    Ok(body.slice(range.start as usize..range.end as usize))
+}
+
 fn to_store_error(e: Arc<EngineError>) -> object_store::Error {
     object_store::Error::Generic {
         store: "tokenledger",
@@ -497,6 +626,11 @@ impl ObjectStore for TableFileStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
+        if is_plain_read(&options)
+            && let Some((meta, body)) = self.checker.small_file(location)
+        {
+            return cached_get(location, meta, body, options.range);
+        }
         self.checker.inner.get_opts(location, options).await
     }
 
@@ -505,6 +639,12 @@ impl ObjectStore for TableFileStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
+        if let Some((_, body)) = self.checker.small_file(location) {
+            return ranges
+                .iter()
+                .map(|range| slice_of(location, &body, range.clone()))
+                .collect();
+        }
         self.checker.inner.get_ranges(location, ranges).await
     }
 
@@ -589,6 +729,37 @@ mod tests {
         cache.insert(version("t/d.parquet", 10), FileCheck::Ok { rows: 1 });
         assert_eq!(cache.entries.len(), 1);
         assert!(cache.get(&version("t/d.parquet", 10)).is_some());
+    }
+
+    #[test]
+    fn the_small_file_cache_keeps_the_last_checked_version_and_stays_bounded() {
+        let mut cache = SmallFileCache {
+            entries: HashMap::new(),
+            bytes: 0,
+            cap: 10,
+        };
+        let body = |n: usize, byte: u8| Some(Bytes::from(vec![byte; n]));
+        cache.set(&meta("t/a.parquet", 4), body(4, 1));
+        cache.set(&meta("t/b.parquet", 4), body(4, 2));
+        assert_eq!(cache.bytes, 8);
+        // Rewritten: the new version's bytes replace the old ones.
+        cache.set(&meta("t/a.parquet", 3), body(3, 3));
+        assert_eq!(
+            cache.get(&Path::from("t/a.parquet")).unwrap().1,
+            body(3, 3).unwrap()
+        );
+        assert_eq!(cache.bytes, 7);
+        // Checked again and too large (or quarantined): forgotten, so scans go to storage.
+        cache.set(&meta("t/a.parquet", 100), None);
+        assert!(cache.get(&Path::from("t/a.parquet")).is_none());
+        assert_eq!(cache.bytes, 4);
+        // Past the cap it starts again empty; a file larger than the cap is never kept.
+        cache.set(&meta("t/c.parquet", 7), body(7, 4));
+        assert_eq!(cache.entries.len(), 1);
+        assert_eq!(cache.bytes, 7);
+        cache.set(&meta("t/d.parquet", 11), body(11, 5));
+        assert!(cache.get(&Path::from("t/d.parquet")).is_none());
+        assert_eq!(cache.bytes, 7);
     }
 
     #[test]

@@ -36,6 +36,16 @@ const MAX_DECODE_STEPS: usize = 8;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BadFooter(pub String);
 
+/// A footer that passed every check.
+#[derive(Debug, Clone)]
+pub struct Footer {
+    /// The decoded footer and page indexes.
+    pub metadata: Arc<ParquetMetaData>,
+    /// The whole file, when it is no longer than the size hint: the first read fetched all of
+    /// it, so a scan need not fetch it again.
+    pub whole_file: Option<Bytes>,
+}
+
 /// Reads the footer (and page indexes) of the file `meta` from `store`, reading the last
 /// `size_hint` bytes in one request first. The outer error is the store's (the file could not
 /// be read: try again later); the inner one says what is wrong with the file's bytes.
@@ -43,7 +53,7 @@ pub async fn read_footer(
     store: &dyn ObjectStore,
     meta: &ObjectMeta,
     size_hint: u64,
-) -> object_store::Result<Result<Arc<ParquetMetaData>, BadFooter>> {
+) -> object_store::Result<Result<Footer, BadFooter>> {
     let size = meta.size;
     if size < MIN_FILE_LEN {
         return Ok(Err(BadFooter(format!(
@@ -104,10 +114,13 @@ pub async fn read_footer(
         Some(bytes) => bytes,
         None => store.get_range(&meta.location, tail_start..size).await?,
     };
-    match checksum::verify_tail(&metadata, size, &tail) {
-        Ok(()) => Ok(Ok(Arc::new(metadata))),
-        Err(problem) => Ok(Err(BadFooter(problem))),
+    if let Err(problem) = checksum::verify_tail(&metadata, size, &tail) {
+        return Ok(Err(BadFooter(problem)));
     }
+    Ok(Ok(Footer {
+        metadata: Arc::new(metadata),
+        whole_file: covering(&have, 0..size),
+    }))
 }
 
 /// Checks the last eight bytes: the magic, and a metadata length that fits in the file.

@@ -582,3 +582,200 @@ async fn the_session_plans_statements_and_refuses_by_kind() {
         .unwrap();
     assert_eq!(rows(&session, "SELECT one FROM mine").await, [["1"]]);
 }
+
+/// Counts the reads that reach storage.
+#[derive(Debug)]
+struct CountingStore {
+    inner: Arc<dyn object_store::ObjectStore>,
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+impl std::fmt::Display for CountingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CountingStore({})", self.inner)
+    }
+}
+
+impl CountingStore {
+    fn reads(&self) -> usize {
+        self.reads.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for CountingStore {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &object_store::path::Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn small_files_are_fetched_once_and_a_rewritten_one_is_read_anew() {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt, path::Path};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, tokens) in [("a", &[1, 2][..]), ("b", &[3][..])] {
+        let batch = good_batch(name, tokens);
+        write_file(d, &format!("spans/{name}.parquet"), &batch.schema(), &batch).await;
+    }
+    let counting = Arc::new(CountingStore {
+        inner: Arc::new(object_store::local::LocalFileSystem::new()),
+        reads: Default::default(),
+    });
+    let spans_dir = Path::from_absolute_path(d.join("spans")).unwrap();
+    let store = tokenledger_engine::files::TableFileStore::new(
+        counting.clone(),
+        vec![(spans_dir.clone(), &tokenledger_engine::schema::SPANS)],
+        None,
+        "/",
+        false,
+    );
+    let list = || async {
+        store
+            .list(Some(&spans_dir))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+    };
+    let listed = list().await;
+    assert_eq!(listed.len(), 2);
+    // The check read each file once (each is smaller than the footer read).
+    assert_eq!(counting.reads(), 2);
+
+    // What a scan reads comes from those reads, byte for byte, however it asks.
+    for meta in &listed {
+        let on_disk =
+            std::fs::read(d.join("spans").join(meta.location.filename().unwrap())).unwrap();
+        let len = on_disk.len() as u64;
+        let whole = store
+            .get(&meta.location)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(whole.as_ref(), on_disk.as_slice());
+        let parts = store
+            .get_ranges(&meta.location, &[0..4, len - 8..len])
+            .await
+            .unwrap();
+        assert_eq!(parts[0].as_ref(), &on_disk[..4]);
+        assert_eq!(parts[1].as_ref(), &on_disk[len as usize - 8..]);
+        let middle = store.get_range(&meta.location, 10..20).await.unwrap();
+        assert_eq!(middle.as_ref(), &on_disk[10..20]);
+        // A range past the end is an error naming the file, as storage would refuse it.
+        let past = store
+            .get_ranges(&meta.location, &[10..20, 0..len + 1])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(past.contains(meta.location.filename().unwrap()), "{past}");
+    }
+    assert_eq!(counting.reads(), 2, "the scan's reads reached storage");
+
+    // `a` is rewritten in place with other rows: the next listing checks the new version, and
+    // reads return its bytes, not the old ones.
+    let rewritten = good_batch("a", &[10, 20, 30]);
+    write_file(d, "spans/a.parquet", &rewritten.schema(), &rewritten).await;
+    let a = list()
+        .await
+        .into_iter()
+        .find(|meta| meta.location.as_ref().ends_with("a.parquet"))
+        .unwrap();
+    assert_eq!(
+        counting.reads(),
+        3,
+        "only the rewritten file is checked again"
+    );
+    let on_disk = std::fs::read(d.join("spans/a.parquet")).unwrap();
+    let whole = store.get(&a.location).await.unwrap().bytes().await.unwrap();
+    assert_eq!(whole.as_ref(), on_disk.as_slice());
+}
+
+#[tokio::test]
+async fn a_small_file_rewritten_in_place_answers_with_its_new_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let first = good_batch("a", &[1, 2]);
+    write_file(d, "spans/a.parquet", &first.schema(), &first).await;
+    let ttl = std::time::Duration::from_millis(200);
+    let options = SessionOptions {
+        listing_ttl: Some(ttl),
+        ..SessionOptions::default()
+    };
+    let session = TraceSession::open(DataLocation::parse(d.to_str().unwrap()).unwrap(), &options)
+        .await
+        .unwrap();
+    let sum = "SELECT count(*), sum(input_tokens) FROM spans";
+    assert_eq!(rows(&session, sum).await, vec![vec!["2", "3"]]);
+    let second = good_batch("a", &[10, 20, 30]);
+    write_file(d, "spans/a.parquet", &second.schema(), &second).await;
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(rows(&session, sum).await, vec![vec!["3", "60"]]);
+}

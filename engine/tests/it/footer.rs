@@ -39,8 +39,33 @@ fn verdict(bytes: &[u8], size_hint: u64) -> Result<Arc<ParquetMetaData>, BadFoot
         let path = Path::from("spans/x.parquet");
         store.put(&path, bytes.to_vec().into()).await.unwrap();
         let meta: ObjectMeta = store.head(&path).await.unwrap();
-        read_footer(&store, &meta, size_hint).await.unwrap()
+        read_footer(&store, &meta, size_hint)
+            .await
+            .unwrap()
+            .map(|footer| footer.metadata)
     })
+}
+
+#[test]
+fn a_file_no_longer_than_the_first_read_comes_back_whole() {
+    let whole_file = |size_hint: u64| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = InMemory::new();
+            let path = Path::from("spans/x.parquet");
+            store.put(&path, SEALED.clone().into()).await.unwrap();
+            let meta: ObjectMeta = store.head(&path).await.unwrap();
+            let footer = read_footer(&store, &meta, size_hint).await.unwrap();
+            footer.unwrap().whole_file
+        })
+    };
+    let size = SEALED.len() as u64;
+    assert_eq!(whole_file(size).as_ref(), Some(&*SEALED));
+    assert_eq!(whole_file(size + 1000).as_ref(), Some(&*SEALED));
+    // A shorter first read fetched only the tail (and page indexes): nothing to keep.
+    assert_eq!(whole_file(size - 1), None);
 }
 
 /// What a footer says that answers depend on.
