@@ -23,6 +23,7 @@ pub mod session;
 pub mod settings;
 pub mod system;
 pub mod tenancy;
+pub mod text_eq;
 pub mod writer;
 
 pub use error::{EngineError, Result};

@@ -38,6 +38,7 @@ use crate::schema::{BASELINES, MODEL_PRICES, TABLES, TableDef};
 use crate::settings::{SETTINGS_FILE, SETTINGS_TABLE, SettingsTable};
 use crate::system::{FILES_TABLE, FilesTable};
 use crate::tenancy::{TENANT_COLUMN, TenantScope, TenantTable, UntenantedRows};
+use crate::text_eq::TextEqualityRule;
 
 /// The catalog and schema that hold the trace tables (what BI tools show).
 pub const CATALOG: &str = "tokenledger";
@@ -707,7 +708,8 @@ fn context_with_runtime(
         .with_default_features();
     let mut state = match &options.distribution {
         Some(distribution) => distribution.coordinate(builder),
-        None => builder,
+        // Workers could not decode the replaced comparisons, so only for plans run here.
+        None => builder.with_physical_optimizer_rule(Arc::new(TextEqualityRule)),
     }
     .build();
     // After the planner is added, so settings may name its options (`distributed.*`) too.
