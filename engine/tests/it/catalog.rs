@@ -302,6 +302,20 @@ async fn strict_mode_makes_a_bad_file_an_error_naming_the_file_and_column() {
     }
 }
 
+/// A session over `dir` whose listings are kept for `ttl`, so tests see new files soon.
+async fn open_with_listing_ttl(dir: &std::path::Path, ttl: std::time::Duration) -> TraceSession {
+    let options = SessionOptions {
+        listing_ttl: Some(ttl),
+        ..SessionOptions::default()
+    };
+    TraceSession::open(
+        DataLocation::parse(dir.to_str().unwrap()).unwrap(),
+        &options,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn new_and_completed_files_are_seen_after_the_listing_lifetime() {
     let dir = tempfile::tempdir().unwrap();
@@ -309,13 +323,7 @@ async fn new_and_completed_files_are_seen_after_the_listing_lifetime() {
     let first = good_batch("first", &[1]);
     write_file(d, "spans/first.parquet", &first.schema(), &first).await;
     let ttl = std::time::Duration::from_millis(300);
-    let options = SessionOptions {
-        listing_ttl: Some(ttl),
-        ..SessionOptions::default()
-    };
-    let session = TraceSession::open(DataLocation::parse(d.to_str().unwrap()).unwrap(), &options)
-        .await
-        .unwrap();
+    let session = open_with_listing_ttl(d, ttl).await;
     let count = "SELECT count(*) FROM spans";
     assert_eq!(rows(&session, count).await, vec![vec!["1"]]);
 
@@ -765,13 +773,7 @@ async fn a_small_file_rewritten_in_place_answers_with_its_new_rows() {
     let first = good_batch("a", &[1, 2]);
     write_file(d, "spans/a.parquet", &first.schema(), &first).await;
     let ttl = std::time::Duration::from_millis(200);
-    let options = SessionOptions {
-        listing_ttl: Some(ttl),
-        ..SessionOptions::default()
-    };
-    let session = TraceSession::open(DataLocation::parse(d.to_str().unwrap()).unwrap(), &options)
-        .await
-        .unwrap();
+    let session = open_with_listing_ttl(d, ttl).await;
     let sum = "SELECT count(*), sum(input_tokens) FROM spans";
     assert_eq!(rows(&session, sum).await, vec![vec!["2", "3"]]);
     let second = good_batch("a", &[10, 20, 30]);

@@ -13,7 +13,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::file::metadata::ParquetMetaData;
 use proptest::prelude::*;
-use tokenledger_engine::footer::{BadFooter, read_footer};
+use tokenledger_engine::footer::{BadFooter, Footer, read_footer};
 
 /// A spans file as the generator writes it (page and footer checksums included).
 static SEALED: LazyLock<Bytes> = LazyLock::new(|| {
@@ -29,8 +29,8 @@ static SEALED: LazyLock<Bytes> = LazyLock::new(|| {
     })
 });
 
-/// The footer check's verdict on `bytes`, as stored under a table directory.
-fn verdict(bytes: &[u8], size_hint: u64) -> Result<Arc<ParquetMetaData>, BadFooter> {
+/// What the footer check makes of `bytes`, stored under a table directory.
+fn footer_of(bytes: &[u8], size_hint: u64) -> Result<Footer, BadFooter> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -39,28 +39,18 @@ fn verdict(bytes: &[u8], size_hint: u64) -> Result<Arc<ParquetMetaData>, BadFoot
         let path = Path::from("spans/x.parquet");
         store.put(&path, bytes.to_vec().into()).await.unwrap();
         let meta: ObjectMeta = store.head(&path).await.unwrap();
-        read_footer(&store, &meta, size_hint)
-            .await
-            .unwrap()
-            .map(|footer| footer.metadata)
+        read_footer(&store, &meta, size_hint).await.unwrap()
     })
+}
+
+/// The footer check's verdict on `bytes`: the decoded footer, or why the file is refused.
+fn verdict(bytes: &[u8], size_hint: u64) -> Result<Arc<ParquetMetaData>, BadFooter> {
+    footer_of(bytes, size_hint).map(|footer| footer.metadata)
 }
 
 #[test]
 fn a_file_no_longer_than_the_first_read_comes_back_whole() {
-    let whole_file = |size_hint: u64| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let store = InMemory::new();
-            let path = Path::from("spans/x.parquet");
-            store.put(&path, SEALED.clone().into()).await.unwrap();
-            let meta: ObjectMeta = store.head(&path).await.unwrap();
-            let footer = read_footer(&store, &meta, size_hint).await.unwrap();
-            footer.unwrap().whole_file
-        })
-    };
+    let whole_file = |size_hint: u64| footer_of(&SEALED, size_hint).unwrap().whole_file;
     let size = SEALED.len() as u64;
     assert_eq!(whole_file(size).as_ref(), Some(&*SEALED));
     assert_eq!(whole_file(size + 1000).as_ref(), Some(&*SEALED));
