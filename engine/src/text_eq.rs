@@ -102,8 +102,6 @@ fn keep_equal_bytes(array: &StringViewArray, wanted: &[u8], words: &mut [u64]) {
 pub struct TextEqualsLiteral {
     /// The text being compared.
     expr: Arc<dyn PhysicalExpr>,
-    /// The literal as the plan had it (for display).
-    literal_expr: Arc<dyn PhysicalExpr>,
     /// The literal's value.
     literal: String,
     /// `<>` instead of `=`.
@@ -133,18 +131,17 @@ impl TextEqualsLiteral {
             Operator::NotEq => true,
             _ => return None,
         };
-        let (expr, literal_expr, literal) = [
+        let (expr, literal) = [
             (binary.left(), binary.right()),
             (binary.right(), binary.left()),
         ]
         .into_iter()
-        .find_map(|(expr, other)| Some((expr, other, text_literal(other.as_ref())?)))?;
+        .find_map(|(expr, other)| Some((expr, text_literal(other.as_ref())?)))?;
         if expr.data_type(schema).ok()? != DataType::Utf8View {
             return None;
         }
         Some(TextEqualsLiteral {
             expr: Arc::clone(expr),
-            literal_expr: Arc::clone(literal_expr),
             literal,
             negated,
         })
@@ -167,7 +164,8 @@ fn text_literal(expr: &dyn PhysicalExpr) -> Option<String> {
 
 impl fmt::Display for TextEqualsLiteral {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.expr, self.operator(), self.literal_expr)
+        // As DataFusion shows a text literal: its value, unquoted.
+        write!(f, "{} {} {}", self.expr, self.operator(), self.literal)
     }
 }
 
@@ -219,7 +217,6 @@ impl PhysicalExpr for TextEqualsLiteral {
     ) -> Result<Arc<dyn PhysicalExpr>> {
         Ok(Arc::new(TextEqualsLiteral {
             expr: Arc::clone(&children[0]),
-            literal_expr: Arc::clone(&self.literal_expr),
             literal: self.literal.clone(),
             negated: self.negated,
         }))
@@ -228,7 +225,7 @@ impl PhysicalExpr for TextEqualsLiteral {
     fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.expr.fmt_sql(f)?;
         write!(f, " {} ", self.operator())?;
-        self.literal_expr.fmt_sql(f)
+        Literal::new(ScalarValue::Utf8View(Some(self.literal.clone()))).fmt_sql(f)
     }
 }
 
