@@ -9,6 +9,7 @@ mod auth;
 mod error;
 mod executor;
 mod handle;
+mod ipc;
 mod metadata;
 mod placeholders;
 mod planned;

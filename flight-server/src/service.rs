@@ -43,6 +43,7 @@ use crate::auth::{Auth, Caller};
 use crate::error::{engine_status, status};
 use crate::executor::QueryExecutor;
 use crate::handle::{LegacyBindings, PreparedHandle};
+use crate::ipc::BatchEncoder;
 use crate::metadata::{self, client_schema, to_client_batch};
 use crate::placeholders::number_placeholders;
 use crate::planned::Planned;
@@ -189,32 +190,23 @@ impl TokenledgerFlightSql {
             log.fail(&e.to_string());
             status(e)
         })?;
-        let out_schema = Arc::clone(&schema);
         let end_log = Arc::clone(&log);
         let sent = Arc::clone(&log);
         let batches = batches.map(move |batch| {
-            let batch = batch
-                .and_then(|b| to_client_batch(&b, &out_schema))
-                .map_err(|e| {
-                    log.fail(&e.to_string());
-                    FlightError::from(status(e))
-                })?;
-            log.rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
-            Ok(batch)
+            batch.map_err(|e| {
+                log.fail(&e.to_string());
+                status(e)
+            })
         });
         // Polled once, after the last batch: only a stream read to its end counts as completed.
         let batches = batches.chain(futures::stream::poll_fn(move |_| {
             end_log.complete();
             Poll::Ready(None)
         }));
-        let stream = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches)
-            .map_err(Status::from)
-            .inspect_ok(move |data| {
-                let bytes = data.data_header.len() + data.data_body.len();
-                sent.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
-            });
+        let stream = encode(schema, batches, Arc::clone(&sent)).inspect_ok(move |data| {
+            let bytes = data.data_header.len() + data.data_body.len();
+            sent.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        });
         Ok(Response::new(Box::pin(Deadline {
             inner: Some(Box::pin(stream)),
             expires: Box::pin(tokio::time::sleep_until(deadline.into())),
@@ -378,6 +370,45 @@ fn param_values(batch: &RecordBatch) -> Result<Vec<ScalarValue>, Status> {
         .iter()
         .map(|column| ScalarValue::try_from_array(column, 0).map_err(status))
         .collect()
+}
+
+/// A result stream as Flight messages, counting rows into `log`: a flat result written straight
+/// from its arrays ([`BatchEncoder`]), any other by arrow-flight's encoder after a cast to the
+/// client's types.
+fn encode(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
+    log: Arc<QueryLog>,
+) -> FlightDataStream {
+    let Some(encoder) = BatchEncoder::for_schema(Arc::clone(&schema)) else {
+        let out_schema = Arc::clone(&schema);
+        let batches = batches.map(move |batch| {
+            let batch = to_client_batch(&batch?, &out_schema).map_err(|e| {
+                log.fail(&e.to_string());
+                status(e)
+            })?;
+            log.rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
+            Ok::<_, Status>(batch)
+        });
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches.map_err(FlightError::from))
+            .map_err(Status::from);
+        return Box::pin(stream);
+    };
+    let first = encoder.schema_message();
+    let messages = batches
+        .map(move |batch| {
+            let batch = batch?;
+            log.rows.fetch_add(batch.num_rows(), Ordering::Relaxed);
+            let messages = encoder.messages(&batch).map_err(|e| {
+                log.fail(&e.to_string());
+                status(e)
+            })?;
+            Ok::<_, Status>(futures::stream::iter(messages.into_iter().map(Ok)))
+        })
+        .try_flatten();
+    Box::pin(futures::stream::once(async { Ok(first) }).chain(messages))
 }
 
 /// Logs one line per query when its stream ends (completed, failed or dropped by the client).
