@@ -2,18 +2,18 @@
 //! produced.
 //!
 //! Scans read text as string views, and clients read text as Utf8 (offsets and one run of bytes).
-//! arrow's path casts each view column to Utf8, then the IPC writer copies every buffer into the
-//! message body: each text byte is written twice before gRPC copies it once more. Here the body is
-//! laid out first (lengths only), sized once, and written in one pass: views become offsets and
-//! bytes as they are written, and fixed-width columns are copied once.
+//! arrow's path casts each view column to Utf8, the IPC writer copies every buffer into a message
+//! body, and gRPC copies the body into its frame: three copies of each text byte, two of each
+//! number, into fresh memory. Here a batch is laid out first (lengths only), and its message is
+//! written once, straight into the gRPC frame ([`crate::frames`]): views become offsets and bytes
+//! as they are written.
 //!
 //! Only flat results are laid out here (fixed-width, Boolean, Utf8 and Binary, their views);
 //! a stream with any other column type goes through arrow-flight's encoder.
 
 use arrow_flight::{FlightData, SchemaAsIpc};
-use std::sync::Mutex;
-
-use bytes::Bytes;
+use bytes::buf::UninitSlice;
+use bytes::{BufMut, Bytes, BytesMut};
 use datafusion::arrow::array::{Array, ArrayData, ArrayRef, RecordBatch};
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
@@ -21,6 +21,8 @@ use datafusion::arrow::ipc;
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::common::Result;
 use flatbuffers::FlatBufferBuilder;
+use prost::Message;
+use prost::encoding::{encode_varint, encoded_len_varint};
 
 use crate::metadata::to_client_batch;
 
@@ -52,19 +54,19 @@ impl BatchEncoder {
     }
 
     /// `batch` as record batch messages of at most about [`TARGET_MESSAGE_BYTES`] each.
-    pub fn messages(&self, batch: &RecordBatch) -> Result<Vec<FlightData>> {
+    pub fn messages(&self, batch: &RecordBatch) -> Result<Vec<BatchMessage>> {
         let batch = self.writable(batch)?;
         let whole = Layout::of(&batch);
         let parts = whole.body_len.div_ceil(TARGET_MESSAGE_BYTES);
         if parts <= 1 || batch.num_rows() <= 1 {
-            return Ok(vec![whole.message(batch.num_rows())]);
+            return Ok(vec![BatchMessage::new(whole, batch.num_rows())]);
         }
         let rows_per_part = batch.num_rows().div_ceil(parts);
         Ok((0..batch.num_rows())
             .step_by(rows_per_part)
             .map(|start| {
                 let part = batch.slice(start, rows_per_part.min(batch.num_rows() - start));
-                Layout::of(&part).message(part.num_rows())
+                BatchMessage::new(Layout::of(&part), part.num_rows())
             })
             .collect())
     }
@@ -81,6 +83,89 @@ impl BatchEncoder {
             return Ok(batch.clone());
         }
         to_client_batch(batch, &self.client_schema)
+    }
+}
+
+/// A buffer gRPC messages are encoded into (tonic's `EncodeBuf`, or a `BytesMut`).
+pub trait FrameBuf: BufMut {
+    /// Makes room for at least `additional` more bytes in one chunk.
+    fn reserve_bytes(&mut self, additional: usize);
+}
+
+impl FrameBuf for BytesMut {
+    fn reserve_bytes(&mut self, additional: usize) {
+        self.reserve(additional);
+    }
+}
+
+impl FrameBuf for tonic::codec::EncodeBuf<'_> {
+    fn reserve_bytes(&mut self, additional: usize) {
+        self.reserve(additional);
+    }
+}
+
+/// FlightData's protobuf keys: `data_header` is field 2 and `data_body` field 1000, both
+/// length-delimited (wire type 2).
+const DATA_HEADER_KEY: u64 = (2 << 3) | 2;
+const DATA_BODY_KEY: u64 = (1000 << 3) | 2;
+
+/// One record batch message, laid out and not yet written: the `FlightData` protobuf it stands
+/// for is written by [`BatchMessage::write_to`].
+pub struct BatchMessage {
+    header: Bytes,
+    layout: Layout,
+}
+
+impl BatchMessage {
+    fn new(layout: Layout, rows: usize) -> Self {
+        Self {
+            header: layout.header(rows),
+            layout,
+        }
+    }
+
+    /// Header and body bytes (as the query log counts them).
+    pub fn len(&self) -> usize {
+        self.header.len() + self.layout.body_len
+    }
+
+    /// Writes the message as a `FlightData` protobuf: the header, then the body straight from
+    /// the arrays into `dst`.
+    pub fn write_to(&self, dst: &mut impl FrameBuf) {
+        let body_len = self.layout.body_len;
+        encode_varint(DATA_HEADER_KEY, dst);
+        encode_varint(self.header.len() as u64, dst);
+        dst.put_slice(&self.header);
+        encode_varint(DATA_BODY_KEY, dst);
+        encode_varint(body_len as u64, dst);
+        dst.reserve_bytes(body_len + OVERRUN);
+        let chunk = dst.chunk_mut();
+        assert!(
+            chunk.len() >= body_len + OVERRUN,
+            "reserved room for the body"
+        );
+        self.layout.write_body(&mut chunk[..body_len + OVERRUN]);
+        // SAFETY: `write_body` wrote every byte of the body's `body_len` (pieces end to end,
+        // each padded up to where the next starts); the bytes past it are not advanced over.
+        unsafe { dst.advance_mut(body_len) };
+    }
+
+    /// Protobuf bytes this message writes.
+    pub fn encoded_len(&self) -> usize {
+        let body_len = self.layout.body_len;
+        encoded_len_varint(DATA_HEADER_KEY)
+            + encoded_len_varint(self.header.len() as u64)
+            + self.header.len()
+            + encoded_len_varint(DATA_BODY_KEY)
+            + encoded_len_varint(body_len as u64)
+            + body_len
+    }
+
+    /// The message as a `FlightData`, for paths that hand messages on rather than write them.
+    pub fn to_flight_data(&self) -> FlightData {
+        let mut encoded = BytesMut::with_capacity(self.encoded_len() + OVERRUN);
+        self.write_to(&mut encoded);
+        FlightData::decode(encoded.freeze()).expect("a FlightData written by write_to")
     }
 }
 
@@ -146,20 +231,6 @@ impl Layout {
         let mut layout = Self::default();
         batch.columns().iter().for_each(|c| layout.column(c));
         layout
-    }
-
-    /// The message: its header, and its body written into one buffer of the size laid out.
-    fn message(&self, rows: usize) -> FlightData {
-        let mut body = BodyPool::take(self.body_len + OVERRUN);
-        self.write_body(&mut body);
-        FlightData {
-            data_header: self.header(rows),
-            data_body: Bytes::from_owner(PooledBody {
-                body,
-                len: self.body_len,
-            }),
-            ..Default::default()
-        }
     }
 
     fn push(&mut self, piece: Piece, len: usize) {
@@ -240,30 +311,30 @@ impl Layout {
     /// Writes the body into `body` (at least [`OVERRUN`] bytes longer): each piece at the offset
     /// its header gives, padded with zeros to [`ALIGNMENT`]. Pieces are written in order, so a
     /// piece may write past its end into what the next one writes over.
-    fn write_body(&self, body: &mut [u8]) {
+    fn write_body(&self, body: &mut UninitSlice) {
         for (index, (piece, len)) in self.pieces.iter().enumerate() {
             let start = self.buffers[index].offset() as usize;
             let region = &mut body[start..];
             match piece {
                 Piece::Raw(bytes) => region[..*len].copy_from_slice(bytes),
                 Piece::Rebased { offsets, base } => {
-                    for (slot, offset) in
-                        region.chunks_exact_mut(4).zip(offsets.typed_data::<i32>())
-                    {
-                        slot.copy_from_slice(&(offset - base).to_le_bytes());
+                    for (i, offset) in offsets.typed_data::<i32>().iter().enumerate() {
+                        region[i * 4..i * 4 + 4].copy_from_slice(&(offset - base).to_le_bytes());
                     }
                 }
                 Piece::Views(data) => {
                     let values_at = self.buffers[index + 1].offset() as usize - start;
-                    let (offsets, values) = region.split_at_mut(values_at);
-                    write_views(data, offsets, values);
+                    write_views(data, region, values_at);
                 }
                 Piece::Written => {}
             }
-            region[*len..len.next_multiple_of(ALIGNMENT)].fill(0);
+            let padded = len.next_multiple_of(ALIGNMENT);
+            region[*len..padded].copy_from_slice(&ZEROS[..padded - len]);
         }
     }
 }
+
+const ZEROS: [u8; ALIGNMENT] = [0; ALIGNMENT];
 
 /// Bytes a body buffer has beyond its laid-out length: a short view's value is copied as the
 /// view's whole 12-byte inline part, whatever its length.
@@ -281,79 +352,26 @@ fn view_lengths(data: &ArrayData) -> impl Iterator<Item = usize> + '_ {
         })
 }
 
-/// Writes views as Utf8 does: `offsets` (one more than the rows, from 0) and the values end to
-/// end into `values`, which has [`OVERRUN`] bytes to spare past the last one.
-fn write_views(data: &ArrayData, offsets: &mut [u8], values: &mut [u8]) {
+/// Writes views as Utf8 does into `region`: offsets (one more than the rows, from 0) at its
+/// start, and the values end to end from `values_at`, with [`OVERRUN`] bytes to spare past the
+/// last one.
+fn write_views(data: &ArrayData, region: &mut UninitSlice, values_at: usize) {
     let views = &data.buffer::<u128>(0)[..data.len()];
     let buffers = &data.buffers()[1..];
-    offsets[..4].fill(0);
+    region[..4].copy_from_slice(&0i32.to_le_bytes());
     let mut end = 0;
-    for ((view, len), slot) in views
-        .iter()
-        .zip(view_lengths(data))
-        .zip(offsets[4..].chunks_exact_mut(4))
-    {
+    for (row, (view, len)) in views.iter().zip(view_lengths(data)).enumerate() {
+        let at = values_at + end;
         if len <= 12 {
-            values[end..end + 12].copy_from_slice(&view.to_le_bytes()[4..]);
+            region[at..at + 12].copy_from_slice(&view.to_le_bytes()[4..]);
         } else {
             let buffer = &buffers[(*view >> 64) as u32 as usize];
             let start = (*view >> 96) as u32 as usize;
-            values[end..end + len].copy_from_slice(&buffer[start..start + len]);
+            region[at..at + len].copy_from_slice(&buffer[start..start + len]);
         }
         end += len;
-        slot.copy_from_slice(&(end as i32).to_le_bytes());
-    }
-}
-
-/// Message bodies given back once gRPC has copied them into its frames, so the next message is
-/// written into memory already mapped (a fresh megabyte per message costs page faults and
-/// zeroing, which showed as a tenth of the server's time streaming a large result).
-struct BodyPool;
-
-/// Bodies kept at most, and the largest kept.
-const POOLED_BODIES: usize = 16;
-const POOLED_BODY_BYTES: usize = 2 * TARGET_MESSAGE_BYTES;
-
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-impl BodyPool {
-    /// A buffer of `len` initialised bytes.
-    fn take(len: usize) -> Vec<u8> {
-        let mut body = POOL
-            .lock()
-            .map(|mut p| p.pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        body.resize(len, 0);
-        body
-    }
-
-    fn give_back(body: Vec<u8>) {
-        if body.capacity() <= POOLED_BODY_BYTES
-            && let Ok(mut pool) = POOL.lock()
-            && pool.len() < POOLED_BODIES
-        {
-            pool.push(body);
-        }
-    }
-}
-
-/// A message body whose buffer returns to [`BodyPool`] when gRPC drops it.
-struct PooledBody {
-    body: Vec<u8>,
-    len: usize,
-}
-
-impl AsRef<[u8]> for PooledBody {
-    fn as_ref(&self) -> &[u8] {
-        &self.body[..self.len]
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        BodyPool::give_back(std::mem::take(&mut self.body));
+        let slot = (row + 1) * 4;
+        region[slot..slot + 4].copy_from_slice(&(end as i32).to_le_bytes());
     }
 }
 
@@ -378,7 +396,12 @@ mod tests {
         let client = Arc::new(client_schema(&batch.schema()));
         let encoder = BatchEncoder::for_schema(Arc::clone(&client)).expect("a flat schema");
         let mut messages = vec![encoder.schema_message()];
-        messages.extend(encoder.messages(batch).unwrap());
+        for message in encoder.messages(batch).unwrap() {
+            let mut written = BytesMut::new();
+            message.write_to(&mut written);
+            assert_eq!(written.len(), message.encoded_len());
+            messages.push(message.to_flight_data());
+        }
         let decoded = flight_data_to_batches(&messages).unwrap();
         let expected = to_client_batch(batch, &client).unwrap();
         let decoded_whole = datafusion::arrow::compute::concat_batches(&client, &decoded).unwrap();
@@ -526,7 +549,7 @@ mod tests {
         assert!(
             messages
                 .iter()
-                .all(|m| m.data_body.len() <= TARGET_MESSAGE_BYTES + 64 * 4)
+                .all(|m| m.len() <= TARGET_MESSAGE_BYTES + 1024)
         );
         let decoded = round_trip(&batch);
         assert_eq!(
@@ -548,7 +571,13 @@ mod tests {
         let client = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, false)]));
         let encoder = BatchEncoder::for_schema(Arc::clone(&client)).unwrap();
         let mut messages = vec![encoder.schema_message()];
-        messages.extend(encoder.messages(&batch).unwrap());
+        messages.extend(
+            encoder
+                .messages(&batch)
+                .unwrap()
+                .iter()
+                .map(BatchMessage::to_flight_data),
+        );
         let decoded = flight_data_to_batches(&messages).unwrap();
         let text = decoded[0]
             .column(0)

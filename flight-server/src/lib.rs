@@ -8,6 +8,7 @@ mod admission;
 mod auth;
 mod error;
 mod executor;
+mod frames;
 mod handle;
 mod ipc;
 mod metadata;
@@ -20,7 +21,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
 use tokenledger_engine::TraceSession;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -29,6 +29,7 @@ pub use admission::{Admission, QueryLimits, Weight};
 pub use auth::{Auth, Caller, Grant, Users};
 pub use error::{FlightServerError, Result};
 pub use executor::QueryExecutor;
+pub use frames::FlightSqlServer;
 pub use metadata::{client_schema, to_client_batch};
 pub use placeholders::number_placeholders;
 pub use service::TokenledgerFlightSql;
@@ -125,7 +126,7 @@ pub async fn serve_admitting(
         server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     server
-        .add_service(FlightServiceServer::new(service).max_decoding_message_size(64 * 1024 * 1024))
+        .add_service(FlightSqlServer::new(service, 64 * 1024 * 1024))
         // Without TCP_NODELAY, Nagle holds back a response's last small frame until the client's
         // delayed ACK: tens of milliseconds on every small query.
         .serve_with_incoming_shutdown(

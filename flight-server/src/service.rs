@@ -42,6 +42,7 @@ use crate::admission::{Admission, Turn, Weight};
 use crate::auth::{Auth, Caller};
 use crate::error::{engine_status, status};
 use crate::executor::QueryExecutor;
+use crate::frames::{Outgoing, OutgoingStream};
 use crate::handle::{LegacyBindings, PreparedHandle};
 use crate::ipc::BatchEncoder;
 use crate::metadata::{self, client_schema, to_client_batch};
@@ -162,7 +163,7 @@ impl TokenledgerFlightSql {
         frame: DataFrame,
         caller: &Caller,
         query: String,
-    ) -> Result<Response<FlightDataStream>, Status> {
+    ) -> Result<Response<OutgoingStream>, Status> {
         let timeout = self.admission.limits().timeout;
         let deadline = Instant::now() + timeout;
         let schema = Arc::new(client_schema(frame.schema().as_arrow()));
@@ -203,9 +204,9 @@ impl TokenledgerFlightSql {
             end_log.complete();
             Poll::Ready(None)
         }));
-        let stream = encode(schema, batches, Arc::clone(&sent)).inspect_ok(move |data| {
-            let bytes = data.data_header.len() + data.data_body.len();
-            sent.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let stream = encode(schema, batches, Arc::clone(&sent)).inspect_ok(move |message| {
+            sent.bytes
+                .fetch_add(message.len() as u64, Ordering::Relaxed);
         });
         Ok(Response::new(Box::pin(Deadline {
             inner: Some(Box::pin(stream)),
@@ -213,6 +214,60 @@ impl TokenledgerFlightSql {
             timeout,
             turn: Some(turn),
         })))
+    }
+
+    /// DoGet, with a statement's record batches left for the DoGet codec to write into gRPC
+    /// frames ([`crate::frames`]); any other ticket answered as the Flight SQL service answers it.
+    pub(crate) async fn do_get_outgoing(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<OutgoingStream>, Status> {
+        let command = Any::decode(&*request.get_ref().ticket).map_err(|e| {
+            Status::invalid_argument(format!("the ticket is not a Flight SQL command: {e}"))
+        })?;
+        let unpack_error =
+            |e: datafusion::arrow::error::ArrowError| Status::invalid_argument(e.to_string());
+        if let Some(ticket) = command
+            .unpack::<TicketStatementQuery>()
+            .map_err(unpack_error)?
+        {
+            return self.statement_answer(ticket, request).await;
+        }
+        if let Some(command) = command
+            .unpack::<CommandPreparedStatementQuery>()
+            .map_err(unpack_error)?
+        {
+            return self.prepared_answer(command, request).await;
+        }
+        let answer = FlightService::do_get(self, request).await?;
+        Ok(answer.map(|messages| Box::pin(messages.map_ok(Outgoing::Message)) as OutgoingStream))
+    }
+
+    /// The answer to a statement's ticket: the statement planned at GetFlightInfo, else planned now.
+    async fn statement_answer(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<OutgoingStream>, Status> {
+        let caller = self.caller(&request)?;
+        let query = String::from_utf8(ticket.statement_handle.to_vec())
+            .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
+        let frame = match self.planned.take(&caller.user, &caller.scope, &query) {
+            Some(frame) => frame,
+            None => self.plan(&caller, &query, None).await?,
+        };
+        self.execute(frame, &caller, query).await
+    }
+
+    /// The answer to a prepared statement's ticket, with its bound parameters.
+    async fn prepared_answer(
+        &self,
+        command: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<OutgoingStream>, Status> {
+        let caller = self.caller(&request)?;
+        let (handle, frame) = self.plan_prepared(&caller, &command).await?;
+        self.execute(frame, &caller, handle.query).await
     }
 
     /// FlightInfo for a metadata command: its answer's schema, and the command as the ticket.
@@ -327,14 +382,14 @@ fn weight(plan: &LogicalPlan) -> Weight {
 /// DEADLINE_EXCEEDED and the query is dropped, which stops it. Holds the query's turn until the
 /// stream ends either way.
 struct Deadline {
-    inner: Option<FlightDataStream>,
+    inner: Option<OutgoingStream>,
     expires: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
     turn: Option<Turn>,
 }
 
 impl Stream for Deadline {
-    type Item = Result<FlightData, Status>;
+    type Item = Result<Outgoing, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.inner.is_none() {
@@ -372,6 +427,11 @@ fn param_values(batch: &RecordBatch) -> Result<Vec<ScalarValue>, Status> {
         .collect()
 }
 
+/// An answer's messages as `FlightData`, for callers of the Flight SQL service's own DoGet.
+fn as_flight_data(messages: OutgoingStream) -> FlightDataStream {
+    Box::pin(messages.map_ok(Outgoing::into_flight_data))
+}
+
 /// A result stream as Flight messages, counting rows into `log`: a flat result written straight
 /// from its arrays ([`BatchEncoder`]), any other by arrow-flight's encoder after a cast to the
 /// client's types.
@@ -379,7 +439,7 @@ fn encode(
     schema: SchemaRef,
     batches: impl Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
     log: Arc<QueryLog>,
-) -> FlightDataStream {
+) -> OutgoingStream {
     let Some(encoder) = BatchEncoder::for_schema(Arc::clone(&schema)) else {
         let out_schema = Arc::clone(&schema);
         let batches = batches.map(move |batch| {
@@ -393,6 +453,7 @@ fn encode(
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches.map_err(FlightError::from))
+            .map_ok(Outgoing::Message)
             .map_err(Status::from);
         return Box::pin(stream);
     };
@@ -405,9 +466,11 @@ fn encode(
                 log.fail(&e.to_string());
                 status(e)
             })?;
-            Ok::<_, Status>(futures::stream::iter(messages.into_iter().map(Ok)))
+            let messages = messages.into_iter().map(|m| Ok(Outgoing::Batch(m)));
+            Ok::<_, Status>(futures::stream::iter(messages))
         })
         .try_flatten();
+    let first = Outgoing::Message(first);
     Box::pin(futures::stream::once(async { Ok(first) }).chain(messages))
 }
 
@@ -551,14 +614,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let caller = self.caller(&request)?;
-        let query = String::from_utf8(ticket.statement_handle.to_vec())
-            .map_err(|_| Status::invalid_argument("statement ticket is not UTF-8 SQL"))?;
-        let frame = match self.planned.take(&caller.user, &caller.scope, &query) {
-            Some(frame) => frame,
-            None => self.plan(&caller, &query, None).await?,
-        };
-        self.execute(frame, &caller, query).await
+        let answer = self.statement_answer(ticket, request).await?;
+        Ok(answer.map(as_flight_data))
     }
 
     async fn do_get_prepared_statement(
@@ -566,9 +623,8 @@ impl FlightSqlService for TokenledgerFlightSql {
         command: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let caller = self.caller(&request)?;
-        let (handle, frame) = self.plan_prepared(&caller, &command).await?;
-        self.execute(frame, &caller, handle.query).await
+        let answer = self.prepared_answer(command, request).await?;
+        Ok(answer.map(as_flight_data))
     }
 
     async fn do_action_create_prepared_statement(
