@@ -73,12 +73,15 @@ pub fn ok(output: Output) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `n` distinct free loopback ports (all held until all are found, so none repeats).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 /// Access key and secret the test S3 server accepts.
@@ -98,11 +101,39 @@ pub struct S3Server {
 
 impl S3Server {
     /// Starts `weed mini` with `bucket` created, on free loopback ports, and waits until an
-    /// authenticated write succeeds.
+    /// authenticated write succeeds. A port found free can be taken before `weed` binds it (by
+    /// another test's connection): when `weed` exits, it starts again on other ports.
     pub fn start(bucket: &str) -> Option<S3Server> {
         let weed = peer("weed", false)?;
+        let mut attempts = 1;
+        loop {
+            let mut server = Self::spawn(&weed, bucket);
+            match server.wait_ready() {
+                Ok(()) => return Some(server),
+                Err(StartFailure::Exited(why)) if attempts < 3 => {
+                    eprintln!("weed exited while starting, starting again on other ports: {why}");
+                    attempts += 1;
+                }
+                Err(StartFailure::Exited(why) | StartFailure::NotReady(why)) => panic!("{why}"),
+            }
+        }
+    }
+
+    fn spawn(weed: &Path, bucket: &str) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
-        let s3_port = free_port();
+        let flags = [
+            "s3.port",
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+        ];
+        let ports = free_ports(flags.len());
         let mut args = vec![
             "mini".to_string(),
             format!("-dir={}", dir.path().display()),
@@ -114,32 +145,22 @@ impl S3Server {
             "-s3.port.iceberg=0".into(),
             "-s3.port.lance=0".into(),
             format!("-bucket={bucket}"),
-            format!("-s3.port={s3_port}"),
         ];
-        for flag in [
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-        ] {
-            args.push(format!("-{flag}={}", free_port()));
-        }
-        let child = spawn_weed(&weed, &args, dir.path());
-        let server = S3Server {
+        args.extend(
+            flags
+                .iter()
+                .zip(&ports)
+                .map(|(flag, port)| format!("-{flag}={port}")),
+        );
+        let child = spawn_weed(weed, &args, dir.path());
+        S3Server {
             child,
-            weed,
+            weed: weed.to_path_buf(),
             args,
             bucket: bucket.to_string(),
-            endpoint: format!("http://127.0.0.1:{s3_port}"),
+            endpoint: format!("http://127.0.0.1:{}", ports[0]),
             _dir: dir,
-        };
-        server.wait_ready();
-        Some(server)
+        }
     }
 
     /// Kills the server, as a crash or network loss would take it away.
@@ -152,7 +173,9 @@ impl S3Server {
     pub fn restart(&mut self) {
         self.stop();
         self.child = spawn_weed(&self.weed, &self.args, self._dir.path());
-        self.wait_ready();
+        if let Err(StartFailure::Exited(why) | StartFailure::NotReady(why)) = self.wait_ready() {
+            panic!("{why}");
+        }
     }
 
     /// Environment for tokenledger to reach this server the AWS way.
@@ -180,7 +203,8 @@ impl S3Server {
             .collect()
     }
 
-    fn wait_ready(&self) {
+    /// Waits until an authenticated write succeeds, for at most 60 s.
+    fn wait_ready(&mut self) -> Result<(), StartFailure> {
         let bucket = &self.bucket;
         let deadline = Instant::now() + Duration::from_secs(60);
         let probe_dir = tempfile::tempdir().unwrap();
@@ -189,6 +213,7 @@ impl S3Server {
         let env: Vec<(&str, String)> = self.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let data = format!("s3://{bucket}/_readiness");
+        let log = || std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
         loop {
             let out = tokenledger(
                 &[
@@ -202,22 +227,35 @@ impl S3Server {
                 &env,
             );
             if out.status.success() {
-                return;
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(StartFailure::Exited(format!(
+                    "weed for {} exited ({status})\nweed log:\n{}",
+                    self.endpoint,
+                    log()
+                )));
             }
             if Instant::now() > deadline {
-                let log =
-                    std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
-                panic!(
-                    "S3 server at {} not ready after 60 s: {}\nweed log:\n{log}",
+                return Err(StartFailure::NotReady(format!(
+                    "S3 server at {} not ready after 60 s: {}\nweed log:\n{}",
                     self.endpoint,
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                    String::from_utf8_lossy(&out.stderr),
+                    log()
+                )));
             }
             std::thread::sleep(Duration::from_millis(300));
         }
     }
 }
 
+/// Why `weed` did not come up.
+enum StartFailure {
+    /// It exited (a port it was given was taken, say).
+    Exited(String),
+    /// It kept running without answering.
+    NotReady(String),
+}
 fn spawn_weed(weed: &Path, args: &[String], dir: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
