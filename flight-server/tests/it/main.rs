@@ -85,6 +85,33 @@ async fn statements_stream_the_right_rows_as_plain_utf8() {
 }
 
 #[tokio::test]
+async fn nulls_booleans_long_text_and_nested_results_reach_the_client_whole() {
+    // Flat results are written by the server's own IPC writer, nested ones by arrow-flight's:
+    // both must decode to the FlightInfo schema and the values worked out by hand.
+    let server = start(false).await;
+    let mut client = client(&server).await;
+    let flat = "SELECT workflow, workflow = 'invoice' AS is_invoice, \
+                CASE WHEN workflow = 'invoice' THEN NULL \
+                ELSE workflow || ' with a name longer than twelve bytes' END AS long_name \
+                FROM outcomes GROUP BY workflow ORDER BY workflow";
+    let info = client.execute(flat.into(), None).await.unwrap();
+    let (schema, batches) = fetch(&mut client, info).await;
+    assert_eq!(schema.field(2).data_type(), &DataType::Utf8);
+    assert_eq!(
+        crate::support::rows(&batches),
+        [
+            "invoice|true|NULL",
+            "support_ticket|false|support_ticket with a name longer than twelve bytes"
+        ]
+    );
+    let nested = "SELECT make_array(1, 2, 3) AS numbers, 'x' AS letter";
+    let info = client.execute(nested.into(), None).await.unwrap();
+    let (schema, batches) = fetch(&mut client, info).await;
+    assert!(matches!(schema.field(0).data_type(), DataType::List(_)));
+    assert_eq!(crate::support::rows(&batches), ["[1, 2, 3]|x"]);
+}
+
+#[tokio::test]
 async fn prepared_statements_bind_jdbc_placeholders() {
     let server = start(false).await;
     let mut client = client(&server).await;
