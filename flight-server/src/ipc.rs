@@ -221,7 +221,8 @@ enum Piece {
 struct Layout {
     nodes: Vec<ipc::FieldNode>,
     buffers: Vec<ipc::Buffer>,
-    pieces: Vec<(Piece, usize)>,
+    /// One per entry of `buffers`, which holds its offset and length.
+    pieces: Vec<Piece>,
     body_len: usize,
 }
 
@@ -236,7 +237,7 @@ impl Layout {
     fn push(&mut self, piece: Piece, len: usize) {
         self.buffers
             .push(ipc::Buffer::new(self.body_len as i64, len as i64));
-        self.pieces.push((piece, len));
+        self.pieces.push(piece);
         self.body_len += len.next_multiple_of(ALIGNMENT);
     }
 
@@ -312,11 +313,11 @@ impl Layout {
     /// its header gives, padded with zeros to [`ALIGNMENT`]. Pieces are written in order, so a
     /// piece may write past its end into what the next one writes over.
     fn write_body(&self, body: &mut UninitSlice) {
-        for (index, (piece, len)) in self.pieces.iter().enumerate() {
-            let start = self.buffers[index].offset() as usize;
+        for (index, (piece, buffer)) in self.pieces.iter().zip(&self.buffers).enumerate() {
+            let (start, len) = (buffer.offset() as usize, buffer.length() as usize);
             let region = &mut body[start..];
             match piece {
-                Piece::Raw(bytes) => region[..*len].copy_from_slice(bytes),
+                Piece::Raw(bytes) => region[..len].copy_from_slice(bytes),
                 Piece::Rebased { offsets, base } => {
                     for (i, offset) in offsets.typed_data::<i32>().iter().enumerate() {
                         region[i * 4..i * 4 + 4].copy_from_slice(&(offset - base).to_le_bytes());
@@ -329,7 +330,7 @@ impl Layout {
                 Piece::Written => {}
             }
             let padded = len.next_multiple_of(ALIGNMENT);
-            region[*len..padded].copy_from_slice(&ZEROS[..padded - len]);
+            region[len..padded].copy_from_slice(&ZEROS[..padded - len]);
         }
     }
 }
