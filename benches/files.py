@@ -49,7 +49,9 @@ def start_s3(weed: str, work: str) -> tuple:
     port = free_port()
     args = [weed, "mini", f"-dir={work}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false",
             "-admin.ui=false", "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-bucket={BUCKET}", f"-s3.port={port}"]
+            f"-bucket={BUCKET}", f"-s3.port={port}",
+            # Sized from the disk's total, volumes are 1 GiB and none fit when little is free.
+            "-master.volumeSizeLimitMB=64"]
     for flag in ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
                  "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc"]:
         args.append(f"-{flag}={free_port()}")

@@ -121,6 +121,7 @@ impl S3Server {
 
     fn spawn(weed: &Path, bucket: &str) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
+        ensure_room_for_weed(dir.path());
         let flags = [
             "s3.port",
             "master.port",
@@ -144,6 +145,9 @@ impl S3Server {
             "-master.telemetry=false".into(),
             "-s3.port.iceberg=0".into(),
             "-s3.port.lance=0".into(),
+            // Left to itself, weed sizes volumes from the disk's total size (1 GiB on a large disk)
+            // and makes as many as fit in the free space. The tests write a few MB.
+            format!("-master.volumeSizeLimitMB={WEED_VOLUME_MIB}"),
             format!("-bucket={bucket}"),
         ];
         args.extend(
@@ -247,6 +251,41 @@ impl S3Server {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+}
+
+/// The size of one SeaweedFS volume, in MiB.
+const WEED_VOLUME_MIB: u64 = 64;
+
+/// SeaweedFS takes no write when the disk holding its data has less than 1 % of its size free
+/// (it marks every volume read-only), nor room for one volume. Every S3 test then waits out its
+/// 60 s on a write that never lands, with a log that does not say why; this names the cause.
+fn ensure_room_for_weed(dir: &Path) {
+    let out = Command::new("df")
+        .args(["-B1", "--output=size,avail"])
+        .arg(dir)
+        .output()
+        .expect("df runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    let numbers: Vec<u64> = report
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [size, free] = numbers[..] else {
+        panic!("unexpected df output for {}: {report}", dir.display());
+    };
+    let needed = size / 100 + WEED_VOLUME_MIB * 1024 * 1024;
+    let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+    assert!(
+        free >= needed,
+        "the disk holding {} has {:.2} GiB free; the test S3 server (SeaweedFS) takes writes only \
+         with 1 % of the disk ({:.2} GiB) plus one {WEED_VOLUME_MIB} MiB volume free. Free some space.",
+        dir.display(),
+        gib(free),
+        gib(size / 100),
+    );
 }
 
 /// Why `weed` did not come up.
