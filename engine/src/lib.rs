@@ -24,6 +24,7 @@ pub mod settings;
 pub mod system;
 pub mod tenancy;
 pub mod text_eq;
+pub mod topk_threshold;
 pub mod writer;
 
 pub use error::{EngineError, Result};

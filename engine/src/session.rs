@@ -39,6 +39,7 @@ use crate::settings::{SETTINGS_FILE, SETTINGS_TABLE, SettingsTable};
 use crate::system::{FILES_TABLE, FilesTable};
 use crate::tenancy::{TENANT_COLUMN, TenantScope, TenantTable, UntenantedRows};
 use crate::text_eq::TextEqualityRule;
+use crate::topk_threshold::TopKThresholdRule;
 
 /// The catalog and schema that hold the trace tables (what BI tools show).
 pub const CATALOG: &str = "tokenledger";
@@ -708,8 +709,10 @@ fn context_with_runtime(
         .with_default_features();
     let mut state = match &options.distribution {
         Some(distribution) => distribution.coordinate(builder),
-        // Workers could not decode the replaced comparisons, so only for plans run here.
-        None => builder.with_physical_optimizer_rule(Arc::new(TextEqualityRule)),
+        // Workers could not decode the replaced comparisons or scans, so only for plans run here.
+        None => builder
+            .with_physical_optimizer_rule(Arc::new(TextEqualityRule))
+            .with_physical_optimizer_rule(Arc::new(TopKThresholdRule)),
     }
     .build();
     // After the planner is added, so settings may name its options (`distributed.*`) too.

@@ -9,4 +9,5 @@ mod reports;
 mod slt;
 pub mod slt_db;
 mod support;
+mod topk;
 mod udfs;
