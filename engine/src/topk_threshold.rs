@@ -11,6 +11,10 @@
 //! their statistics and the other columns are decoded only for rows that can still be among the
 //! first k. Every row it drops sorts after the k-th row (ties on `t` are kept, NULLs sort
 //! last), so the sort above, unchanged, gives the same answer.
+//!
+//! A `WHERE` between the sort and the scan (`FilterExec`) stays where it is; the first pass
+//! applies it too, reading the columns it needs beside the key, so `t` is the k-th key among
+//! the rows the query keeps.
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,15 +31,20 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, DynamicFilterPhysicalExpr, lit};
 use datafusion::physical_expr::projection::ProjectionExprs;
+use datafusion::physical_expr::utils::{
+    collect_columns, conjunction, reassign_expr_columns, split_conjunction,
+};
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::filter_pushdown::FilterPushdown;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
-    replace_children_if_necessary,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream, replace_children_if_necessary,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
@@ -45,8 +54,8 @@ use tokio::sync::OnceCell;
 const MAX_K: usize = 10_000;
 
 /// Puts a [`ThresholdScanExec`] under each `SortExec` with a fetch of at most [`MAX_K`] that
-/// reads a Parquet scan directly, when the leading key is a plain integer, decimal, date or
-/// timestamp column of the files sorted with NULLs last.
+/// reads a Parquet scan directly or through a `FilterExec` (and a round-robin repartition), when the leading key is a plain
+/// integer, decimal, date or timestamp column of the files sorted with NULLs last.
 #[derive(Debug, Default)]
 pub struct TopKThresholdRule;
 
@@ -60,11 +69,24 @@ impl PhysicalOptimizerRule for TopKThresholdRule {
             let Some(sort) = node.downcast_ref::<SortExec>() else {
                 return Ok(Transformed::no(node));
             };
-            let Some(scan) = ThresholdScanExec::under(sort) else {
+            let Some(threshold_scan) = ThresholdScanExec::under(sort) else {
                 return Ok(Transformed::no(node));
             };
-            let rebuilt = replace_children_if_necessary(node, vec![Arc::new(scan)])?;
-            Ok(Transformed::yes(rebuilt))
+            let scan = Arc::clone(&threshold_scan.scan);
+            let threshold_scan: Arc<dyn ExecutionPlan> = Arc::new(threshold_scan);
+            let input = Arc::clone(sort.input())
+                .transform_up(|below| {
+                    Ok(if Arc::ptr_eq(&below, &scan) {
+                        Transformed::yes(Arc::clone(&threshold_scan))
+                    } else {
+                        Transformed::no(below)
+                    })
+                })
+                .data()?;
+            Ok(Transformed::yes(replace_children_if_necessary(
+                node,
+                vec![input],
+            )?))
         })
         .data()
     }
@@ -98,6 +120,8 @@ pub struct ThresholdScanExec {
     scan: Arc<dyn ExecutionPlan>,
     key: SortKey,
     k: usize,
+    /// The predicate of the `FilterExec` above, over the scan's columns.
+    filter: Option<Arc<dyn PhysicalExpr>>,
     /// The scan that is run, decided by the first partition executed.
     filtered: Arc<OnceCell<Filtered>>,
 }
@@ -119,30 +143,49 @@ impl ThresholdScanExec {
         if leading.options.nulls_first {
             return None;
         }
-        let column = leading.expr.downcast_ref::<Column>()?;
-        let scan = sort.input();
-        let key = eligible_key(scan, column, leading.options.descending)?;
-        Some(ThresholdScanExec {
-            scan: Arc::clone(scan),
-            key,
-            k,
-            filtered: Arc::new(OnceCell::new()),
-        })
+        let mut column = leading.expr.downcast_ref::<Column>()?.clone();
+        // Down to the scan through what keeps every row's values: one filter, and the round-robin
+        // split DataFusion puts over a scan of fewer partitions than it runs.
+        let (mut scan, mut filter) = (sort.input(), None);
+        loop {
+            if let Some(filter_exec) = scan.downcast_ref::<FilterExec>()
+                && filter.is_none()
+            {
+                if let Some(projection) = filter_exec.projection() {
+                    column = Column::new(column.name(), *projection.get(column.index())?);
+                }
+                filter = Some(Arc::clone(filter_exec.predicate()));
+                scan = filter_exec.input();
+            } else if let Some(repartition) = scan.downcast_ref::<RepartitionExec>()
+                && matches!(repartition.partitioning(), Partitioning::RoundRobinBatch(_))
+            {
+                scan = repartition.input();
+            } else {
+                break;
+            }
+        }
+        let key = eligible_key(scan, &column, leading.options.descending)?;
+        Some(ThresholdScanExec::over(Arc::clone(scan), key, k, filter))
     }
 
-    fn over(scan: Arc<dyn ExecutionPlan>, key: SortKey, k: usize) -> Self {
+    fn over(
+        scan: Arc<dyn ExecutionPlan>,
+        key: SortKey,
+        k: usize,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+    ) -> Self {
         ThresholdScanExec {
             scan,
             key,
             k,
+            filter,
             filtered: Arc::new(OnceCell::new()),
         }
     }
 }
 
-/// The sort key `column` of `scan` if `scan` is a Parquet scan with no limit and no filter of
-/// its own (a TopK's dynamic filter is allowed: it is rebuilt), and `column` is a file column
-/// (not a partition column) of a type whose order `>=` follows (no floats: NaN).
+/// The sort key `column` of `scan` if `scan` is a Parquet scan with no limit, and `column` is a
+/// file column (not a partition column) of a type whose order `>=` follows (no floats: NaN).
 fn eligible_key(
     scan: &Arc<dyn ExecutionPlan>,
     column: &Column,
@@ -150,11 +193,6 @@ fn eligible_key(
 ) -> Option<SortKey> {
     let (config, source) = parquet_scan(scan)?;
     if config.limit.is_some() {
-        return None;
-    }
-    if let Some(predicate) = source.filter()
-        && !predicate.is::<DynamicFilterPhysicalExpr>()
-    {
         return None;
     }
     let output_index = column.index();
@@ -192,37 +230,86 @@ fn parquet_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<(&FileScanConfig, &Parq
         .downcast_to_file_source::<ParquetSource>()
 }
 
-/// The first pass: the k best keys over the same files, reading the key column alone, with a
-/// TopK of its own (and its dynamic filter pushed into the scan, as the optimizer would).
+/// The scan's predicate without its dynamic filters (a TopK's, never updated while the first
+/// pass runs, and rebuilt for the second); its other conjuncts filter rows when filters are
+/// pushed into the decoder, so both passes keep them.
+fn static_conjuncts(source: &ParquetSource) -> Vec<Arc<dyn PhysicalExpr>> {
+    let Some(predicate) = source.filter() else {
+        return Vec::new();
+    };
+    split_conjunction(&predicate)
+        .into_iter()
+        .filter(|part| {
+            !part
+                .exists(|expr| Ok(expr.is::<DynamicFilterPhysicalExpr>()))
+                .unwrap_or(true)
+        })
+        .cloned()
+        .collect()
+}
+
+/// `scan` as a Parquet scan, with `conjuncts` as its predicate (none: `true`).
+fn with_predicate(
+    scan: &Arc<dyn ExecutionPlan>,
+    conjuncts: Vec<Arc<dyn PhysicalExpr>>,
+    pushdown: bool,
+) -> Result<(DataSourceExec, FileScanConfig)> {
+    let not_parquet = || internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan");
+    let exec = scan
+        .downcast_ref::<DataSourceExec>()
+        .ok_or_else(not_parquet)?;
+    let (config, source) = parquet_scan(scan).ok_or_else(not_parquet)?;
+    let mut source = source.with_predicate(conjunction(conjuncts));
+    if pushdown {
+        source = source.with_pushdown_filters(true);
+    }
+    let config = FileScanConfigBuilder::from(config.clone())
+        .with_source(Arc::new(source))
+        .build();
+    Ok((exec.clone(), config))
+}
+
+/// The first pass: the k best keys over the same files and filter, reading the key and the
+/// filter's columns alone, with a TopK of its own (and its dynamic filter pushed into the scan,
+/// as the optimizer would).
 fn first_pass(
     scan: &Arc<dyn ExecutionPlan>,
     key: &SortKey,
     k: usize,
+    filter: Option<&Arc<dyn PhysicalExpr>>,
     options: &ConfigOptions,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let exec = scan
-        .downcast_ref::<DataSourceExec>()
-        .ok_or_else(|| internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan"))?;
-    let (config, source) = parquet_scan(scan)
-        .ok_or_else(|| internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan"))?;
-    // The query's own TopK filter is left out: it is never updated while this pass runs.
-    let unfiltered = FileScanConfigBuilder::from(config.clone())
-        .with_source(Arc::new(source.with_predicate(lit(true))))
-        .build();
-    let projection = ProjectionExprs::from_indices(&[key.output_index], &scan.schema());
-    let keys_only = unfiltered
+    let not_parquet = || internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan");
+    let (_, source) = parquet_scan(scan).ok_or_else(not_parquet)?;
+    let (exec, config) = with_predicate(scan, static_conjuncts(source), false)?;
+    let mut columns: Vec<usize> = filter
+        .map(collect_columns)
+        .unwrap_or_default()
+        .iter()
+        .map(|column| column.index())
+        .chain([key.output_index])
+        .collect();
+    columns.sort_unstable();
+    columns.dedup();
+    let projection = ProjectionExprs::from_indices(&columns, &scan.schema());
+    let narrowed = config
         .try_swapping_with_projection(&projection)?
         .ok_or_else(|| internal_datafusion_err!("Parquet scan refused a projection"))?;
-    let keys_scan = Arc::new(exec.clone().with_data_source(keys_only));
+    let mut input: Arc<dyn ExecutionPlan> = Arc::new(exec.with_data_source(narrowed));
+    if let Some(filter) = filter {
+        let predicate = reassign_expr_columns(Arc::clone(filter), &input.schema())?;
+        input = Arc::new(FilterExec::try_new(predicate, input)?);
+    }
+    let key_column = input.schema().index_of(&key.name)?;
     let ordering = LexOrdering::new(vec![PhysicalSortExpr::new(
-        Arc::new(Column::new(&key.name, 0)),
+        Arc::new(Column::new(&key.name, key_column)),
         arrow::compute::SortOptions {
             descending: key.descending,
             nulls_first: false,
         },
     )])
     .ok_or_else(|| internal_datafusion_err!("empty sort ordering"))?;
-    let topk = SortExec::new(ordering.clone(), keys_scan)
+    let topk = SortExec::new(ordering.clone(), input)
         .with_fetch(Some(k))
         .with_preserve_partitioning(true);
     let merged = SortPreservingMergeExec::new(ordering, Arc::new(topk)).with_fetch(Some(k));
@@ -232,9 +319,11 @@ fn first_pass(
 /// The k-th key the first pass gives, or `None` when it gives fewer than k non-NULL keys.
 async fn kth_key(
     first_pass: Arc<dyn ExecutionPlan>,
+    key: &SortKey,
     context: Arc<TaskContext>,
     k: usize,
 ) -> Result<Option<ScalarValue>> {
+    let key_column = first_pass.schema().index_of(&key.name)?;
     let batches = datafusion::physical_plan::collect(first_pass, context).await?;
     let rows: usize = batches.iter().map(|batch| batch.num_rows()).sum();
     let Some(last) = batches.iter().rev().find(|batch| batch.num_rows() > 0) else {
@@ -243,12 +332,13 @@ async fn kth_key(
     if rows < k {
         return Ok(None);
     }
-    let value = ScalarValue::try_from_array(last.column(0), last.num_rows() - 1)?;
+    let value = ScalarValue::try_from_array(last.column(key_column), last.num_rows() - 1)?;
     Ok((!value.is_null()).then_some(value))
 }
 
 /// The scan to run: the planned one when there is no threshold, else the same files with
-/// `key >= threshold` (`<=` ascending) evaluated while decoding.
+/// `key >= threshold` (`<=` ascending) evaluated while decoding, before the scan's other
+/// conjuncts (the cheap test that drops nearly every row goes first).
 fn filtered_scan(
     scan: &Arc<dyn ExecutionPlan>,
     key: &SortKey,
@@ -257,11 +347,8 @@ fn filtered_scan(
     let Some(threshold) = threshold else {
         return Ok(Arc::clone(scan));
     };
-    let exec = scan
-        .downcast_ref::<DataSourceExec>()
-        .ok_or_else(|| internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan"))?;
-    let (config, source) = parquet_scan(scan)
-        .ok_or_else(|| internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan"))?;
+    let not_parquet = || internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan");
+    let (_, source) = parquet_scan(scan).ok_or_else(not_parquet)?;
     let operator = if key.descending {
         Operator::GtEq
     } else {
@@ -272,11 +359,11 @@ fn filtered_scan(
         operator,
         lit(threshold.clone()),
     ));
-    let source = source.with_predicate(predicate).with_pushdown_filters(true);
-    let config = FileScanConfigBuilder::from(config.clone())
-        .with_source(Arc::new(source))
-        .build();
-    Ok(Arc::new(exec.clone().with_data_source(Arc::new(config))))
+    let conjuncts = std::iter::once(predicate)
+        .chain(static_conjuncts(source))
+        .collect();
+    let (exec, config) = with_predicate(scan, conjuncts, true)?;
+    Ok(Arc::new(exec.with_data_source(Arc::new(config))))
 }
 
 impl DisplayAs for ThresholdScanExec {
@@ -333,7 +420,12 @@ impl ExecutionPlan for ThresholdScanExec {
         let scan = children.swap_remove(0);
         let column = Column::new(&self.key.name, self.key.output_index);
         Ok(match eligible_key(&scan, &column, self.key.descending) {
-            Some(key) => Arc::new(ThresholdScanExec::over(scan, key, self.k)),
+            Some(key) => Arc::new(ThresholdScanExec::over(
+                scan,
+                key,
+                self.k,
+                self.filter.clone(),
+            )),
             None => scan,
         })
     }
@@ -343,6 +435,7 @@ impl ExecutionPlan for ThresholdScanExec {
             Arc::clone(&self.scan),
             self.key.clone(),
             self.k,
+            self.filter.clone(),
         )))
     }
 
@@ -352,13 +445,14 @@ impl ExecutionPlan for ThresholdScanExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let (scan, key, k) = (Arc::clone(&self.scan), self.key.clone(), self.k);
+        let filter = self.filter.clone();
         let filtered = Arc::clone(&self.filtered);
         let stream = futures::stream::once(async move {
             let filtered = filtered
                 .get_or_try_init(|| async {
                     let options = context.session_config().options();
-                    let first = first_pass(&scan, &key, k, options)?;
-                    let threshold = kth_key(first, Arc::clone(&context), k).await?;
+                    let first = first_pass(&scan, &key, k, filter.as_ref(), options)?;
+                    let threshold = kth_key(first, &key, Arc::clone(&context), k).await?;
                     let scan = filtered_scan(&scan, &key, threshold.as_ref())?;
                     Ok::<_, datafusion::error::DataFusionError>(Filtered { threshold, scan })
                 })

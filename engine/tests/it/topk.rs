@@ -9,10 +9,19 @@ use arrow::datatypes::{DataType, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokenledger_gen::GenOptions;
 
+use tokenledger_engine::TraceSession;
+
 use crate::support::{gen_into, open, rows};
 
-/// Every span's (input_tokens, span_id), read from the Parquet files with parquet's reader.
-fn spans_in_files(dir: &Path) -> Vec<(Option<i64>, String)> {
+/// A span as the test needs it.
+struct Span {
+    input_tokens: Option<i64>,
+    span_id: String,
+    workflow: String,
+}
+
+/// Every span, read from the Parquet files with parquet's reader.
+fn spans_in_files(dir: &Path) -> Vec<Span> {
     let mut spans = Vec::new();
     let mut pending = vec![dir.join("spans")];
     while let Some(path) = pending.pop() {
@@ -35,9 +44,15 @@ fn spans_in_files(dir: &Path) -> Vec<(Option<i64>, String)> {
             let tokens = tokens.as_primitive::<Int64Type>();
             let ids = cast(batch.column_by_name("span_id").unwrap(), &DataType::Utf8).unwrap();
             let ids = ids.as_string::<i32>();
+            let workflows =
+                cast(batch.column_by_name("workflow").unwrap(), &DataType::Utf8).unwrap();
+            let workflows = workflows.as_string::<i32>();
             for row in 0..batch.num_rows() {
-                let value = (!tokens.is_null(row)).then(|| tokens.value(row));
-                spans.push((value, ids.value(row).to_string()));
+                spans.push(Span {
+                    input_tokens: (!tokens.is_null(row)).then(|| tokens.value(row)),
+                    span_id: ids.value(row).to_string(),
+                    workflow: workflows.value(row).to_string(),
+                });
             }
         }
     }
@@ -56,6 +71,56 @@ fn metric_on<'a>(plan: &'a str, operator: &str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} on {line}"))
 }
 
+/// Runs `ORDER BY input_tokens DESC NULLS LAST, span_id LIMIT k` (of one workflow's spans, or
+/// all) and checks the rows, the threshold and the rows decoded whole against `spans`.
+async fn check_top_k(session: &TraceSession, spans: &[Span], workflow: Option<&str>, k: usize) {
+    let mut kept: Vec<&Span> = spans
+        .iter()
+        .filter(|span| workflow.is_none_or(|w| span.workflow == w))
+        .collect();
+    kept.sort_by(|a, b| match (a.input_tokens, b.input_tokens) {
+        (Some(x), Some(y)) => y.cmp(&x).then_with(|| a.span_id.cmp(&b.span_id)),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a.span_id.cmp(&b.span_id),
+    });
+    let expected: Vec<Vec<String>> = kept[..k]
+        .iter()
+        .map(|span| vec![span.span_id.clone(), span.input_tokens.unwrap().to_string()])
+        .collect();
+    let threshold = kept[k - 1].input_tokens.unwrap();
+    let at_or_past = kept
+        .iter()
+        .filter(|span| span.input_tokens >= Some(threshold))
+        .count();
+
+    let filter = workflow.map_or(String::new(), |w| format!("WHERE workflow = '{w}'"));
+    let sql = format!(
+        "SELECT span_id, input_tokens FROM spans {filter} \
+         ORDER BY input_tokens DESC NULLS LAST, span_id LIMIT {k}"
+    );
+    assert_eq!(rows(session, &sql).await, expected, "{sql}");
+
+    let plan: String = rows(session, &format!("EXPLAIN ANALYZE {sql}"))
+        .await
+        .iter()
+        .map(|row| row.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let line = plan
+        .lines()
+        .find(|l| l.contains("ThresholdScanExec"))
+        .unwrap_or_else(|| panic!("no ThresholdScanExec for {sql}:\n{plan}"));
+    assert!(line.contains(&format!("threshold={threshold}")), "{line}");
+    // Past the threshold, only the rows at or past it (and of the workflow) were decoded whole
+    // (the two passes share the scan's metrics; only the second filters rows while decoding).
+    assert_eq!(
+        metric_on(&plan, "DataSourceExec", "pushdown_rows_matched"),
+        at_or_past.to_string(),
+        "{sql}"
+    );
+}
+
 #[tokio::test]
 async fn a_top_k_reads_only_rows_at_or_past_the_kth_key_and_matches_a_full_sort() {
     let dir = tempfile::tempdir().unwrap();
@@ -68,47 +133,13 @@ async fn a_top_k_reads_only_rows_at_or_past_the_kth_key_and_matches_a_full_sort(
         },
     )
     .await;
-    let mut spans = spans_in_files(dir.path());
+    let spans = spans_in_files(dir.path());
     assert!(spans.len() > 20_000, "{} spans", spans.len());
-    // input_tokens DESC NULLS LAST, span_id ASC.
-    spans.sort_by(|a, b| match (a.0, b.0) {
-        (Some(x), Some(y)) => y.cmp(&x).then_with(|| a.1.cmp(&b.1)),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => a.1.cmp(&b.1),
-    });
-    let k = 7;
-    let expected: Vec<Vec<String>> = spans[..k]
-        .iter()
-        .map(|(tokens, id)| vec![id.clone(), tokens.unwrap().to_string()])
-        .collect();
-    let threshold = spans[k - 1].0.unwrap();
-    let at_or_past = spans.iter().filter(|(t, _)| *t >= Some(threshold)).count();
-
     let session = open(dir.path()).await;
-    let sql = format!(
-        "SELECT span_id, input_tokens FROM spans \
-         ORDER BY input_tokens DESC NULLS LAST, span_id LIMIT {k}"
-    );
-    assert_eq!(rows(&session, &sql).await, expected);
-
-    let plan: String = rows(&session, &format!("EXPLAIN ANALYZE {sql}"))
-        .await
-        .iter()
-        .map(|row| row.join(" "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let line = plan
-        .lines()
-        .find(|l| l.contains("ThresholdScanExec"))
-        .unwrap();
-    assert!(line.contains(&format!("threshold={threshold}")), "{line}");
-    // Past the threshold, only the rows at or past it were decoded whole (the two passes
-    // share the scan's metrics; only the second filters rows while decoding).
-    assert_eq!(
-        metric_on(&plan, "DataSourceExec", "pushdown_rows_matched"),
-        at_or_past.to_string()
-    );
+    check_top_k(&session, &spans, None, 7).await;
+    // With a WHERE, the threshold is the k-th value among invoice spans, which hold fewer
+    // tokens than the largest spans of other workflows.
+    check_top_k(&session, &spans, Some("invoice"), 7).await;
 
     // Not rewritten: NULLs first (the default descending), and a float key (NaN sorts last).
     for sql in [
