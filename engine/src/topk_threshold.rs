@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue, internal_datafusion_err};
 use datafusion::datasource::physical_plan::{
     FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource,
@@ -54,8 +54,9 @@ use tokio::sync::OnceCell;
 const MAX_K: usize = 10_000;
 
 /// Puts a [`ThresholdScanExec`] under each `SortExec` with a fetch of at most [`MAX_K`] that
-/// reads a Parquet scan directly or through a `FilterExec` (and a round-robin repartition), when the leading key is a plain
-/// integer, decimal, date or timestamp column of the files sorted with NULLs last.
+/// reads a Parquet scan directly or through a `FilterExec` (and a round-robin repartition),
+/// when the leading key is a plain integer, decimal, date or timestamp column of the files
+/// sorted with NULLs last.
 #[derive(Debug, Default)]
 pub struct TopKThresholdRule;
 
@@ -231,8 +232,9 @@ fn parquet_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<(&FileScanConfig, &Parq
 }
 
 /// The scan's predicate without its dynamic filters (a TopK's, never updated while the first
-/// pass runs, and rebuilt for the second); its other conjuncts filter rows when filters are
-/// pushed into the decoder, so both passes keep them.
+/// pass runs, and replaced by the threshold in the second). The other conjuncts filter rows
+/// when filters are pushed into the decoder (the scan's setting, which the first pass keeps),
+/// so both passes keep them.
 fn static_conjuncts(source: &ParquetSource) -> Vec<Arc<dyn PhysicalExpr>> {
     let Some(predicate) = source.filter() else {
         return Vec::new();
@@ -240,15 +242,17 @@ fn static_conjuncts(source: &ParquetSource) -> Vec<Arc<dyn PhysicalExpr>> {
     split_conjunction(&predicate)
         .into_iter()
         .filter(|part| {
+            // Kept when unsure: a dynamic filter kept costs time, a filter dropped, rows.
             !part
                 .exists(|expr| Ok(expr.is::<DynamicFilterPhysicalExpr>()))
-                .unwrap_or(true)
+                .unwrap_or(false)
         })
         .cloned()
         .collect()
 }
 
-/// `scan` as a Parquet scan, with `conjuncts` as its predicate (none: `true`).
+/// `scan` as a Parquet scan, with `conjuncts` as its predicate (none: `true`), evaluated while
+/// decoding if `pushdown` (else as the scan was set).
 fn with_predicate(
     scan: &Arc<dyn ExecutionPlan>,
     conjuncts: Vec<Arc<dyn PhysicalExpr>>,
@@ -399,11 +403,9 @@ impl ExecutionPlan for ThresholdScanExec {
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(
-            &Arc<dyn PhysicalExpr>,
-        ) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
-    ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
     }
 
     /// With another scan under it, the node stays only if that scan still qualifies; else the

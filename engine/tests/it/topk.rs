@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokenledger_gen::GenOptions;
 
-use tokenledger_engine::TraceSession;
+use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
 
 use crate::support::{gen_into, open, rows};
 
@@ -72,8 +72,15 @@ fn metric_on<'a>(plan: &'a str, operator: &str, name: &str) -> &'a str {
 }
 
 /// Runs `ORDER BY input_tokens DESC NULLS LAST, span_id LIMIT k` (of one workflow's spans, or
-/// all) and checks the rows, the threshold and the rows decoded whole against `spans`.
-async fn check_top_k(session: &TraceSession, spans: &[Span], workflow: Option<&str>, k: usize) {
+/// all) and checks the rows and the threshold against `spans`; with filters evaluated after
+/// decoding (the default), also the rows decoded whole.
+async fn check_top_k(
+    session: &TraceSession,
+    spans: &[Span],
+    workflow: Option<&str>,
+    k: usize,
+    pushdown: bool,
+) {
     let mut kept: Vec<&Span> = spans
         .iter()
         .filter(|span| workflow.is_none_or(|w| span.workflow == w))
@@ -112,6 +119,10 @@ async fn check_top_k(session: &TraceSession, spans: &[Span], workflow: Option<&s
         .find(|l| l.contains("ThresholdScanExec"))
         .unwrap_or_else(|| panic!("no ThresholdScanExec for {sql}:\n{plan}"));
     assert!(line.contains(&format!("threshold={threshold}")), "{line}");
+    if pushdown {
+        // The first pass filters while decoding too, and the passes share the metrics.
+        return;
+    }
     // Past the threshold, only the rows at or past it (and of the workflow) were decoded whole
     // (the two passes share the scan's metrics; only the second filters rows while decoding).
     assert_eq!(
@@ -136,10 +147,26 @@ async fn a_top_k_reads_only_rows_at_or_past_the_kth_key_and_matches_a_full_sort(
     let spans = spans_in_files(dir.path());
     assert!(spans.len() > 20_000, "{} spans", spans.len());
     let session = open(dir.path()).await;
-    check_top_k(&session, &spans, None, 7).await;
+    check_top_k(&session, &spans, None, 7, false).await;
     // With a WHERE, the threshold is the k-th value among invoice spans, which hold fewer
     // tokens than the largest spans of other workflows.
-    check_top_k(&session, &spans, Some("invoice"), 7).await;
+    check_top_k(&session, &spans, Some("invoice"), 7, false).await;
+    // With filters pushed into the decoder, the WHERE is part of the scan, not a FilterExec:
+    // the first pass must keep it.
+    let pushdown = TraceSession::open(
+        DataLocation::parse(dir.path().to_str().unwrap()).unwrap(),
+        &SessionOptions {
+            settings: vec![(
+                "datafusion.execution.parquet.pushdown_filters".into(),
+                "true".into(),
+            )],
+            ..SessionOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    check_top_k(&pushdown, &spans, None, 7, true).await;
+    check_top_k(&pushdown, &spans, Some("invoice"), 7, true).await;
 
     // Not rewritten: NULLs first (the default descending), and a float key (NaN sorts last).
     for sql in [
