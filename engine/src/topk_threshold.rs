@@ -286,16 +286,18 @@ fn first_pass(
     let not_parquet = || internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan");
     let (_, source) = parquet_scan(scan).ok_or_else(not_parquet)?;
     let (exec, config) = with_predicate(scan, static_conjuncts(source), false)?;
-    let mut columns: Vec<usize> = filter
+    // By name: the filter was taken from the plan this scan was first put in.
+    let schema = scan.schema();
+    let mut columns = filter
         .map(collect_columns)
         .unwrap_or_default()
         .iter()
-        .map(|column| column.index())
-        .chain([key.output_index])
-        .collect();
+        .map(|column| schema.index_of(column.name()))
+        .chain([schema.index_of(&key.name)])
+        .collect::<std::result::Result<Vec<usize>, _>>()?;
     columns.sort_unstable();
     columns.dedup();
-    let projection = ProjectionExprs::from_indices(&columns, &scan.schema());
+    let projection = ProjectionExprs::from_indices(&columns, &schema);
     let narrowed = config
         .try_swapping_with_projection(&projection)?
         .ok_or_else(|| internal_datafusion_err!("Parquet scan refused a projection"))?;
