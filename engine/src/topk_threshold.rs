@@ -251,11 +251,12 @@ fn static_conjuncts(source: &ParquetSource) -> Vec<Arc<dyn PhysicalExpr>> {
         .collect()
 }
 
-/// `scan` as a Parquet scan, with `conjuncts` as its predicate (none: `true`), evaluated while
-/// decoding if `pushdown` (else as the scan was set).
+/// `scan` as a Parquet scan whose predicate is `first` (if any) and then the scan's
+/// [`static_conjuncts`] (none: `true`), evaluated while decoding if `pushdown` (else as the
+/// scan was set).
 fn with_predicate(
     scan: &Arc<dyn ExecutionPlan>,
-    conjuncts: Vec<Arc<dyn PhysicalExpr>>,
+    first: Option<Arc<dyn PhysicalExpr>>,
     pushdown: bool,
 ) -> Result<(DataSourceExec, FileScanConfig)> {
     let not_parquet = || internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan");
@@ -263,6 +264,7 @@ fn with_predicate(
         .downcast_ref::<DataSourceExec>()
         .ok_or_else(not_parquet)?;
     let (config, source) = parquet_scan(scan).ok_or_else(not_parquet)?;
+    let conjuncts = first.into_iter().chain(static_conjuncts(source));
     let mut source = source.with_predicate(conjunction(conjuncts));
     if pushdown {
         source = source.with_pushdown_filters(true);
@@ -283,9 +285,7 @@ fn first_pass(
     filter: Option<&Arc<dyn PhysicalExpr>>,
     options: &ConfigOptions,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let not_parquet = || internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan");
-    let (_, source) = parquet_scan(scan).ok_or_else(not_parquet)?;
-    let (exec, config) = with_predicate(scan, static_conjuncts(source), false)?;
+    let (exec, config) = with_predicate(scan, None, false)?;
     // By name: the filter was taken from the plan this scan was first put in.
     let schema = scan.schema();
     let mut columns = filter
@@ -353,8 +353,6 @@ fn filtered_scan(
     let Some(threshold) = threshold else {
         return Ok(Arc::clone(scan));
     };
-    let not_parquet = || internal_datafusion_err!("ThresholdScanExec over a non-Parquet scan");
-    let (_, source) = parquet_scan(scan).ok_or_else(not_parquet)?;
     let operator = if key.descending {
         Operator::GtEq
     } else {
@@ -365,10 +363,7 @@ fn filtered_scan(
         operator,
         lit(threshold.clone()),
     ));
-    let conjuncts = std::iter::once(predicate)
-        .chain(static_conjuncts(source))
-        .collect();
-    let (exec, config) = with_predicate(scan, conjuncts, true)?;
+    let (exec, config) = with_predicate(scan, Some(predicate), true)?;
     Ok(Arc::new(exec.with_data_source(Arc::new(config))))
 }
 
