@@ -5,6 +5,7 @@
 //! Data flows one way: storage ([`location`]) → catalog ([`files`], [`schema`]) → session
 //! ([`session`], with the [`system`] table of files) → the CLI or the Flight SQL server.
 
+pub mod aggregation;
 pub mod checksum;
 pub mod cluster;
 pub mod curated;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::config::ConfigOptions;
+use datafusion::config::{ConfigExtension, ConfigOptions, ExtensionOptions};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -25,6 +25,9 @@ use object_store::ObjectStore;
 use datafusion::logical_expr::ScalarUDF;
 use tokenledger_udfs::{PriceBook, SharedPrices, UtcDateTrunc};
 
+use crate::aggregation::{
+    AggregationOptions, FinalAggregateFanOutRule, PartialAggregateBudgetRule,
+};
 use crate::cluster::{ClusterQuery, Distribution};
 use crate::curated::{
     AsOf, AsOfFunction, AsOfTable, CompactOptions, CompactProgress, CompactReport, Curated,
@@ -712,9 +715,20 @@ fn context_with_runtime(
         // Workers could not decode the replaced comparisons or scans, so only for plans run here.
         None => builder
             .with_physical_optimizer_rule(Arc::new(TextEqualityRule))
-            .with_physical_optimizer_rule(Arc::new(TopKThresholdRule)),
+            .with_physical_optimizer_rule(Arc::new(TopKThresholdRule))
+            .with_physical_optimizer_rule(Arc::new(PartialAggregateBudgetRule))
+            .with_physical_optimizer_rule(Arc::new(FinalAggregateFanOutRule)),
     }
     .build();
+    if options.distribution.is_none() {
+        state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .insert(AggregationOptions::for_query_cap(
+                options.memory.as_ref().map(|limits| limits.query_bytes),
+            ));
+    }
     // After the planner is added, so settings may name its options (`distributed.*`) too.
     apply_settings(options, state.config_mut().options_mut())?;
     Ok(SessionContext::new_with_state(state))
@@ -762,14 +776,22 @@ fn apply_settings(options: &SessionOptions, config: &mut ConfigOptions) -> Resul
 /// Applies `DATAFUSION_*` environment variables over tokenledger's settings, named as
 /// datafusion-cli names them (`datafusion.execution.parquet.pushdown_filters` is
 /// `DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS`), so a setting can be tried without a rebuild.
-/// Only DataFusion's own: extensions list their keys without their prefix, so theirs would be
-/// read from variables such as `PRICES`.
+/// DataFusion's own and tokenledger's [`AggregationOptions`]
+/// (`TOKENLEDGER_AGGREGATION_FINAL_FAN_OUT`); other extensions list their keys without their
+/// prefix, so theirs would be read from variables such as `PRICES`.
 fn apply_env_overrides(options: &mut ConfigOptions) -> Result<()> {
+    let aggregation = options.extensions.get::<AggregationOptions>().map(|ext| {
+        ext.entries()
+            .into_iter()
+            .map(|e| format!("{}.{}", AggregationOptions::PREFIX, e.key))
+            .collect::<Vec<_>>()
+    });
     let keys: Vec<String> = options
         .entries()
         .into_iter()
         .map(|e| e.key)
         .filter(|key| key.starts_with("datafusion."))
+        .chain(aggregation.into_iter().flatten())
         .collect();
     for key in keys {
         let variable = key.to_uppercase().replace('.', "_");

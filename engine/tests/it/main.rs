@@ -1,5 +1,6 @@
 //! The engine's integration tests (one binary: each links all of DataFusion).
 
+mod aggregation;
 mod catalog;
 mod curated;
 mod footer;
