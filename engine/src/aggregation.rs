@@ -104,7 +104,7 @@ impl PhysicalOptimizerRule for PartialAggregateBudgetRule {
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let budget = AggregationOptions::of(config).partial_budget_bytes;
-        if budget == 0 {
+        if budget == 0 || contains::<PartialAggregateBudgetExec>(&plan)? {
             return Ok(plan);
         }
         plan.transform_up(|node| {
@@ -131,6 +131,12 @@ impl PhysicalOptimizerRule for PartialAggregateBudgetRule {
     fn schema_check(&self) -> bool {
         true
     }
+}
+
+/// Whether `plan` has a `T` node: a plan a rule has been through once is left alone, so that
+/// optimizing twice does not wrap an aggregation twice or widen a repartition again.
+fn contains<T: ExecutionPlan + 'static>(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    plan.exists(|node| Ok(node.downcast_ref::<T>().is_some()))
 }
 
 /// Whether emitting early is what a refused reservation makes `aggregate` do: a grouped partial
@@ -464,7 +470,7 @@ impl PhysicalOptimizerRule for FinalAggregateFanOutRule {
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let fan_out = AggregationOptions::of(config).final_fan_out;
-        if fan_out < 2 {
+        if fan_out < 2 || contains::<InTurnExec>(&plan)? {
             return Ok(plan);
         }
         plan.transform_up(|node| {

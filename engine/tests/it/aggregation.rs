@@ -9,13 +9,14 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::{ExecutionPlan, collect};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+use tokenledger_engine::aggregation::{FinalAggregateFanOutRule, PartialAggregateBudgetRule};
 use tokenledger_engine::{Access, DataLocation, MemoryLimits, SessionOptions, TraceSession};
 use tokenledger_gen::GenOptions;
 
-use crate::support::{gen_into, stringify};
+use crate::support::{batches_in_files, gen_into, stringify};
 
 /// Count of spans and sum of input tokens per group of `key(work item, input tokens)`, read
 /// from the Parquet files.
@@ -23,38 +24,25 @@ type Groups = BTreeMap<Option<String>, (u64, Option<i64>)>;
 
 fn groups_in_files(dir: &Path, key: impl Fn(&str, Option<i64>) -> Option<String>) -> Groups {
     let mut groups = Groups::new();
-    let mut pending = vec![dir.join("spans")];
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        let file = std::fs::File::open(&path).unwrap();
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap()
-        {
-            let batch = batch.unwrap();
-            let items = cast(
-                batch.column_by_name("work_item_id").unwrap(),
-                &DataType::Utf8,
-            );
-            let items = items.unwrap();
-            let items = items.as_string::<i32>();
-            let tokens = cast(
-                batch.column_by_name("input_tokens").unwrap(),
-                &DataType::Int64,
-            )
-            .unwrap();
-            let tokens = tokens.as_primitive::<Int64Type>();
-            for row in 0..batch.num_rows() {
-                let row_tokens = (!tokens.is_null(row)).then(|| tokens.value(row));
-                let group = groups.entry(key(items.value(row), row_tokens)).or_default();
-                group.0 += 1;
-                if let Some(t) = row_tokens {
-                    group.1 = Some(group.1.unwrap_or(0) + t);
-                }
+    for batch in batches_in_files(&dir.join("spans")) {
+        let items = cast(
+            batch.column_by_name("work_item_id").unwrap(),
+            &DataType::Utf8,
+        );
+        let items = items.unwrap();
+        let items = items.as_string::<i32>();
+        let tokens = cast(
+            batch.column_by_name("input_tokens").unwrap(),
+            &DataType::Int64,
+        )
+        .unwrap();
+        let tokens = tokens.as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            let row_tokens = (!tokens.is_null(row)).then(|| tokens.value(row));
+            let group = groups.entry(key(items.value(row), row_tokens)).or_default();
+            group.0 += 1;
+            if let Some(t) = row_tokens {
+                group.1 = Some(group.1.unwrap_or(0) + t);
             }
         }
     }
@@ -98,6 +86,20 @@ async fn session(dir: &Path, budget: usize, fan_out: usize) -> TraceSession {
     )
     .await
     .unwrap()
+}
+
+/// A generated data set of ten work items.
+async fn ten_work_items() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    gen_into(
+        dir.path(),
+        &GenOptions {
+            work_items: 10,
+            ..GenOptions::default()
+        },
+    )
+    .await;
+    dir
 }
 
 /// Runs `sql`, returning its rows and its executed plan (with metrics).
@@ -190,6 +192,20 @@ async fn groups_match_the_files_while_partial_tables_emit_early_and_finals_run_i
         .into_iter()
         .find(|n| n.name() == "InTurnExec")
         .expect("the final aggregation is split");
+    // A second pass of the rules leaves the plan as it is.
+    let config = datafusion::config::ConfigOptions::default();
+    let again = FinalAggregateFanOutRule
+        .optimize(
+            PartialAggregateBudgetRule
+                .optimize(Arc::clone(&plan), &config)
+                .unwrap(),
+            &config,
+        )
+        .unwrap();
+    assert_eq!(
+        displayable(again.as_ref()).indent(true).to_string(),
+        displayable(plan.as_ref()).indent(true).to_string()
+    );
     let final_partitions = in_turn.children()[0]
         .properties()
         .output_partitioning()
@@ -203,15 +219,7 @@ async fn a_single_group_larger_than_the_budget_is_aggregated_not_refused() {
     // DataFusion fails a partial aggregation refused memory while it holds one group; a batch
     // of one group must therefore be granted memory past the budget. Every row's key here is
     // the same 350 KB text, the budget 1 KiB.
-    let dir = tempfile::tempdir().unwrap();
-    gen_into(
-        dir.path(),
-        &GenOptions {
-            work_items: 10,
-            ..GenOptions::default()
-        },
-    )
-    .await;
+    let dir = ten_work_items().await;
     let spans: u64 = groups_in_files(dir.path(), |_, _| None)
         .values()
         .map(|(spans, _)| spans)
@@ -234,15 +242,7 @@ async fn a_single_group_larger_than_the_budget_is_aggregated_not_refused() {
 
 #[tokio::test]
 async fn final_aggregations_are_split_only_under_a_cap_that_can_share() {
-    let dir = tempfile::tempdir().unwrap();
-    gen_into(
-        dir.path(),
-        &GenOptions {
-            work_items: 10,
-            ..GenOptions::default()
-        },
-    )
-    .await;
+    let dir = ten_work_items().await;
     let capped = |query_bytes: usize| SessionOptions {
         memory: Some(MemoryLimits {
             pool_bytes: 1 << 30,

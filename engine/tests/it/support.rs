@@ -68,6 +68,26 @@ pub async fn rows(session: &TraceSession, sql: &str) -> Vec<Vec<String>> {
     stringify(&batches)
 }
 
+/// Every batch of every Parquet file under `dir`, read with parquet's own reader: the
+/// independent side of a check against tokenledger's answers.
+pub fn batches_in_files(dir: &std::path::Path) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        batches.extend(reader.map(|batch| batch.unwrap()));
+    }
+    batches
+}
+
 /// Every row of `batches` as text, NULL as "NULL" (the .slt runner's rendering).
 pub use crate::slt_db::stringify;
 

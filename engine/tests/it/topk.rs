@@ -6,12 +6,11 @@ use std::path::Path;
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokenledger_gen::GenOptions;
 
 use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
 
-use crate::support::{gen_into, open, rows};
+use crate::support::{batches_in_files, gen_into, open, rows};
 
 /// A span as the test needs it.
 struct Span {
@@ -23,37 +22,23 @@ struct Span {
 /// Every span, read from the Parquet files with parquet's reader.
 fn spans_in_files(dir: &Path) -> Vec<Span> {
     let mut spans = Vec::new();
-    let mut pending = vec![dir.join("spans")];
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-            continue;
-        }
-        let file = std::fs::File::open(&path).unwrap();
-        for batch in ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap()
-        {
-            let batch = batch.unwrap();
-            let tokens = cast(
-                batch.column_by_name("input_tokens").unwrap(),
-                &DataType::Int64,
-            )
-            .unwrap();
-            let tokens = tokens.as_primitive::<Int64Type>();
-            let ids = cast(batch.column_by_name("span_id").unwrap(), &DataType::Utf8).unwrap();
-            let ids = ids.as_string::<i32>();
-            let workflows =
-                cast(batch.column_by_name("workflow").unwrap(), &DataType::Utf8).unwrap();
-            let workflows = workflows.as_string::<i32>();
-            for row in 0..batch.num_rows() {
-                spans.push(Span {
-                    input_tokens: (!tokens.is_null(row)).then(|| tokens.value(row)),
-                    span_id: ids.value(row).to_string(),
-                    workflow: workflows.value(row).to_string(),
-                });
-            }
+    for batch in batches_in_files(&dir.join("spans")) {
+        let tokens = cast(
+            batch.column_by_name("input_tokens").unwrap(),
+            &DataType::Int64,
+        )
+        .unwrap();
+        let tokens = tokens.as_primitive::<Int64Type>();
+        let ids = cast(batch.column_by_name("span_id").unwrap(), &DataType::Utf8).unwrap();
+        let ids = ids.as_string::<i32>();
+        let workflows = cast(batch.column_by_name("workflow").unwrap(), &DataType::Utf8).unwrap();
+        let workflows = workflows.as_string::<i32>();
+        for row in 0..batch.num_rows() {
+            spans.push(Span {
+                input_tokens: (!tokens.is_null(row)).then(|| tokens.value(row)),
+                span_id: ids.value(row).to_string(),
+                workflow: workflows.value(row).to_string(),
+            });
         }
     }
     spans
