@@ -29,7 +29,7 @@ use arrow::compute::SortOptions;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::extensions_options;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{Result, assert_eq_or_internal_err};
 use datafusion::config::ConfigExtension;
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
@@ -219,10 +219,12 @@ impl ExecutionPlan for PartialAggregateBudgetExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(aggregate), true) => Ok(Self::over(aggregate, self.budget)),
-            _ => internal_err!("PartialAggregateBudgetExec takes one child"),
-        }
+        assert_eq_or_internal_err!(
+            children.len(),
+            1,
+            "PartialAggregateBudgetExec has one input"
+        );
+        Ok(Self::over(children.swap_remove(0), self.budget))
     }
 
     fn execute(
@@ -329,10 +331,8 @@ impl ExecutionPlan for BudgetInputExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => Ok(Arc::new(Self::new(input))),
-            _ => internal_err!("BudgetInputExec takes one child"),
-        }
+        assert_eq_or_internal_err!(children.len(), 1, "BudgetInputExec has one input");
+        Ok(Arc::new(Self::new(children.swap_remove(0))))
     }
 
     fn execute(
@@ -580,20 +580,15 @@ impl ExecutionPlan for InTurnExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match (children.pop(), children.is_empty()) {
-            (Some(input), true) => {
-                let inputs = input.properties().output_partitioning().partition_count();
-                if inputs == self.input_partitions() {
-                    Ok(Arc::new(Self::new(input, Arc::clone(&self.properties))))
-                } else {
-                    internal_err!(
-                        "InTurnExec reads {} partitions, not {inputs}",
-                        self.input_partitions()
-                    )
-                }
-            }
-            _ => internal_err!("InTurnExec takes one child"),
-        }
+        assert_eq_or_internal_err!(children.len(), 1, "InTurnExec has one input");
+        let input = children.swap_remove(0);
+        let inputs = input.properties().output_partitioning().partition_count();
+        assert_eq_or_internal_err!(
+            inputs,
+            self.input_partitions(),
+            "InTurnExec reads as many partitions as its input had"
+        );
+        Ok(Arc::new(Self::new(input, Arc::clone(&self.properties))))
     }
 
     fn execute(
