@@ -58,6 +58,9 @@ extensions_options! {
         /// aggregation is split; 1 = not split. Chosen by measurement (`benches/tuning.md`);
         /// 1 by default for queries capped below [`MIN_QUERY_BYTES_FOR_FAN_OUT`].
         pub final_fan_out: usize, default = 8
+        /// Whether an inner join's aggregated side is added up per join key before the join
+        /// ([`crate::eager_aggregation::EagerAggregationRule`]).
+        pub eager_join: bool, default = true
     }
 }
 
@@ -83,7 +86,7 @@ impl AggregationOptions {
     }
 
     /// The options in `config`, or the defaults when it has none.
-    fn of(config: &ConfigOptions) -> AggregationOptions {
+    pub(crate) fn of(config: &ConfigOptions) -> AggregationOptions {
         config
             .extensions
             .get::<AggregationOptions>()

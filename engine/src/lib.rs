@@ -9,6 +9,7 @@ pub mod aggregation;
 pub mod checksum;
 pub mod cluster;
 pub mod curated;
+pub mod eager_aggregation;
 pub mod error;
 pub mod execute;
 pub mod files;

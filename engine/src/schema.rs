@@ -127,6 +127,9 @@ pub struct TableDef {
     pub doc: &'static str,
     /// The columns, in table order.
     pub columns: &'static [Column],
+    /// The columns whose values name one row, as [`TableDef::doc`] promises. Not enforced (files
+    /// arrive as pipelines write them): a hint for the planner, never relied on for an answer.
+    pub row_key: &'static [&'static str],
 }
 
 impl TableDef {
@@ -237,6 +240,7 @@ use ColumnType::{Float64, Int32, Int64, Text, TextMap, Timestamp};
 /// One row per step of an agent run.
 pub static SPANS: TableDef = TableDef {
     name: "spans",
+    row_key: &["trace_id", "span_id"],
     doc: "one row per step of an agent run (LLM call, retrieval, tool call, human step, decision)",
     columns: &[
         col(
@@ -363,6 +367,7 @@ pub static SPANS: TableDef = TableDef {
 /// One row per work item: what the business got.
 pub static OUTCOMES: TableDef = TableDef {
     name: "outcomes",
+    row_key: &["work_item_id"],
     doc: "one row per work item: how it ended and what it was worth",
     columns: &[
         col(
@@ -410,6 +415,7 @@ pub static OUTCOMES: TableDef = TableDef {
 /// Model prices over time, for as-of pricing.
 pub static MODEL_PRICES: TableDef = TableDef {
     name: "model_prices",
+    row_key: &["model", "valid_from"],
     doc: "USD per million tokens for a model from valid_from until the next row of that model",
     columns: &[
         col("provider", Text, false, "model provider"),
@@ -445,6 +451,7 @@ pub static MODEL_PRICES: TableDef = TableDef {
 /// What the work would cost without AI.
 pub static BASELINES: TableDef = TableDef {
     name: "baselines",
+    row_key: &["workflow", "tenant"],
     doc: "per workflow (and optionally tenant): the outsourcing and in-house price of one unit",
     columns: &[
         col("workflow", Text, true, "the workflow"),

@@ -33,6 +33,7 @@ use crate::curated::{
     AsOf, AsOfFunction, AsOfTable, CompactOptions, CompactProgress, CompactReport, Curated,
     HISTORY_TABLE, HistoryTable, MaintainOptions, Maintenance, TraceTable,
 };
+use crate::eager_aggregation::EagerAggregationRule;
 use crate::error::{EngineError, Result};
 use crate::files::{FileCheck, TableFileStore};
 use crate::limits::MemoryLimits;
@@ -714,6 +715,7 @@ fn context_with_runtime(
         Some(distribution) => distribution.coordinate(builder),
         // Workers could not decode the replaced comparisons or scans, so only for plans run here.
         None => builder
+            .with_optimizer_rule(Arc::new(EagerAggregationRule))
             .with_physical_optimizer_rule(Arc::new(TextEqualityRule))
             .with_physical_optimizer_rule(Arc::new(TopKThresholdRule))
             .with_physical_optimizer_rule(Arc::new(PartialAggregateBudgetRule))

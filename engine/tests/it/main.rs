@@ -3,6 +3,7 @@
 mod aggregation;
 mod catalog;
 mod curated;
+mod eager_aggregation;
 mod footer;
 mod generate;
 mod readme;
