@@ -16,7 +16,7 @@ use tokenledger_engine::aggregation::{FinalAggregateFanOutRule, PartialAggregate
 use tokenledger_engine::{Access, DataLocation, MemoryLimits, SessionOptions, TraceSession};
 use tokenledger_gen::GenOptions;
 
-use crate::support::{batches_in_files, gen_into, stringify};
+use crate::support::{batches_in_files, generated, stringify};
 
 /// Count of spans and sum of input tokens per group of `key(work item, input tokens)`, read
 /// from the Parquet files.
@@ -90,16 +90,7 @@ async fn session(dir: &Path, budget: usize, fan_out: usize) -> TraceSession {
 
 /// A generated data set of ten work items.
 async fn ten_work_items() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    gen_into(
-        dir.path(),
-        &GenOptions {
-            work_items: 10,
-            ..GenOptions::default()
-        },
-    )
-    .await;
-    dir
+    generated(10, GenOptions::default().spans_per_file).await
 }
 
 /// Runs `sql`, returning its rows and its executed plan (with metrics).
@@ -144,16 +135,7 @@ const BY_REMAINDER: &str = "SELECT CAST(input_tokens % 1000 AS VARCHAR), count(*
 
 #[tokio::test]
 async fn groups_match_the_files_while_partial_tables_emit_early_and_finals_run_in_turn() {
-    let dir = tempfile::tempdir().unwrap();
-    gen_into(
-        dir.path(),
-        &GenOptions {
-            work_items: 3_000,
-            spans_per_file: 4_000,
-            ..GenOptions::default()
-        },
-    )
-    .await;
+    let dir = generated(3_000, 4_000).await;
     let by_item = as_rows(groups_in_files(dir.path(), |item, _| {
         Some(item.to_string())
     }));

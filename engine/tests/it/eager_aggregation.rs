@@ -16,7 +16,7 @@ use tokenledger_engine::eager_aggregation::EagerAggregationRule;
 use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
 use tokenledger_gen::GenOptions;
 
-use crate::support::{batches_in_files, gen_into, stringify};
+use crate::support::{batches_in_files, generated, stringify};
 
 /// The text column `name` of every row of `batches`, as `String`s.
 fn texts(batch: &arrow::array::RecordBatch, name: &str) -> Vec<Option<String>> {
@@ -128,16 +128,7 @@ fn aggregates_under_a_join(plan: &LogicalPlan) -> bool {
 
 #[tokio::test]
 async fn spans_added_up_per_work_item_before_the_join_give_the_counts_in_the_files() {
-    let dir = tempfile::tempdir().unwrap();
-    gen_into(
-        dir.path(),
-        &GenOptions {
-            work_items: 3_000,
-            spans_per_file: 4_000,
-            ..GenOptions::default()
-        },
-    )
-    .await;
+    let dir = generated(3_000, 4_000).await;
     let expected = per_outcome_in_files(dir.path());
     assert!(expected.len() >= 2, "{expected:?}");
 
@@ -158,15 +149,7 @@ async fn spans_added_up_per_work_item_before_the_join_give_the_counts_in_the_fil
 
 #[tokio::test]
 async fn the_rule_rewrites_a_plan_once_and_leaves_the_rest_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    gen_into(
-        dir.path(),
-        &GenOptions {
-            work_items: 10,
-            ..GenOptions::default()
-        },
-    )
-    .await;
+    let dir = generated(10, GenOptions::default().spans_per_file).await;
     let session = session(dir.path(), true).await;
 
     // Run over its own output, the rule finds nothing more to do.

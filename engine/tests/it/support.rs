@@ -30,6 +30,22 @@ pub async fn gen_into(
         .unwrap()
 }
 
+/// A generated data set of `work_items` work items in files of about `spans_per_file` spans,
+/// in a directory of its own (removed when dropped).
+pub async fn generated(work_items: u64, spans_per_file: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    gen_into(
+        dir.path(),
+        &tokenledger_gen::GenOptions {
+            work_items,
+            spans_per_file,
+            ..tokenledger_gen::GenOptions::default()
+        },
+    )
+    .await;
+    dir
+}
+
 /// Opens a session over a local directory.
 pub async fn open(dir: &std::path::Path) -> TraceSession {
     TraceSession::open(

@@ -6,11 +6,10 @@ use std::path::Path;
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
-use tokenledger_gen::GenOptions;
 
 use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
 
-use crate::support::{batches_in_files, gen_into, open, rows};
+use crate::support::{batches_in_files, generated, open, rows};
 
 /// A span as the test needs it.
 struct Span {
@@ -119,16 +118,7 @@ async fn check_top_k(
 
 #[tokio::test]
 async fn a_top_k_reads_only_rows_at_or_past_the_kth_key_and_matches_a_full_sort() {
-    let dir = tempfile::tempdir().unwrap();
-    gen_into(
-        dir.path(),
-        &GenOptions {
-            work_items: 3_000,
-            spans_per_file: 2_000,
-            ..GenOptions::default()
-        },
-    )
-    .await;
+    let dir = generated(3_000, 2_000).await;
     let spans = spans_in_files(dir.path());
     assert!(spans.len() > 20_000, "{} spans", spans.len());
     let session = open(dir.path()).await;
