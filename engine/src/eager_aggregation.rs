@@ -102,12 +102,8 @@ enum Side {
     Right,
 }
 
-/// How one aggregate is split: the function applied to the aggregated side's rows per key,
-/// then the one that combines those partial results.
-struct Split {
-    partial: Expr,
-    combine: fn(Expr) -> Expr,
-}
+/// How an aggregate's results per key are combined into the aggregate over all rows.
+type Combine = fn(Expr) -> Expr;
 
 /// The rewritten plan for `aggregate`, or `None` where the rule does not apply.
 fn eager_plan(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
@@ -130,11 +126,11 @@ fn eager_plan(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     if is_aggregation(early) {
         return Ok(None);
     }
-    let Some(splits) = aggregate
+    let Some(combines) = aggregate
         .aggr_expr
         .iter()
-        .map(split)
-        .collect::<Option<Vec<_>>>()
+        .map(combine_of)
+        .collect::<Option<Vec<Combine>>>()
     else {
         return Ok(None);
     };
@@ -157,10 +153,11 @@ fn eager_plan(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
             early_groups.push(group.clone());
         }
     }
-    let partials = splits
+    let partials = aggregate
+        .aggr_expr
         .iter()
         .enumerate()
-        .map(|(i, split)| split.partial.clone().alias(format!("{PARTIAL_PREFIX}{i}")))
+        .map(|(i, expr)| expr.clone().unalias().alias(format!("{PARTIAL_PREFIX}{i}")))
         .collect();
     let early = Arc::new(LogicalPlan::Aggregate(Aggregate::try_new(
         Arc::clone(early),
@@ -183,10 +180,10 @@ fn eager_plan(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     )?);
 
     // The same groups, each aggregate combined from the partial ones.
-    let combined = splits
+    let combined = combines
         .iter()
         .enumerate()
-        .map(|(i, split)| (split.combine)(col(Column::from_name(format!("{PARTIAL_PREFIX}{i}")))))
+        .map(|(i, combine)| combine(col(Column::from_name(format!("{PARTIAL_PREFIX}{i}")))))
         .collect();
     let combined = Aggregate::try_new(Arc::new(join), aggregate.group_expr.clone(), combined)?;
     Ok(Some(same_output(aggregate, combined)?))
@@ -203,10 +200,9 @@ fn same_output(original: &Aggregate, combined: Aggregate) -> Result<LogicalPlan>
         .zip(original.schema.iter())
         .enumerate()
         .map(|(i, (column, (qualifier, field)))| {
-            let combined_type = combined.schema.field(i).data_type();
             if i < groups {
                 Expr::Column(column)
-            } else if combined_type == field.data_type() {
+            } else if combined.schema.field(i).data_type() == field.data_type() {
                 Expr::Column(column).alias_qualified(qualifier.cloned(), field.name())
             } else {
                 cast(Expr::Column(column), field.data_type().clone())
@@ -223,15 +219,11 @@ fn same_output(original: &Aggregate, combined: Aggregate) -> Result<LogicalPlan>
 /// The join input every aggregate reads, if one input holds all the columns they read (and
 /// they read at least one, so a lone `count(*)` does not pick a side at random).
 fn aggregated_side(aggregate: &Aggregate, join: &Join) -> Option<Side> {
-    let columns: Vec<&Column> = aggregate
-        .aggr_expr
-        .iter()
-        .flat_map(|expr| expr.column_refs())
-        .collect();
-    if columns.is_empty() {
+    let aggregates = &aggregate.aggr_expr;
+    if aggregates.iter().all(|expr| expr.column_refs().is_empty()) {
         return None;
     }
-    let all_in = |schema: &DFSchema| columns.iter().all(|column| schema.has_column(column));
+    let all_in = |schema: &DFSchema| aggregates.iter().all(|expr| has_columns_of(schema, expr));
     match (all_in(join.left.schema()), all_in(join.right.schema())) {
         (true, false) => Some(Side::Left),
         (false, true) => Some(Side::Right),
@@ -239,11 +231,11 @@ fn aggregated_side(aggregate: &Aggregate, join: &Join) -> Option<Side> {
     }
 }
 
-/// How `expr` is computed from partial aggregates, if it is a plain `count`, `sum`, `min` or
-/// `max` (possibly named by an alias, which the final projection restores anyway).
-fn split(expr: &Expr) -> Option<Split> {
+/// How `expr`'s results per key are combined, if it is a plain `count`, `sum`, `min` or `max`
+/// (possibly named by an alias, which the final projection restores anyway).
+fn combine_of(expr: &Expr) -> Option<Combine> {
     let function = match expr {
-        Expr::Alias(alias) => return split(&alias.expr),
+        Expr::Alias(alias) => return combine_of(&alias.expr),
         Expr::AggregateFunction(function) => function,
         _ => return None,
     };
@@ -252,19 +244,15 @@ fn split(expr: &Expr) -> Option<Split> {
         return None;
     }
     let inner = function.func.inner().as_ref();
-    let combine: fn(Expr) -> Expr = if inner.is::<Count>() || inner.is::<Sum>() {
-        sum_of
+    if inner.is::<Count>() || inner.is::<Sum>() {
+        Some(sum_of)
     } else if inner.is::<Min>() {
-        min_of
+        Some(min_of)
     } else if inner.is::<Max>() {
-        max_of
+        Some(max_of)
     } else {
-        return None;
-    };
-    Some(Split {
-        partial: expr.clone(),
-        combine,
-    })
+        None
+    }
 }
 
 fn sum_of(partial: Expr) -> Expr {
