@@ -42,11 +42,26 @@ impl DateRange {
     }
 }
 
-/// Parses a `YYYY-MM-DD` day; `name` says which parameter it was, for the error.
+/// The first day a filter may name. Timestamp literals are nanoseconds since the epoch in an
+/// `i64`, which reach back to 1677-09-21; whole days from here on fit.
+pub const EARLIEST_DAY: NaiveDate = NaiveDate::from_ymd_opt(1678, 1, 1).expect("a valid day");
+/// The last day a filter may name: the instant after it (the range's exclusive end,
+/// 2262-04-11T00:00) still fits a nanosecond timestamp, which ends at 2262-04-11T23:47.
+pub const LATEST_DAY: NaiveDate = NaiveDate::from_ymd_opt(2262, 4, 10).expect("a valid day");
+
+/// Parses a `YYYY-MM-DD` day between [`EARLIEST_DAY`] and [`LATEST_DAY`]; `name` says which
+/// parameter it was, for the error.
 pub fn parse_date(name: &str, value: &str) -> Result<NaiveDate> {
-    NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| {
+    let day = NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d").map_err(|_| {
         EngineError::Parameter(format!("{name} {value:?} is not a date: use YYYY-MM-DD"))
-    })
+    })?;
+    if !(EARLIEST_DAY..=LATEST_DAY).contains(&day) {
+        return Err(EngineError::Parameter(format!(
+            "{name} {value:?} is outside the days the engine can represent: \
+             {EARLIEST_DAY} to {LATEST_DAY}"
+        )));
+    }
+    Ok(day)
 }
 
 fn next_day(day: NaiveDate) -> NaiveDate {
@@ -133,7 +148,7 @@ impl ReportFilter {
                 .map(|view| format!("{} AS (\n{}\n)", view.name, view.sql.trim_end())),
         );
         format!(
-            "-- {}: {}\nWITH {}\nSELECT * FROM {} {order}",
+            "-- {}, narrowed to {}\nWITH {}\nSELECT * FROM {} {order}",
             report.name,
             self.describe(),
             ctes.join(",\n"),
@@ -141,22 +156,21 @@ impl ReportFilter {
         )
     }
 
-    /// The filter in words, for the SQL's header.
+    /// Which parts narrow the rows, for the SQL's header comment. It names the parts, never
+    /// their values: a comment ends at a newline, so text a user typed (a workflow or tenant)
+    /// would leave it and be read as SQL. The values are in the WHERE clauses, as literals.
     fn describe(&self) -> String {
         let mut parts = Vec::new();
-        if let Some(from) = self.from {
-            parts.push(format!("from {from}"));
+        if self.from.is_some() || self.to.is_some() {
+            parts.push("days");
         }
-        if let Some(to) = self.to {
-            parts.push(format!("to {to} (included)"));
+        if self.workflow.is_some() {
+            parts.push("a workflow");
         }
-        if let Some(workflow) = &self.workflow {
-            parts.push(format!("workflow {workflow}"));
+        if self.tenant.is_some() {
+            parts.push("a tenant");
         }
-        if let Some(tenant) = &self.tenant {
-            parts.push(format!("tenant {tenant}"));
-        }
-        parts.join(", ")
+        format!("{} (see the WHERE clauses below)", parts.join(", "))
     }
 }
 
@@ -240,6 +254,69 @@ mod tests {
                 .condition("start_time")
                 .contains("workflow = 'x'' OR ''1''=''1'")
         );
+    }
+
+    /// Whatever a user types as a workflow or tenant (a newline ending a comment, comment
+    /// markers, quotes, NUL, a long value) appears in the statement only as whole string
+    /// literals: every other token, comments included, is free of it.
+    #[test]
+    fn typed_text_reaches_the_statement_only_as_literals() {
+        use datafusion::sql::sqlparser::dialect::GenericDialect;
+        use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+        let long = format!("MARK{}", "-- '\n".repeat(200));
+        let hostile = [
+            "MARK\nSELECT 1 --",
+            "MARK\r\nSELECT 1; --",
+            "MARK' OR '1'='1",
+            "MARK -- rest",
+            "MARK /* open",
+            "MARK */ close",
+            "MARK\0nul",
+            "MARK\\'; DROP TABLE spans; --",
+            long.as_str(),
+        ];
+        for value in hostile {
+            let filter = ReportFilter {
+                from: Some(parse_date("from", "2026-01-01").unwrap()),
+                workflow: Some(value.into()),
+                tenant: Some(value.into()),
+                ..Default::default()
+            };
+            let sql = filter.sql(view("allocation").unwrap());
+            let tokens = Tokenizer::new(&GenericDialect {}, &sql)
+                .tokenize()
+                .unwrap_or_else(|e| panic!("{value:?}: {e}\n{sql}"));
+            let literals = tokens
+                .iter()
+                .filter(|t| matches!(t, Token::SingleQuotedString(s) if s == value))
+                .count();
+            // workflow and tenant, in each of the two filtered tables
+            assert_eq!(literals, 4, "{value:?}:\n{sql}");
+            for token in &tokens {
+                if !matches!(token, Token::SingleQuotedString(_)) {
+                    assert!(
+                        !token.to_string().contains("MARK"),
+                        "{value:?} leaked into {token:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn days_the_engine_cannot_represent_are_refused_with_the_range() {
+        for value in ["9999-12-31", "0001-01-01", "+10000-01-01", "1677-12-31", "2262-04-11"] {
+            let error = parse_date("from", value).unwrap_err().to_string();
+            assert!(
+                error.contains("outside the days the engine can represent: 1678-01-01 to 2262-04-10"),
+                "{value}: {error}"
+            );
+        }
+        for value in ["1678-01-01", "2262-04-10"] {
+            let day = parse_date("to", value).unwrap();
+            let range = DateRange::new(day, day).unwrap();
+            assert!(range.start_micros() < range.end_micros());
+        }
     }
 
     #[test]

@@ -88,3 +88,120 @@ fn get(port: u16, path: &str, user: Option<(&str, &str)>) -> (u16, String) {
     let status = response.split(' ').nth(1).unwrap().parse().unwrap();
     (status, response)
 }
+
+/// Every byte but letters and digits as `%XX`, so any text travels as one URL parameter.
+fn url_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// What a hostile link can put in each of the page's parameters: a newline that would end a
+/// comment, comment markers, quotes, NUL, a very long value, dates the engine cannot hold.
+/// Each is answered with the page (200) or a refusal naming the problem (400), never a server
+/// error, and every response carries the security headers.
+#[test]
+fn the_page_takes_any_parameter_value_as_data() {
+    let server = ServeProcess::serve_to(
+        &repo_root().join("testdata/handmade"),
+        false,
+        &[("analyst", "pw", &["*"])],
+        &[],
+    );
+    let long = "x".repeat(5_000);
+    let hostile = [
+        "x\nSELECT 1 --",
+        "x\r\nSELECT * FROM spans; --",
+        "x' OR '1'='1",
+        "x -- comment",
+        "x /* open",
+        "x\0nul",
+        "'; DROP TABLE spans; --",
+        long.as_str(),
+        "9999-12-31",
+        "0001-01-01",
+        "+10000-01-01",
+    ];
+    for parameter in ["from", "to", "workflow", "tenant"] {
+        for value in hostile {
+            for path in ["/", "/sql/allocation"] {
+                let url = format!("{path}?{parameter}={}", url_encoded(value));
+                let (status, response) = get(server.http_port(), &url, Some(("analyst", "pw")));
+                assert!(
+                    status == 200 || status == 400,
+                    "{url}: {status}\n{response}"
+                );
+                let dates = parameter == "from" || parameter == "to";
+                let refused = dates || value.len() > 1_000;
+                assert_eq!(status, if refused { 400 } else { 200 }, "{url}");
+                if dates && value.len() > 5 && value.starts_with(['9', '0', '+']) {
+                    assert!(
+                        response.contains("1678-01-01 to 2262-04-10"),
+                        "{url}: {response}"
+                    );
+                }
+                for header in [
+                    "content-security-policy: default-src 'none'",
+                    "x-content-type-options: nosniff",
+                    "x-frame-options: DENY",
+                ] {
+                    assert!(
+                        response.to_ascii_lowercase().contains(&header.to_ascii_lowercase()),
+                        "{url}: no {header}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A workflow whose name holds a newline (imported from CSV, as a pipeline might write it) is
+/// filtered on like any other: its rows and no one else's.
+#[test]
+fn a_workflow_named_with_a_newline_can_be_filtered_on() {
+    let data = tempfile::tempdir().unwrap();
+    let csv = data.path().join("csv");
+    std::fs::create_dir(&csv).unwrap();
+    let handmade = repo_root().join("testdata/handmade/csv");
+    std::fs::copy(handmade.join("model_prices.csv"), csv.join("model_prices.csv")).unwrap();
+    std::fs::write(
+        csv.join("outcomes.csv"),
+        "work_item_id,workflow,tenant,outcome,resolved_attempt,value_usd,human_minutes,human_cost_usd,closed_at\n\
+         NL1,\"claims\nEU\",acme,resolved,1,9.00,0,0,2026-01-10T09:05:00Z\n\
+         PLAIN1,claims,acme,resolved,1,9.00,0,0,2026-01-10T09:05:00Z\n",
+    )
+    .unwrap();
+    std::fs::write(
+        csv.join("spans.csv"),
+        "trace_id,span_id,work_item_id,attempt,workflow,tenant,kind,name,provider,model,input_tokens,output_tokens,cost_usd,start_time,duration_ms,status\n\
+         t-NL1,s1,NL1,1,\"claims\nEU\",acme,llm,chat,openai,gpt-4.1-mini,1000,100,0.25,2026-01-10T09:00:00Z,900,ok\n\
+         t-PLAIN1,s1,PLAIN1,1,claims,acme,llm,chat,openai,gpt-4.1-mini,1000,100,0.75,2026-01-10T09:00:00Z,900,ok\n",
+    )
+    .unwrap();
+    for table in ["model_prices", "outcomes", "spans"] {
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+            .args(["import", "--data"])
+            .arg(data.path())
+            .args(["--table", table])
+            .arg(csv.join(format!("{table}.csv")))
+            .status()
+            .unwrap();
+        assert!(status.success(), "importing {table}");
+    }
+    let server = ServeProcess::serve_to(data.path(), false, &[("analyst", "pw", &["*"])], &[]);
+    let page = |workflow: &str| {
+        let url = format!("/?workflow={}", url_encoded(workflow));
+        let (status, body) = get(server.http_port(), &url, Some(("analyst", "pw")));
+        assert_eq!(status, 200, "{url}: {body}");
+        body
+    };
+    // The charts' rows are in the page as JSON: each workflow's spend is its one call's cost.
+    let newline = page("claims\nEU");
+    assert!(newline.contains("\"spend_usd\":0.25"), "the newline workflow's spend");
+    assert!(!newline.contains("\"spend_usd\":0.75"), "no other workflow's spend");
+    let plain = page("claims");
+    assert!(plain.contains("\"spend_usd\":0.75") && !plain.contains("\"spend_usd\":0.25"));
+}
