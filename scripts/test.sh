@@ -46,6 +46,8 @@ export TOKENLEDGER_REQUIRE_PEERS=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Every public item documented, every doc link resolving (docs/architecture.md points into them).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 cargo test --workspace --locked
 
 # The README's main command must reuse this build, not compile the dependencies again: a

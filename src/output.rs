@@ -16,7 +16,7 @@ use parquet::file::properties::WriterProperties;
 use tokenledger_engine::EngineError;
 
 use crate::error::CliError;
-use tokenledger_engine::writer::seal_file;
+use tokenledger_engine::storage::writer::seal_file;
 
 /// How `query` prints its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

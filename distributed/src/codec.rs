@@ -6,7 +6,7 @@ use datafusion::common::{Result, internal_err, not_impl_err};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
-use tokenledger_engine::tenancy::TenantScopeExec;
+use tokenledger_engine::access::tenancy::TenantScopeExec;
 
 /// The tag of a [`TenantScopeExec`] (it has no fields: its one input is encoded by the caller).
 const TENANT_SCOPE: u8 = 1;

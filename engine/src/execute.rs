@@ -22,10 +22,10 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execut
 use futures::{FutureExt, StreamExt};
 use object_store::ObjectMeta;
 
+use crate::access::limits::MemoryLimits;
 use crate::error::{EngineError, error_chain};
-use crate::files::TableFileStore;
-use crate::footer::panic_message;
-use crate::limits::MemoryLimits;
+use crate::storage::files::TableFileStore;
+use crate::storage::footer::panic_message;
 
 /// Plans and starts `frame` over `store`'s files. Errors and panics while planning or
 /// executing come back as errors; see the module documentation.

@@ -8,10 +8,10 @@ use futures::TryStreamExt;
 use object_store::ObjectStore;
 
 use crate::error::{EngineError, Result};
-use crate::location::DataLocation;
 use crate::schema::{ColumnType, MODEL_PRICES, TableDef};
 use crate::session::{SessionOptions, new_context};
-use crate::writer::{StreamingParquetFile, writer_properties};
+use crate::storage::location::DataLocation;
+use crate::storage::writer::{StreamingParquetFile, writer_properties};
 
 /// Reads `csv_path` (with a header row naming table columns, in any order and any subset that
 /// includes the required ones) and writes it as `{table}/{file_stem}.parquet` under `location`.

@@ -2,35 +2,36 @@
 //! every front end queries through, and the Parquet writers. The trace generator is its own
 //! crate (`tokenledger-gen`), a writer like the importers.
 //!
-//! Data flows one way: storage ([`location`]) → catalog ([`files`], [`schema`]) → session
-//! ([`session`], with the [`system`] table of files) → the CLI or the Flight SQL server.
+//! The modules follow the one way data flows (see `docs/architecture.md`):
+//! - [`storage`]: where files live and how they are read and written safely (locations, file
+//!   listing with quarantine, footer and page checksums, Parquet writers);
+//! - [`schema`]: the four trace tables and which files can be read as them;
+//! - [`curated`]: the Delta Lake tables compaction writes, with time travel;
+//! - [`session`]: a DataFusion session with every table, view and function registered, and
+//!   [`execute`], running its plans so no file can take a query or the process down;
+//! - [`optimizer`]: tokenledger's own plan rewrites, each one switchable by a setting;
+//! - [`access`]: who sees which rows (tenants) and how much memory queries may hold;
+//! - [`reports`]: the report views, their filters and exports;
+//! - [`system`]: tables that describe the data location (`tokenledger_files`,
+//!   `report_settings`), read afresh by each query;
+//! - [`import`]: CSV and price-file importers, writers beside the generator.
 
-pub mod aggregation;
-pub mod checksum;
+pub mod access;
 pub mod cluster;
 pub mod curated;
-pub mod eager_aggregation;
 pub mod error;
 pub mod execute;
-pub mod files;
-pub mod filter;
-pub mod focus;
-pub mod footer;
 pub mod import;
-pub mod limits;
-pub mod location;
+pub mod optimizer;
+pub mod plan_node;
 pub mod reports;
 pub mod schema;
 pub mod session;
-pub mod settings;
+pub mod storage;
 pub mod system;
-pub mod tenancy;
-pub mod text_eq;
-pub mod topk_threshold;
-pub mod writer;
 
+pub use access::limits::MemoryLimits;
+pub use access::tenancy::TenantScope;
 pub use error::{EngineError, Result};
-pub use limits::MemoryLimits;
-pub use location::DataLocation;
 pub use session::{Access, SessionOptions, TraceSession};
-pub use tenancy::TenantScope;
+pub use storage::location::DataLocation;

@@ -25,25 +25,21 @@ use object_store::ObjectStore;
 use datafusion::logical_expr::ScalarUDF;
 use tokenledger_udfs::{PriceBook, SharedPrices, UtcDateTrunc};
 
-use crate::aggregation::{
-    AggregationOptions, FinalAggregateFanOutRule, PartialAggregateBudgetRule,
-};
+use crate::access::limits::MemoryLimits;
+use crate::access::tenancy::{TENANT_COLUMN, TenantScope, TenantTable, UntenantedRows};
 use crate::cluster::{ClusterQuery, Distribution};
 use crate::curated::{
     AsOf, AsOfFunction, AsOfTable, CompactOptions, CompactProgress, CompactReport, Curated,
     HISTORY_TABLE, HistoryTable, MaintainOptions, Maintenance, TraceTable,
 };
-use crate::eager_aggregation::EagerAggregationRule;
 use crate::error::{EngineError, Result};
-use crate::files::{FileCheck, TableFileStore};
-use crate::limits::MemoryLimits;
-use crate::location::{DataLocation, S3Overrides};
+use crate::optimizer::{self, OptimizerOptions};
 use crate::schema::{BASELINES, MODEL_PRICES, TABLES, TableDef};
-use crate::settings::{SETTINGS_FILE, SETTINGS_TABLE, SettingsTable};
-use crate::system::{FILES_TABLE, FilesTable};
-use crate::tenancy::{TENANT_COLUMN, TenantScope, TenantTable, UntenantedRows};
-use crate::text_eq::TextEqualityRule;
-use crate::topk_threshold::TopKThresholdRule;
+use crate::storage::files::{FileCheck, TableFileStore};
+use crate::storage::location::{DataLocation, S3Overrides};
+use crate::system::FreshTable;
+use crate::system::files::{FILES_TABLE, FilesTable};
+use crate::system::settings::{SETTINGS_FILE, SETTINGS_TABLE, SettingsTable};
 
 /// The catalog and schema that hold the trace tables (what BI tools show).
 pub const CATALOG: &str = "tokenledger";
@@ -78,7 +74,7 @@ pub struct SessionOptions {
 }
 
 /// A session over one data location, showing every tenant's rows or, from
-/// [`TraceSession::for_scope`], only some tenants' (see [`crate::tenancy`]).
+/// [`TraceSession::for_scope`], only some tenants' (see [`crate::access::tenancy`]).
 pub struct TraceSession {
     /// The DataFusion context with tables and functions registered. Private: front ends plan
     /// through [`TraceSession::plan`], which refreshes what must be fresh first.
@@ -158,9 +154,15 @@ impl TraceSession {
             );
             curated_tables.push(curated);
         }
-        ctx.register_table(FILES_TABLE, Arc::new(FilesTable::new(Arc::clone(&store))))?;
-        ctx.register_table(HISTORY_TABLE, Arc::new(HistoryTable::new(curated_tables)))?;
-        ctx.register_table(SETTINGS_TABLE, Arc::new(settings))?;
+        ctx.register_table(
+            FILES_TABLE,
+            Arc::new(FreshTable(FilesTable::new(Arc::clone(&store)))),
+        )?;
+        ctx.register_table(
+            HISTORY_TABLE,
+            Arc::new(FreshTable(HistoryTable::new(curated_tables))),
+        )?;
+        ctx.register_table(SETTINGS_TABLE, Arc::new(FreshTable(settings)))?;
         let prices = SharedPrices::new(load_prices(&ctx, &store).await);
         tokenledger_udfs::register_all(&ctx, Arc::clone(&prices));
         // A session decision, not a function of ours: `date_trunc` is replaced by one that gives
@@ -329,7 +331,7 @@ impl TraceSession {
         Ok(self.with_cluster_prices(self.ctx.execute_logical_plan(plan).await?))
     }
 
-    /// A report's rows in the order every front end shows them ([`crate::reports::ordered`]),
+    /// A report's rows in the order every front end shows them (`reports::ordered`),
     /// planned after the same refresh as [`TraceSession::plan`].
     pub async fn report(&self, report: &crate::reports::Report) -> Result<DataFrame> {
         self.refresh_prices().await;
@@ -714,12 +716,7 @@ fn context_with_runtime(
     let mut state = match &options.distribution {
         Some(distribution) => distribution.coordinate(builder),
         // Workers could not decode the replaced comparisons or scans, so only for plans run here.
-        None => builder
-            .with_optimizer_rule(Arc::new(EagerAggregationRule))
-            .with_physical_optimizer_rule(Arc::new(TextEqualityRule))
-            .with_physical_optimizer_rule(Arc::new(TopKThresholdRule))
-            .with_physical_optimizer_rule(Arc::new(PartialAggregateBudgetRule))
-            .with_physical_optimizer_rule(Arc::new(FinalAggregateFanOutRule)),
+        None => optimizer::with_rules(builder),
     }
     .build();
     if options.distribution.is_none() {
@@ -727,7 +724,7 @@ fn context_with_runtime(
             .config_mut()
             .options_mut()
             .extensions
-            .insert(AggregationOptions::for_query_cap(
+            .insert(OptimizerOptions::for_query_cap(
                 options.memory.as_ref().map(|limits| limits.query_bytes),
             ));
     }
@@ -778,14 +775,14 @@ fn apply_settings(options: &SessionOptions, config: &mut ConfigOptions) -> Resul
 /// Applies `DATAFUSION_*` environment variables over tokenledger's settings, named as
 /// datafusion-cli names them (`datafusion.execution.parquet.pushdown_filters` is
 /// `DATAFUSION_EXECUTION_PARQUET_PUSHDOWN_FILTERS`), so a setting can be tried without a rebuild.
-/// DataFusion's own and tokenledger's [`AggregationOptions`]
-/// (`TOKENLEDGER_AGGREGATION_FINAL_FAN_OUT`); other extensions list their keys without their
+/// DataFusion's own and tokenledger's [`OptimizerOptions`]
+/// (`TOKENLEDGER_OPTIMIZER_FINAL_FAN_OUT`); other extensions list their keys without their
 /// prefix, so theirs would be read from variables such as `PRICES`.
 fn apply_env_overrides(options: &mut ConfigOptions) -> Result<()> {
-    let aggregation = options.extensions.get::<AggregationOptions>().map(|ext| {
+    let optimizer = options.extensions.get::<OptimizerOptions>().map(|ext| {
         ext.entries()
             .into_iter()
-            .map(|e| format!("{}.{}", AggregationOptions::PREFIX, e.key))
+            .map(|e| format!("{}.{}", OptimizerOptions::PREFIX, e.key))
             .collect::<Vec<_>>()
     });
     let keys: Vec<String> = options
@@ -793,7 +790,7 @@ fn apply_env_overrides(options: &mut ConfigOptions) -> Result<()> {
         .into_iter()
         .map(|e| e.key)
         .filter(|key| key.starts_with("datafusion."))
-        .chain(aggregation.into_iter().flatten())
+        .chain(optimizer.into_iter().flatten())
         .collect();
     for key in keys {
         let variable = key.to_uppercase().replace('.', "_");

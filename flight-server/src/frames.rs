@@ -2,17 +2,16 @@
 //!
 //! The generated Flight service encodes each `FlightData` with prost, which copies the message
 //! body into tonic's frame buffer. Here DoGet has its own codec: a statement's batches reach it
-//! laid out but unwritten ([`BatchMessage`]), and it writes them once, into the frame. Every other
-//! call, and DoGet of anything but a statement, goes to the generated service unchanged.
+//! laid out but unwritten ([`crate::ipc::BatchMessage`]), and it writes them once, into the
+//! frame. Every other call, and DoGet of anything but a statement, goes to the generated
+//! service unchanged.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arrow_flight::Ticket;
 use arrow_flight::flight_service_server::FlightServiceServer;
-use arrow_flight::{FlightData, Ticket};
-use futures::Stream;
 use prost::Message;
 use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -20,39 +19,10 @@ use tonic::codegen::{Body as HttpBody, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status};
 
-use crate::ipc::BatchMessage;
+use crate::outgoing::{Outgoing, OutgoingStream};
 use crate::service::TokenledgerFlightSql;
 
-/// A message of a DoGet answer.
-pub enum Outgoing {
-    /// Encoded by prost (the schema, metadata answers).
-    Message(FlightData),
-    /// A record batch, written by [`BatchMessage::write_to`].
-    Batch(BatchMessage),
-}
-
-impl Outgoing {
-    /// Header and body bytes (as the query log counts them).
-    pub fn len(&self) -> usize {
-        match self {
-            Outgoing::Message(data) => data.data_header.len() + data.data_body.len(),
-            Outgoing::Batch(batch) => batch.len(),
-        }
-    }
-
-    /// The message as a `FlightData`.
-    pub fn into_flight_data(self) -> FlightData {
-        match self {
-            Outgoing::Message(data) => data,
-            Outgoing::Batch(batch) => batch.to_flight_data(),
-        }
-    }
-}
-
-/// A DoGet answer's messages.
-pub type OutgoingStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send + 'static>>;
-
-/// The Flight service, with DoGet answered through [`OutgoingCodec`].
+/// The Flight service, with DoGet answered through its own codec (`OutgoingCodec`).
 #[derive(Clone)]
 pub struct FlightSqlServer {
     generated: FlightServiceServer<TokenledgerFlightSql>,

@@ -12,6 +12,7 @@ mod frames;
 mod handle;
 mod ipc;
 mod metadata;
+mod outgoing;
 mod placeholders;
 mod planned;
 mod service;

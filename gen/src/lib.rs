@@ -24,7 +24,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use tokenledger_engine::DataLocation;
 use tokenledger_engine::schema::{BASELINES, MODEL_PRICES, OUTCOMES, SPANS};
-use tokenledger_engine::writer::{ParquetFileBuilder, put_file, writer_properties};
+use tokenledger_engine::storage::writer::{ParquetFileBuilder, put_file, writer_properties};
 
 pub use catalog::{CHAT_MODELS, EMBEDDING_MODEL, Model, Tier, WORKFLOWS, Workflow};
 use catalog::{baselines_batch, model_prices_batch};

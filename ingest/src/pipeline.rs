@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tokenledger_engine::DataLocation;
 use tokenledger_engine::schema::{OUTCOMES, SPANS};
-use tokenledger_engine::writer::{ParquetFileBuilder, put_file, writer_properties};
+use tokenledger_engine::storage::writer::{ParquetFileBuilder, put_file, writer_properties};
 use tokio::sync::oneshot;
 
 use crate::error::{IngestError, Result};

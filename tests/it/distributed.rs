@@ -641,7 +641,7 @@ fn copy_dir(from: &Path, to: &Path) {
 async fn group_by_over_sorted_files_split_across_workers_counts_each_group_once() {
     use datafusion::arrow::array::{ArrayRef, StringArray};
     use datafusion::arrow::compute::{concat_batches, take};
-    use tokenledger_engine::writer::{StreamingParquetFile, writer_properties};
+    use tokenledger_engine::storage::writer::{StreamingParquetFile, writer_properties};
 
     let source = tempfile::tempdir().unwrap();
     let source = generate(source.path(), 400);

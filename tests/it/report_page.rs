@@ -149,7 +149,9 @@ fn the_page_takes_any_parameter_value_as_data() {
                     "x-frame-options: DENY",
                 ] {
                     assert!(
-                        response.to_ascii_lowercase().contains(&header.to_ascii_lowercase()),
+                        response
+                            .to_ascii_lowercase()
+                            .contains(&header.to_ascii_lowercase()),
                         "{url}: no {header}"
                     );
                 }
@@ -166,7 +168,11 @@ fn a_workflow_named_with_a_newline_can_be_filtered_on() {
     let csv = data.path().join("csv");
     std::fs::create_dir(&csv).unwrap();
     let handmade = repo_root().join("testdata/handmade/csv");
-    std::fs::copy(handmade.join("model_prices.csv"), csv.join("model_prices.csv")).unwrap();
+    std::fs::copy(
+        handmade.join("model_prices.csv"),
+        csv.join("model_prices.csv"),
+    )
+    .unwrap();
     std::fs::write(
         csv.join("outcomes.csv"),
         "work_item_id,workflow,tenant,outcome,resolved_attempt,value_usd,human_minutes,human_cost_usd,closed_at\n\
@@ -200,8 +206,14 @@ fn a_workflow_named_with_a_newline_can_be_filtered_on() {
     };
     // The charts' rows are in the page as JSON: each workflow's spend is its one call's cost.
     let newline = page("claims\nEU");
-    assert!(newline.contains("\"spend_usd\":0.25"), "the newline workflow's spend");
-    assert!(!newline.contains("\"spend_usd\":0.75"), "no other workflow's spend");
+    assert!(
+        newline.contains("\"spend_usd\":0.25"),
+        "the newline workflow's spend"
+    );
+    assert!(
+        !newline.contains("\"spend_usd\":0.75"),
+        "no other workflow's spend"
+    );
     let plain = page("claims");
     assert!(plain.contains("\"spend_usd\":0.75") && !plain.contains("\"spend_usd\":0.25"));
 }

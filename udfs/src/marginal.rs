@@ -5,13 +5,11 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
 use datafusion::common::{Result, plan_err};
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDFImpl, Documentation, GroupsAccumulator, Signature, Volatility,
-};
+use datafusion::logical_expr::function::StateFieldsArgs;
+use datafusion::logical_expr::{AggregateUDFImpl, Documentation, Signature, Volatility};
 
 use crate::TOKEN_ECONOMICS;
-use crate::state::{AggState, StateAccumulator, StateGroups, passes};
+use crate::state::{AggState, passes, state_accumulators};
 
 /// `marginal_token_utility(value, cost)`: least-squares slope of value on cost.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -208,20 +206,7 @@ impl AggregateUDFImpl for MarginalTokenUtility {
             .collect())
     }
 
-    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(StateAccumulator::<Comoments>::default()))
-    }
-
-    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
-        true
-    }
-
-    fn create_groups_accumulator(
-        &self,
-        _args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(StateGroups::<Comoments>::default()))
-    }
+    state_accumulators!(Comoments);
 
     fn documentation(&self) -> Option<&Documentation> {
         Some(&DOC)

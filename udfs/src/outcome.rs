@@ -5,13 +5,11 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, UInt64Type};
 use datafusion::common::{Result, plan_err};
-use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{
-    Accumulator, AggregateUDFImpl, Documentation, GroupsAccumulator, Signature, Volatility,
-};
+use datafusion::logical_expr::function::StateFieldsArgs;
+use datafusion::logical_expr::{AggregateUDFImpl, Documentation, Signature, Volatility};
 
 use crate::TOKEN_ECONOMICS;
-use crate::state::{AggState, StateAccumulator, StateGroups, passes};
+use crate::state::{AggState, passes, state_accumulators};
 
 /// `cost_per_outcome(cost, succeeded)`: total cost of all rows / rows that succeeded.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -149,20 +147,7 @@ impl AggregateUDFImpl for CostPerOutcome {
         ])
     }
 
-    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(StateAccumulator::<Tally>::default()))
-    }
-
-    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
-        true
-    }
-
-    fn create_groups_accumulator(
-        &self,
-        _args: AccumulatorArgs,
-    ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(StateGroups::<Tally>::default()))
-    }
+    state_accumulators!(Tally);
 
     fn documentation(&self) -> Option<&Documentation> {
         Some(&DOC)

@@ -140,3 +140,33 @@ impl<S: AggState> GroupsAccumulator for StateGroups<S> {
         self.states.capacity() * size_of::<S>()
     }
 }
+
+/// The accumulator methods of an aggregate UDF whose state is the [`AggState`] `$state`: one
+/// [`StateAccumulator`] per group for plain aggregation, [`StateGroups`] for grouped.
+macro_rules! state_accumulators {
+    ($state:ty) => {
+        fn accumulator(
+            &self,
+            _args: datafusion::logical_expr::function::AccumulatorArgs,
+        ) -> datafusion::common::Result<Box<dyn datafusion::logical_expr::Accumulator>> {
+            Ok(Box::new(
+                $crate::state::StateAccumulator::<$state>::default(),
+            ))
+        }
+
+        fn groups_accumulator_supported(
+            &self,
+            _args: datafusion::logical_expr::function::AccumulatorArgs,
+        ) -> bool {
+            true
+        }
+
+        fn create_groups_accumulator(
+            &self,
+            _args: datafusion::logical_expr::function::AccumulatorArgs,
+        ) -> datafusion::common::Result<Box<dyn datafusion::logical_expr::GroupsAccumulator>> {
+            Ok(Box::new($crate::state::StateGroups::<$state>::default()))
+        }
+    };
+}
+pub(crate) use state_accumulators;

@@ -23,8 +23,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
 use futures::future::try_join_all;
-use tokenledger_engine::filter::{ReportFilter, parse_date};
 use tokenledger_engine::reports;
+use tokenledger_engine::reports::filter::{ReportFilter, parse_date};
 use tokenledger_engine::{Access, TenantScope, TraceSession};
 
 pub use auth::{CheckUser, PageAuth};

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use serde_json::Value;
-use tokenledger_engine::filter::ReportFilter;
+use tokenledger_engine::reports::filter::ReportFilter;
 
 use crate::sections::{Row, Section, percent};
 

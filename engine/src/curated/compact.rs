@@ -20,8 +20,8 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use super::table::LandingFiles;
 use super::{ABSORBED, Curated, IN_LANDING, absorbed_in_landing, delta_error, faults};
 use crate::error::{EngineError, Result};
-use crate::files::TableFileStore;
-use crate::writer::writer_properties;
+use crate::storage::files::TableFileStore;
+use crate::storage::writer::writer_properties;
 
 /// How `tokenledger compact` moves landing files.
 #[derive(Debug, Clone)]

@@ -15,6 +15,7 @@ use deltalake_core::DeltaTable;
 use super::table::scan_delta;
 use super::{Curated, delta_error};
 use crate::error::{EngineError, Result};
+use crate::system::FreshRows;
 
 /// Which state of a curated table to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,31 +279,12 @@ impl HistoryTable {
 }
 
 #[async_trait]
-impl TableProvider for HistoryTable {
+impl FreshRows for HistoryTable {
     fn schema(&self) -> SchemaRef {
         Self::schema()
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self
-            .batch()
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            Self::schema(),
-            projection.cloned(),
-        )
-        .map(|exec| exec as _)
+    async fn rows(&self) -> Result<RecordBatch> {
+        self.batch().await
     }
 }

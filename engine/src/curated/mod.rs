@@ -3,8 +3,8 @@
 //! batch of landing files.
 //!
 //! **How nothing is lost or counted twice.** Every compaction commit names, in its commit info,
-//! the landing files it absorbed ([`ABSORBED`]) and every landing file absorbed so far that may
-//! still be in landing ([`IN_LANDING`]). A reader loads one snapshot, takes that list from the
+//! the landing files it absorbed (`ABSORBED`) and every landing file absorbed so far that may
+//! still be in landing (`IN_LANDING`). A reader loads one snapshot, takes that list from the
 //! newest compaction commit at or below it, and reads the snapshot plus the landing files not on
 //! the list ([`TraceTable`]). Landing files are deleted only after a grace period longer than any
 //! query, so a reader that planned with an older snapshot still finds the landing files that
@@ -29,8 +29,8 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::error::{EngineError, Result};
-use crate::location::DataLocation;
 use crate::schema::TableDef;
+use crate::storage::location::DataLocation;
 
 pub use compact::{
     CompactOptions, CompactProgress, CompactReport, DEFAULT_AUDIT_WINDOW, MaintainOptions,

@@ -23,8 +23,8 @@ use object_store::ObjectMeta;
 use super::{Curated, absorbed_in_landing};
 use crate::cluster::ClusterQuery;
 use crate::error::EngineError;
-use crate::files::TableFileStore;
 use crate::schema::TableDef;
+use crate::storage::files::TableFileStore;
 
 /// What one query reads of a table with a curated table: one snapshot and the landing files
 /// it had not absorbed.

@@ -12,7 +12,8 @@ use arrow::datatypes::{DataType, Int64Type};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
-use tokenledger_engine::aggregation::{FinalAggregateFanOutRule, PartialAggregateBudgetRule};
+use tokenledger_engine::optimizer::final_aggregate_fan_out::FinalAggregateFanOutRule;
+use tokenledger_engine::optimizer::partial_aggregate_budget::PartialAggregateBudgetRule;
 use tokenledger_engine::{Access, DataLocation, MemoryLimits, SessionOptions, TraceSession};
 use tokenledger_gen::GenOptions;
 
@@ -73,11 +74,11 @@ async fn session(dir: &Path, budget: usize, fan_out: usize) -> TraceSession {
             settings: vec![
                 ("datafusion.execution.batch_size".into(), "256".into()),
                 (
-                    "tokenledger_aggregation.partial_budget_bytes".into(),
+                    "tokenledger_optimizer.partial_budget_bytes".into(),
                     budget.to_string(),
                 ),
                 (
-                    "tokenledger_aggregation.final_fan_out".into(),
+                    "tokenledger_optimizer.final_fan_out".into(),
                     fan_out.to_string(),
                 ),
             ],

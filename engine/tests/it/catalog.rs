@@ -509,7 +509,7 @@ async fn a_panic_while_a_query_runs_fails_that_query_only_and_quarantines_nothin
 #[tokio::test]
 async fn the_sessions_parquet_settings_reach_the_table_scans() {
     use parquet::file::properties::WriterProperties;
-    use tokenledger_engine::writer::StreamingParquetFile;
+    use tokenledger_engine::storage::writer::StreamingParquetFile;
     // One file of ten row groups, input_tokens 0..999 in order: statistics can skip eight.
     let dir = tempfile::tempdir().unwrap();
     let tokens: Vec<i64> = (0..1000).collect();
@@ -697,7 +697,7 @@ async fn small_files_are_fetched_once_and_a_rewritten_one_is_read_anew() {
         reads: Default::default(),
     });
     let spans_dir = Path::from_absolute_path(d.join("spans")).unwrap();
-    let store = tokenledger_engine::files::TableFileStore::new(
+    let store = tokenledger_engine::storage::files::TableFileStore::new(
         counting.clone(),
         vec![(spans_dir.clone(), &tokenledger_engine::schema::SPANS)],
         None,

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::optimizer::{Optimizer, OptimizerContext};
-use tokenledger_engine::eager_aggregation::EagerAggregationRule;
+use tokenledger_engine::optimizer::eager_aggregation::EagerAggregationRule;
 use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
 use tokenledger_gen::GenOptions;
 
@@ -90,7 +90,7 @@ async fn session(dir: &Path, eager: bool) -> TraceSession {
         DataLocation::parse(dir.to_str().unwrap()).unwrap(),
         &SessionOptions {
             settings: vec![(
-                "tokenledger_aggregation.eager_join".into(),
+                "tokenledger_optimizer.eager_aggregation".into(),
                 eager.to_string(),
             )],
             ..SessionOptions::default()

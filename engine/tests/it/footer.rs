@@ -13,7 +13,7 @@ use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use parquet::file::metadata::ParquetMetaData;
 use proptest::prelude::*;
-use tokenledger_engine::footer::{BadFooter, Footer, read_footer};
+use tokenledger_engine::storage::footer::{BadFooter, Footer, read_footer};
 
 /// A spans file as the generator writes it (page and footer checksums included).
 static SEALED: LazyLock<Bytes> = LazyLock::new(|| {

@@ -6,6 +6,7 @@ mod curated;
 mod eager_aggregation;
 mod footer;
 mod generate;
+mod optimizer;
 mod readme;
 mod reports;
 mod slt;

@@ -7,7 +7,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use tokenledger_engine::writer::{StreamingParquetFile, writer_properties};
+use tokenledger_engine::storage::writer::{StreamingParquetFile, writer_properties};
 use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
 
 /// The repository root.

@@ -41,7 +41,7 @@
 //! plan does not know. The rule leaves alone a side whose join keys are its table's row key
 //! ([`TableDef::row_key`]: outcomes by work item), where adding up per key gains nothing; it is
 //! made for a fact table's foreign key (spans by work item: 25-30 % faster at 10 M spans).
-//! `SET tokenledger_aggregation.eager_join = false` turns it off.
+//! `SET tokenledger_optimizer.eager_aggregation = false` turns it off.
 
 use std::sync::Arc;
 
@@ -57,7 +57,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
-use crate::aggregation::AggregationOptions;
+use super::OptimizerOptions;
 use crate::schema::{TABLES, TableDef};
 
 /// Prefix of the partial aggregates' names in the aggregation added under a join.
@@ -82,7 +82,7 @@ impl OptimizerRule for EagerAggregationRule {
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        if !AggregationOptions::of(&config.options()).eager_join {
+        if !OptimizerOptions::of(&config.options()).eager_aggregation {
             return Ok(Transformed::no(plan));
         }
         let LogicalPlan::Aggregate(aggregate) = &plan else {

@@ -8,14 +8,10 @@ use std::sync::{Arc, LazyLock};
 use arrow::array::{Float64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
+use super::FreshRows;
 use crate::error::{EngineError, Result};
 
 /// The table's name.
@@ -161,30 +157,17 @@ fn parse(text: &str) -> std::result::Result<Vec<SettingRow<'_>>, (usize, String)
 }
 
 #[async_trait]
-impl TableProvider for SettingsTable {
+impl FreshRows for SettingsTable {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&SETTINGS_SCHEMA)
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let values = self
-            .load()
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+    async fn rows(&self) -> Result<RecordBatch> {
+        let values = self.load().await?;
         let column = |f: fn(&ReportSetting) -> &'static str| {
             Arc::new(StringArray::from_iter_values(REPORT_SETTINGS.iter().map(f)))
         };
-        let batch = RecordBatch::try_new(
+        Ok(RecordBatch::try_new(
             self.schema(),
             vec![
                 column(|s| s.name),
@@ -195,11 +178,6 @@ impl TableProvider for SettingsTable {
                 Arc::new(StringArray::from_iter_values(values.iter().map(|v| &v.1))),
                 column(|s| s.description),
             ],
-        )?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema(),
-            projection.cloned(),
         )?)
     }
 }
@@ -227,7 +205,7 @@ mod tests {
 
     #[test]
     fn the_readme_example_names_every_setting_with_its_default() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../../README.md");
         let start = readme
             .find("```\nname,value\n")
             .expect("README has the example")

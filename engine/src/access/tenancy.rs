@@ -23,16 +23,16 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, col, lit};
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
+
+use crate::plan_node::{one_input_node, only_child};
 
 /// The column that says which tenant a row belongs to.
 pub const TENANT_COLUMN: &str = "tenant";
@@ -221,23 +221,10 @@ impl DisplayAs for TenantScopeExec {
 }
 
 impl ExecutionPlan for TenantScopeExec {
-    fn name(&self) -> &str {
-        "TenantScopeExec"
-    }
+    one_input_node!("TenantScopeExec", input);
 
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -246,14 +233,12 @@ impl ExecutionPlan for TenantScopeExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        datafusion::common::assert_eq_or_internal_err!(
-            children.len(),
-            1,
-            "TenantScopeExec has one input"
-        );
-        Ok(Arc::new(TenantScopeExec::new(children.swap_remove(0))))
+        Ok(Arc::new(TenantScopeExec::new(only_child(
+            children,
+            self.name(),
+        )?)))
     }
 
     fn execute(

@@ -1,24 +1,21 @@
-//! Hash aggregation with tables that stay in the CPU's cache.
+//! A memory budget for each partition's partial aggregation, so its hash table stays in the
+//! CPU's cache.
 //!
 //! DataFusion aggregates in two phases: a `Partial` aggregation in each input partition, then a
 //! `FinalPartitioned` one in each partition of a hash repartition of the partial results. Both
 //! keep every group they have seen until their input ends. With many groups (10 M spans over
 //! 900 K work items) the tables grow to tens of MB, and each new group and each probe of a cold
 //! one is a cache miss: 60 % of `GROUP BY work_item_id`'s time went to the tables' lookups and
-//! inserts. Two rules keep the tables small, without changing any answer:
+//! inserts.
 //!
-//! - [`PartialAggregateBudgetRule`] gives each partition's partial aggregation a memory budget.
-//!   When its reservation is refused, DataFusion emits the groups it holds as partial results
-//!   and starts a fresh table ("emit early"), which is correct because the final phase merges
-//!   partial results whatever their number. Rows of the same group usually arrive close
-//!   together (a work item's spans are written together), so most groups are still merged in
-//!   the partial phase.
-//! - [`FinalAggregateFanOutRule`] repartitions the partial results into `f` times as many
-//!   partitions and runs the final aggregations of each group of `f` one after another
-//!   ([`InTurnExec`]), so each table holds a `1/f` share of a partition's groups.
+//! [`PartialAggregateBudgetRule`] gives each partition's partial aggregation a memory budget.
+//! When its reservation is refused, DataFusion emits the groups it holds as partial results and
+//! starts a fresh table ("emit early"), which is correct because the final phase merges partial
+//! results whatever their number. Rows of the same group usually arrive close together (a work
+//! item's spans are written together), so most groups are still merged in the partial phase.
+//! [`super::final_aggregate_fan_out`] keeps the final phase's tables small.
 //!
-//! Both are settings of the `tokenledger_aggregation` namespace ([`AggregationOptions`]), for
-//! `SET` or `TOKENLEDGER_AGGREGATION_*` variables.
+//! `SET tokenledger_optimizer.partial_budget_bytes = 0` turns it off.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,11 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{RecordBatch, make_comparator};
 use arrow::compute::SortOptions;
+use datafusion::common::Result;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::extensions_options;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, assert_eq_or_internal_err};
-use datafusion::config::ConfigExtension;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::{
@@ -39,61 +34,15 @@ use datafusion::execution::memory_pool::{
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
     SendableRecordBatchStream, replace_children_if_necessary,
 };
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 
-extensions_options! {
-    /// How tokenledger keeps aggregation hash tables small (`SET tokenledger_aggregation.…`).
-    pub struct AggregationOptions {
-        /// Bytes each partition's partial aggregation may hold before it emits its groups;
-        /// 0 = no budget. Chosen by measurement (`benches/tuning.md`): half the L2 cache of a
-        /// core of the benchmark machine.
-        pub partial_budget_bytes: usize, default = 512 * 1024
-        /// Into how many final aggregations, run one after another, each partition of a final
-        /// aggregation is split; 1 = not split. Chosen by measurement (`benches/tuning.md`);
-        /// 1 by default for queries capped below [`MIN_QUERY_BYTES_FOR_FAN_OUT`].
-        pub final_fan_out: usize, default = 8
-        /// Whether an inner join's aggregated side is added up per join key before the join
-        /// ([`crate::eager_aggregation::EagerAggregationRule`]).
-        pub eager_join: bool, default = true
-    }
-}
-
-impl ConfigExtension for AggregationOptions {
-    const PREFIX: &'static str = "tokenledger_aggregation";
-}
-
-/// The smallest per-query memory cap under which final aggregations are split. DataFusion's
-/// pools share a cap fairly among the operators that can spill, and each partition of the
-/// wider repartition is one more of them: under a cap of a few MiB, a fan-out of 8 leaves each
-/// final aggregation too small a share even to merge what it spilled.
-pub const MIN_QUERY_BYTES_FOR_FAN_OUT: usize = 256 << 20;
-
-impl AggregationOptions {
-    /// The defaults for queries capped at `query_bytes` (`None`: no cap): no fan-out below
-    /// [`MIN_QUERY_BYTES_FOR_FAN_OUT`].
-    pub fn for_query_cap(query_bytes: Option<usize>) -> AggregationOptions {
-        let mut options = AggregationOptions::default();
-        if query_bytes.is_some_and(|cap| cap < MIN_QUERY_BYTES_FOR_FAN_OUT) {
-            options.final_fan_out = 1;
-        }
-        options
-    }
-
-    /// The options in `config`, or the defaults when it has none.
-    pub(crate) fn of(config: &ConfigOptions) -> AggregationOptions {
-        config
-            .extensions
-            .get::<AggregationOptions>()
-            .cloned()
-            .unwrap_or_default()
-    }
-}
+use super::{OptimizerOptions, contains};
+use crate::plan_node::{one_input_node, only_child};
 
 /// Runs every grouped `Partial` aggregation whose accumulators have a fixed-size state under a
 /// [`PartialAggregateBudgetExec`].
@@ -106,7 +55,7 @@ impl PhysicalOptimizerRule for PartialAggregateBudgetRule {
         plan: Arc<dyn ExecutionPlan>,
         config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let budget = AggregationOptions::of(config).partial_budget_bytes;
+        let budget = OptimizerOptions::of(config).partial_budget_bytes;
         if budget == 0 || contains::<PartialAggregateBudgetExec>(&plan)? {
             return Ok(plan);
         }
@@ -136,12 +85,6 @@ impl PhysicalOptimizerRule for PartialAggregateBudgetRule {
     }
 }
 
-/// Whether `plan` has a `T` node: a plan a rule has been through once is left alone, so that
-/// optimizing twice does not wrap an aggregation twice or widen a repartition again.
-fn contains<T: ExecutionPlan + 'static>(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
-    plan.exists(|node| Ok(node.downcast_ref::<T>().is_some()))
-}
-
 /// Whether emitting early is what a refused reservation makes `aggregate` do: a grouped partial
 /// aggregation with one grouping set, in no input order (an ordered one emits groups as they
 /// end already), without a `LIMIT` of groups, whose accumulators each hold a few fixed-size
@@ -162,7 +105,7 @@ fn takes_a_budget(aggregate: &AggregateExec) -> bool {
 }
 
 /// Runs its input, a partial aggregation, with a memory pool of `budget` bytes per partition
-/// drawn from the query's pool ([`BudgetPool`]).
+/// drawn from the query's pool (`BudgetPool`).
 #[derive(Debug)]
 pub struct PartialAggregateBudgetExec {
     aggregate: Arc<dyn ExecutionPlan>,
@@ -199,35 +142,17 @@ impl DisplayAs for PartialAggregateBudgetExec {
 }
 
 impl ExecutionPlan for PartialAggregateBudgetExec {
-    fn name(&self) -> &'static str {
-        "PartialAggregateBudgetExec"
-    }
+    one_input_node!("PartialAggregateBudgetExec", aggregate);
 
     fn properties(&self) -> &Arc<PlanProperties> {
         self.aggregate.properties()
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.aggregate]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        assert_eq_or_internal_err!(
-            children.len(),
-            1,
-            "PartialAggregateBudgetExec has one input"
-        );
-        Ok(Self::over(children.swap_remove(0), self.budget))
+        Ok(Self::over(only_child(children, self.name())?, self.budget))
     }
 
     fn execute(
@@ -288,7 +213,7 @@ fn budgeted_context(
 
 /// The input of a budgeted aggregation. Run inside a [`PartialAggregateBudgetExec`], it runs
 /// the plan below with the query's own context (the budget is for the aggregation, not for a
-/// join or sort under it) and keeps the batch it last gave the aggregation in [`LastInput`].
+/// join or sort under it) and keeps the batch it last gave the aggregation in `LastInput`.
 #[derive(Debug)]
 pub struct BudgetInputExec {
     input: Arc<dyn ExecutionPlan>,
@@ -307,23 +232,10 @@ impl DisplayAs for BudgetInputExec {
 }
 
 impl ExecutionPlan for BudgetInputExec {
-    fn name(&self) -> &'static str {
-        "BudgetInputExec"
-    }
+    one_input_node!("BudgetInputExec", input);
 
     fn properties(&self) -> &Arc<PlanProperties> {
         self.input.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -332,10 +244,9 @@ impl ExecutionPlan for BudgetInputExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        assert_eq_or_internal_err!(children.len(), 1, "BudgetInputExec has one input");
-        Ok(Arc::new(Self::new(children.swap_remove(0))))
+        Ok(Arc::new(Self::new(only_child(children, self.name())?)))
     }
 
     fn execute(
@@ -457,156 +368,5 @@ impl MemoryPool for BudgetPool {
     }
     fn memory_limit(&self) -> MemoryLimit {
         MemoryLimit::Finite(self.budget)
-    }
-}
-
-/// Splits each `FinalPartitioned` aggregation over a hash repartition into
-/// [`AggregationOptions::final_fan_out`] smaller ones run one after another, so each holds a
-/// fraction of the partition's groups in its table.
-#[derive(Debug, Default)]
-pub struct FinalAggregateFanOutRule;
-
-impl PhysicalOptimizerRule for FinalAggregateFanOutRule {
-    fn optimize(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        config: &ConfigOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let fan_out = AggregationOptions::of(config).final_fan_out;
-        if fan_out < 2 || contains::<InTurnExec>(&plan)? {
-            return Ok(plan);
-        }
-        plan.transform_up(|node| {
-            let Some(repartition) = hash_repartition_under_final(&node) else {
-                return Ok(Transformed::no(node));
-            };
-            let Partitioning::Hash(keys, partitions) = repartition.partitioning() else {
-                return Ok(Transformed::no(node));
-            };
-            let wider: Arc<dyn ExecutionPlan> = Arc::new(RepartitionExec::try_new(
-                Arc::clone(repartition.input()),
-                Partitioning::Hash(keys.clone(), partitions * fan_out),
-            )?);
-            let finals = replace_children_if_necessary(Arc::clone(&node), vec![wider])?;
-            Ok(Transformed::yes(Arc::new(InTurnExec::new(
-                finals,
-                Arc::clone(node.properties()),
-            ))))
-        })
-        .data()
-    }
-
-    fn name(&self) -> &str {
-        "final_aggregate_fan_out"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
-    }
-}
-
-/// The hash repartition under `node`, when `node` is a final aggregation in no particular order
-/// reading it directly.
-fn hash_repartition_under_final(node: &Arc<dyn ExecutionPlan>) -> Option<&RepartitionExec> {
-    let aggregate = node.downcast_ref::<AggregateExec>()?;
-    if *aggregate.mode() != AggregateMode::FinalPartitioned
-        || *aggregate.input_order_mode() != InputOrderMode::Linear
-        || aggregate.limit_options().is_some()
-    {
-        return None;
-    }
-    let repartition = aggregate.input().downcast_ref::<RepartitionExec>()?;
-    let hashed = matches!(repartition.partitioning(), Partitioning::Hash(..));
-    (hashed && !repartition.preserve_order()).then_some(repartition)
-}
-
-/// Reads its input's partitions `p, p + n, p + 2n, …` one after another as its partition `p` of
-/// `n`. Over a hash repartition into `n·f` partitions (a row goes to `hash % n·f`) that gives
-/// exactly the rows a repartition into `n` puts in `p`, as `hash % n·f % n = hash % n`: the plan
-/// above keeps the partitioning it was planned for.
-#[derive(Debug)]
-pub struct InTurnExec {
-    input: Arc<dyn ExecutionPlan>,
-    properties: Arc<PlanProperties>,
-}
-
-impl InTurnExec {
-    fn new(input: Arc<dyn ExecutionPlan>, properties: Arc<PlanProperties>) -> Self {
-        Self { input, properties }
-    }
-
-    fn input_partitions(&self) -> usize {
-        self.input
-            .properties()
-            .output_partitioning()
-            .partition_count()
-    }
-
-    fn partitions(&self) -> usize {
-        self.properties.output_partitioning().partition_count()
-    }
-}
-
-impl DisplayAs for InTurnExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "InTurnExec: {} partitions read as {}, one after another",
-            self.input_partitions(),
-            self.partitions()
-        )
-    }
-}
-
-impl ExecutionPlan for InTurnExec {
-    fn name(&self) -> &'static str {
-        "InTurnExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    /// The new input must have as many partitions as the old: the node's partitioning says so.
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        assert_eq_or_internal_err!(children.len(), 1, "InTurnExec has one input");
-        let input = children.swap_remove(0);
-        let inputs = input.properties().output_partitioning().partition_count();
-        assert_eq_or_internal_err!(
-            inputs,
-            self.input_partitions(),
-            "InTurnExec reads as many partitions as its input had"
-        );
-        Ok(Arc::new(Self::new(input, Arc::clone(&self.properties))))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let input = Arc::clone(&self.input);
-        let schema = input.schema();
-        let parts = (partition..self.input_partitions()).step_by(self.partitions());
-        // Each input partition is started only when the one before it has ended, so only one
-        // of their tables is held at a time.
-        let batches = futures::stream::iter(parts)
-            .map(move |part| input.execute(part, Arc::clone(&context)))
-            .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
 }

@@ -305,10 +305,18 @@ mod tests {
 
     #[test]
     fn days_the_engine_cannot_represent_are_refused_with_the_range() {
-        for value in ["9999-12-31", "0001-01-01", "+10000-01-01", "1677-12-31", "2262-04-11"] {
+        for value in [
+            "9999-12-31",
+            "0001-01-01",
+            "+10000-01-01",
+            "1677-12-31",
+            "2262-04-11",
+        ] {
             let error = parse_date("from", value).unwrap_err().to_string();
             assert!(
-                error.contains("outside the days the engine can represent: 1678-01-01 to 2262-04-10"),
+                error.contains(
+                    "outside the days the engine can represent: 1678-01-01 to 2262-04-10"
+                ),
                 "{value}: {error}"
             );
         }

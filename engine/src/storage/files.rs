@@ -39,8 +39,8 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::parquet_to_arrow_schema;
 
 use crate::error::{EngineError, SharedError};
-use crate::footer::{self, BadFooter};
 use crate::schema::TableDef;
+use crate::storage::footer::{self, BadFooter};
 
 /// Files whose verdicts are kept (about 300 bytes each).
 const MAX_CACHED_CHECKS: usize = 200_000;

@@ -9,7 +9,7 @@
 //! - runs each decoding step under `catch_unwind`, so a panic in the decoder becomes a reason
 //!   to quarantine the file, not a crashed query;
 //! - verifies the checksum tokenledger's writers put over the footer and page indexes
-//!   ([`crate::checksum`]).
+//!   ([`crate::storage::checksum`]).
 
 use std::any::Any;
 use std::ops::Range;
@@ -21,7 +21,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::DecodeResult;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataPushDecoder};
 
-use crate::checksum::{self, FOOTER_TAIL_LEN, footer_length};
+use crate::storage::checksum::{self, FOOTER_TAIL_LEN, footer_length};
 
 /// Magic at the end of a Parquet file with a plain footer.
 const PARQUET_MAGIC: &[u8; 4] = b"PAR1";

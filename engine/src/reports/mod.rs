@@ -1,5 +1,9 @@
 //! The reports: SQL views over the trace tables, kept as readable files in `sql/reports/` and
-//! compiled into the binary so every session (CLI, Flight SQL) has them.
+//! compiled into the binary so every session (CLI, Flight SQL) has them; [`filter`] narrows
+//! them to days, a workflow or a tenant, and [`focus`] exports spend for FinOps tools.
+
+pub mod filter;
+pub mod focus;
 
 use datafusion::logical_expr::SortExpr;
 use datafusion::prelude::{DataFrame, SessionContext, col};
@@ -42,7 +46,7 @@ macro_rules! view {
     ($name:literal) => {
         Report {
             name: $name,
-            sql: include_str!(concat!("../../sql/reports/", $name, ".sql")),
+            sql: include_str!(concat!("../../../sql/reports/", $name, ".sql")),
         }
     };
 }

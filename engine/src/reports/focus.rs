@@ -5,11 +5,11 @@ use datafusion::prelude::DataFrame;
 use datafusion::scalar::ScalarValue;
 
 use crate::error::Result;
-use crate::filter::DateRange;
+use crate::reports::filter::DateRange;
 use crate::session::{Access, TraceSession};
 
 /// The export's query, with `$1` (first instant, inclusive) and `$2` (end, exclusive).
-pub const FOCUS_SQL: &str = include_str!("../../sql/exports/focus.sql");
+pub const FOCUS_SQL: &str = include_str!("../../../sql/exports/focus.sql");
 
 /// The FOCUS rows of the spans that started in `range` (whole UTC days), ordered by day,
 /// provider, SKU, sub account, token type and pricing method.

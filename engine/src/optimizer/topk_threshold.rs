@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Result, ScalarValue, internal_datafusion_err};
 use datafusion::datasource::physical_plan::{
     FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource,
@@ -49,11 +49,14 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::OnceCell;
 
+use super::OptimizerOptions;
+use crate::plan_node::{one_input_node, only_child};
+
 /// The largest `k` the rule takes on: the first pass keeps k keys, and the larger k is, the
 /// fewer rows the threshold leaves out.
 const MAX_K: usize = 10_000;
 
-/// Puts a [`ThresholdScanExec`] under each `SortExec` with a fetch of at most [`MAX_K`] that
+/// Puts a [`ThresholdScanExec`] under each `SortExec` with a fetch of at most `MAX_K` that
 /// reads a Parquet scan directly or through a `FilterExec` (and a round-robin repartition),
 /// when the leading key is a plain integer, decimal, date or timestamp column of the files
 /// sorted with NULLs last.
@@ -64,8 +67,11 @@ impl PhysicalOptimizerRule for TopKThresholdRule {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !OptimizerOptions::of(config).topk_two_pass {
+            return Ok(plan);
+        }
         plan.transform_up(|node| {
             let Some(sort) = node.downcast_ref::<SortExec>() else {
                 return Ok(Transformed::no(node));
@@ -386,37 +392,19 @@ impl DisplayAs for ThresholdScanExec {
 }
 
 impl ExecutionPlan for ThresholdScanExec {
-    fn name(&self) -> &str {
-        "ThresholdScanExec"
-    }
+    one_input_node!("ThresholdScanExec", scan);
 
     fn properties(&self) -> &Arc<PlanProperties> {
         self.scan.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.scan]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
     }
 
     /// With another scan under it, the node stays only if that scan still qualifies; else the
     /// scan alone (the node never changes an answer, only how much is read).
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        datafusion::common::assert_eq_or_internal_err!(
-            children.len(),
-            1,
-            "ThresholdScanExec has one input"
-        );
-        let scan = children.swap_remove(0);
+        let scan = only_child(children, self.name())?;
         let column = Column::new(&self.key.name, self.key.output_index);
         Ok(match eligible_key(&scan, &column, self.key.descending) {
             Some(key) => Arc::new(ThresholdScanExec::over(

@@ -31,6 +31,8 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 
+use super::OptimizerOptions;
+
 /// `array[i] = literal` for every row, null where `array` is null.
 pub fn eq_literal(array: &StringViewArray, literal: &str) -> BooleanArray {
     let wanted = literal.as_bytes();
@@ -238,8 +240,11 @@ impl PhysicalOptimizerRule for TextEqualityRule {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if !OptimizerOptions::of(config).text_equality {
+            return Ok(plan);
+        }
         plan.transform_up(|node| {
             let Some(filter) = node.downcast_ref::<FilterExec>() else {
                 return Ok(Transformed::no(node));

@@ -7,14 +7,12 @@ use std::sync::{Arc, LazyLock};
 use arrow::array::{Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{Expr, TableType};
-use datafusion::physical_plan::ExecutionPlan;
 
-use crate::files::{FileCheck, FileReport, TableFileStore};
+use super::FreshRows;
+use crate::error::Result;
+
 use crate::schema::timestamp_type;
+use crate::storage::files::{FileCheck, FileReport, TableFileStore};
 
 /// The system table's name.
 pub const FILES_TABLE: &str = "tokenledger_files";
@@ -45,31 +43,13 @@ impl FilesTable {
 }
 
 #[async_trait]
-impl TableProvider for FilesTable {
+impl FreshRows for FilesTable {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&FILES_SCHEMA)
     }
 
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let report = self
-            .store
-            .file_report()
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let batch = report_batch(&report)?;
-        let exec =
-            MemorySourceConfig::try_new_exec(&[vec![batch]], self.schema(), projection.cloned())?;
-        Ok(exec)
+    async fn rows(&self) -> Result<RecordBatch> {
+        report_batch(&self.store.file_report().await?)
     }
 }
 

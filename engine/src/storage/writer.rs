@@ -1,5 +1,5 @@
 //! Parquet writers: how tokenledger lays out the files it writes (generator, importers), each
-//! with page and footer checksums ([`crate::checksum`]).
+//! with page and footer checksums ([`crate::storage::checksum`]).
 
 use std::sync::Arc;
 
@@ -14,8 +14,8 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::checksum;
 use crate::error::Result;
+use crate::storage::checksum;
 
 /// Rows per row group: small enough that min/max statistics on a sorted column prune well,
 /// large enough that a scan reads long runs.
