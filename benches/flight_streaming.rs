@@ -38,7 +38,7 @@ async fn main() -> Result<(), BoxError> {
         Arc::new(TraceSession::open(DataLocation::parse(data)?, &SessionOptions::default()).await?);
     let options = ServeOptions {
         listen: "127.0.0.1:0".parse()?,
-        users: None,
+        logins: None,
         tls: None,
         allow_plaintext_passwords: false,
         limits: Default::default(),

@@ -177,7 +177,7 @@ async fn flight_fixture() -> FlightFixture {
     );
     let serve = ServeOptions {
         listen: "127.0.0.1:0".parse().expect("address"),
-        users: None,
+        logins: None,
         tls: None,
         allow_plaintext_passwords: false,
         limits: Default::default(),

@@ -8,7 +8,7 @@ use tokenledger_distributed::{Cluster, Startup};
 use tokenledger_engine::cluster::Distribution;
 use tokenledger_engine::curated::AsOf;
 use tokenledger_engine::{DataLocation, EngineError, MemoryLimits, SessionOptions, TraceSession};
-use tokenledger_flight_server::QueryLimits;
+use tokenledger_flight_server::{Logins, QueryLimits, Users};
 
 use crate::error::CliError;
 
@@ -124,6 +124,28 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
     Ok((number * 1024f64.powi(power)) as usize)
 }
 
+/// TLS for every port a command opens (Flight SQL, the report page, OTLP over HTTP and gRPC),
+/// and the one rule for passwords: never in plain text off loopback unless explicitly allowed.
+#[derive(clap::Args, Debug)]
+pub struct TlsArgs {
+    /// PEM certificate chain for TLS on every port (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert); must be readable by its owner only.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Take passwords without TLS on a non-loopback address (only behind a TLS proxy).
+    #[arg(long)]
+    pub allow_plaintext_passwords: bool,
+}
+
+impl TlsArgs {
+    /// The certificate and key files, when given.
+    pub fn files(&self) -> Option<(PathBuf, PathBuf)> {
+        self.tls_cert.clone().zip(self.tls_key.clone())
+    }
+}
+
 /// The workers that run a command's queries (`query`, `report`, `serve`).
 #[derive(clap::Args, Debug)]
 pub struct ClusterArgs {
@@ -188,4 +210,19 @@ pub async fn open_as_of(
 /// A session over `data`.
 pub async fn open(data: &DataArg) -> Result<TraceSession, EngineError> {
     TraceSession::open(DataLocation::parse(&data.data)?, &data.session_options()).await
+}
+
+/// The login policy over the users file at `path`, shared by every port of one process (so a
+/// lockout on one holds on all). Warns about users whose lines predate tenancy.
+pub fn load_logins(path: &std::path::Path) -> Result<Arc<Logins>, CliError> {
+    let users = Users::load(path)?;
+    let without = users.without_tenants();
+    if !without.is_empty() {
+        tracing::warn!(
+            users = %without.join(", "),
+            "users without tenants (lines from before tenancy) see no tenant's rows: \
+             give them tenants with `tokenledger user grant NAME --tenant T`"
+        );
+    }
+    Ok(Arc::new(Logins::new(users)))
 }

@@ -35,3 +35,5 @@ pub use access::tenancy::TenantScope;
 pub use error::{EngineError, Result};
 pub use session::{Access, SessionOptions, TraceSession};
 pub use storage::location::DataLocation;
+/// The TLS library the HTTP ports use, for front ends that configure it.
+pub use tokio_rustls;

@@ -27,21 +27,24 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use admission::{Admission, QueryLimits, Weight};
-pub use auth::{Auth, Caller, Grant, Users};
+pub use auth::{Auth, Caller};
 pub use error::{FlightServerError, Result};
 pub use executor::QueryExecutor;
 pub use frames::FlightSqlServer;
 pub use metadata::{client_schema, to_client_batch};
 pub use placeholders::number_placeholders;
 pub use service::TokenledgerFlightSql;
+pub use tokenledger_engine::access::logins::Logins;
+pub use tokenledger_engine::access::users::{Grant, Users};
 
 /// How to serve.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Users file (`tokenledger user add`); without one, only loopback addresses are allowed.
-    pub users: Option<PathBuf>,
+    /// The login policy over the users file (`tokenledger user add`), shared with the server's
+    /// other ports; without one, only loopback addresses are allowed.
+    pub logins: Option<Arc<Logins>>,
     /// PEM certificate chain and private key for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Accept passwords over plaintext on a non-loopback address (behind a TLS-terminating
@@ -64,7 +67,7 @@ pub async fn bind(options: &ServeOptions) -> Result<tokio::net::TcpListener> {
 /// Who may connect: the users file's users; without one, anyone, but only on loopback.
 fn auth_for(options: &ServeOptions) -> Result<Auth> {
     let loopback = options.listen.ip().is_loopback();
-    match &options.users {
+    match &options.logins {
         Some(_) if !loopback && options.tls.is_none() && !options.allow_plaintext_passwords => {
             Err(FlightServerError::Config(format!(
                 "refusing to take passwords in plaintext on {}: give --tls-cert and --tls-key, \
@@ -72,18 +75,7 @@ fn auth_for(options: &ServeOptions) -> Result<Auth> {
                 options.listen
             )))
         }
-        Some(path) => {
-            let users = Users::load(path)?;
-            let without = users.without_tenants();
-            if !without.is_empty() {
-                tracing::warn!(
-                    users = %without.join(", "),
-                    "users without tenants (lines from before tenancy) see no tenant's rows: \
-                     give them tenants with `tokenledger user grant NAME --tenant T`"
-                );
-            }
-            Ok(Auth::with_users(users))
-        }
+        Some(logins) => Ok(Auth::with_logins(Arc::clone(logins))),
         None if loopback => Ok(Auth::Open),
         None => Err(FlightServerError::Config(format!(
             "refusing to listen on {} without --users: anyone on the network could read the data \
@@ -123,6 +115,7 @@ pub async fn serve_admitting(
             std::fs::read(path)
                 .map_err(|e| FlightServerError::Config(format!("TLS file {}: {e}", path.display())))
         };
+        tokenledger_engine::access::users::refuse_if_others_may_read(key)?;
         let identity = Identity::from_pem(read(cert)?, read(key)?);
         server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
     }

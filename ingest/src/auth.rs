@@ -2,71 +2,76 @@
 //! server's users file. Basic (`Authorization=Basic base64(user:password)`, as Langfuse sends its
 //! key pair) or Bearer (`Authorization=Bearer user:password`, plain or base64).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use tokenledger_engine::TenantScope;
+use tokenledger_engine::access::logins::{LoginRefused, Logins};
+
 use crate::error::{IngestError, Result};
 
-/// Checks a user's password (the users file's argon2 check: slow on purpose).
-pub type CheckPassword = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
-
-/// Header values already verified, so the slow check runs once per exporter, not per request.
-const REMEMBERED: usize = 1024;
-
-/// Who may export spans.
+/// Who may export spans: the server's login policy (the users file, hashing, lockout), with
+/// accepted credentials remembered as a digest so the slow check runs once per exporter.
 pub struct ExporterAuth {
-    check: CheckPassword,
-    verified: Mutex<HashMap<String, String>>,
+    logins: Arc<Logins>,
+}
+
+/// An exporter that has authenticated: its user and the tenants it may write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exporter {
+    /// The user name.
+    pub user: String,
+    /// The tenants its spans may name (`All` for an administrator, `*`).
+    pub scope: TenantScope,
+}
+
+impl Exporter {
+    /// Whoever exports to a receiver without users (it listens on loopback only): every
+    /// tenant may be written, as an administrator may.
+    pub fn anonymous() -> Self {
+        Exporter {
+            user: "anonymous".into(),
+            scope: TenantScope::All,
+        }
+    }
 }
 
 impl ExporterAuth {
-    /// Exporters are checked with `check`.
-    pub fn new(check: CheckPassword) -> Self {
-        ExporterAuth {
-            check,
-            verified: Mutex::new(HashMap::new()),
-        }
+    /// Exporters are checked by `logins`.
+    pub fn new(logins: Arc<Logins>) -> Self {
+        ExporterAuth { logins }
     }
 
-    /// The user an `Authorization` header value names, if its password is right.
-    pub async fn authorize(&self, header: Option<&str>) -> Result<String> {
+    /// The exporter an `Authorization` header value names, if its password is right, calling
+    /// from `peer`.
+    pub async fn authorize(&self, header: Option<&str>, peer: Option<IpAddr>) -> Result<Exporter> {
         let header = header.ok_or_else(|| {
             IngestError::Unauthenticated(
                 "credentials required: set OTEL_EXPORTER_OTLP_HEADERS=Authorization=Basic%20<base64 user:password>"
                     .into(),
             )
         })?;
-        if let Some(user) = self.remembered(header) {
-            return Ok(user);
-        }
         let (user, password) = credentials(header)?;
-        let check = Arc::clone(&self.check);
-        let (name, secret) = (user.clone(), password);
-        let valid = tokio::task::spawn_blocking(move || check(&name, &secret))
+        match self
+            .logins
+            .verify_remembered(header, &user, &password, peer)
             .await
-            .unwrap_or(false);
-        if !valid {
-            return Err(IngestError::Unauthenticated(format!(
+        {
+            Ok(scope) => Ok(Exporter { user, scope }),
+            Err(LoginRefused::WrongPassword) => Err(IngestError::Unauthenticated(format!(
                 "wrong user or password for {user:?}"
-            )));
+            ))),
+            Err(refusal @ LoginRefused::LockedOut { retry_in_secs, .. }) => {
+                Err(IngestError::LockedOut {
+                    message: refusal.to_string(),
+                    retry_in_secs,
+                })
+            }
+            Err(LoginRefused::Busy) => Err(IngestError::Busy),
         }
-        let mut verified = self.verified.lock().expect("verified credentials lock");
-        if verified.len() >= REMEMBERED {
-            verified.clear();
-        }
-        verified.insert(header.to_string(), user.clone());
-        Ok(user)
-    }
-
-    fn remembered(&self, header: &str) -> Option<String> {
-        self.verified
-            .lock()
-            .expect("verified credentials lock")
-            .get(header)
-            .cloned()
     }
 }
 
@@ -103,27 +108,45 @@ fn credentials(header: &str) -> Result<(String, String)> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokenledger_engine::access::users::{Grant, Users};
+
     use super::*;
 
-    fn auth() -> ExporterAuth {
-        ExporterAuth::new(Arc::new(|user, password| {
-            user == "alice" && password == "s3cret:with colon"
-        }))
+    const HOME: Option<IpAddr> = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+    fn auth(dir: &tempfile::TempDir) -> ExporterAuth {
+        let path = dir.path().join("users");
+        let grant = Grant::from_tenants(&["acme".into()]).unwrap();
+        Users::add(&path, "alice", "s3cret:with colon", &grant).unwrap();
+        ExporterAuth::new(Arc::new(Logins::new(Users::load(&path).unwrap())))
+    }
+
+    fn alice() -> Exporter {
+        Exporter {
+            user: "alice".into(),
+            scope: TenantScope::only(["acme"]),
+        }
     }
 
     #[tokio::test]
     async fn basic_and_bearer_are_accepted_and_forgeries_are_not() {
-        let auth = auth();
+        let dir = tempfile::tempdir().unwrap();
+        let auth = auth(&dir);
         let basic = format!("Basic {}", STANDARD.encode("alice:s3cret:with colon"));
-        assert_eq!(auth.authorize(Some(&basic)).await.unwrap(), "alice");
+        assert_eq!(auth.authorize(Some(&basic), HOME).await.unwrap(), alice());
         assert_eq!(
-            auth.authorize(Some("Bearer alice:s3cret:with colon"))
+            auth.authorize(Some("Bearer alice:s3cret:with colon"), HOME)
                 .await
                 .unwrap(),
-            "alice"
+            alice()
         );
         let bearer64 = format!("Bearer {}", STANDARD.encode("alice:s3cret:with colon"));
-        assert_eq!(auth.authorize(Some(&bearer64)).await.unwrap(), "alice");
+        assert_eq!(
+            auth.authorize(Some(&bearer64), HOME).await.unwrap(),
+            alice()
+        );
         for forged in [
             None,
             Some("Bearer alice:wrong".to_string()),
@@ -135,11 +158,33 @@ mod tests {
             Some("Digest alice".to_string()),
             Some("alice:s3cret:with colon".to_string()),
         ] {
-            let error = auth.authorize(forged.as_deref()).await.unwrap_err();
+            let error = auth.authorize(forged.as_deref(), HOME).await.unwrap_err();
             assert!(
                 matches!(error, IngestError::Unauthenticated(_)),
                 "{forged:?}"
             );
         }
+    }
+
+    /// Twelve wrong passwords, then the right one: the right one is refused too, until the
+    /// lockout ends, as on Flight SQL.
+    #[tokio::test]
+    async fn guessing_locks_the_exporter_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = auth(&dir);
+        for _ in 0..12 {
+            auth.authorize(Some("Bearer alice:guess"), HOME)
+                .await
+                .unwrap_err();
+        }
+        let error = auth
+            .authorize(Some("Bearer alice:s3cret:with colon"), HOME)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, IngestError::LockedOut { retry_in_secs, .. } if retry_in_secs > 0),
+            "{error:?}"
+        );
+        assert_eq!(error.answer().0, axum::http::StatusCode::TOO_MANY_REQUESTS);
     }
 }

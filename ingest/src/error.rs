@@ -34,6 +34,17 @@ pub enum IngestError {
     #[error("{0}")]
     Unauthenticated(String),
 
+    /// Too many failed logins for this user from this address (429 with `Retry-After` /
+    /// RESOURCE_EXHAUSTED): the server's lockout, the same on every port.
+    #[error("{message}")]
+    LockedOut { message: String, retry_in_secs: u64 },
+
+    /// The exporter's user may not write what the request holds: a tenant not theirs, or no
+    /// tenant where theirs cannot be told (403 / PERMISSION_DENIED, not retried). Nothing of the
+    /// request is stored.
+    #[error("{0}")]
+    Forbidden(String),
+
     /// A receiver address cannot be used.
     #[error("OTLP receiver on {address}: {reason}")]
     Listen { address: String, reason: String },
@@ -65,6 +76,11 @@ impl IngestError {
                 tonic::Code::ResourceExhausted,
             ),
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, tonic::Code::Unauthenticated),
+            Self::LockedOut { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                tonic::Code::ResourceExhausted,
+            ),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, tonic::Code::PermissionDenied),
             // Storage trouble is temporary from the exporter's side: its retry will find it fixed.
             Self::Engine(_) => (StatusCode::SERVICE_UNAVAILABLE, tonic::Code::Unavailable),
             Self::Listen { .. } | Self::Internal(_) => {

@@ -12,7 +12,7 @@ use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
-use crate::auth::ExporterAuth;
+use crate::auth::{Exporter, ExporterAuth};
 use crate::error::IngestError;
 use crate::http::MAX_REQUEST_BYTES;
 use crate::pipeline::Ingestor;
@@ -40,18 +40,25 @@ impl TraceService for GrpcReceiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        if let Some(auth) = &self.auth {
-            let header = request
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok());
-            auth.authorize(header).await.map_err(|e| to_status(&e))?;
-        }
+        let writer = match &self.auth {
+            Some(auth) => {
+                let header = request
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok());
+                let peer = request.remote_addr().map(|address| address.ip());
+                auth.authorize(header, peer).await.map_err(|e| {
+                    self.ingestor.counters().count_login_refusal();
+                    to_status(&e)
+                })?
+            }
+            None => Exporter::anonymous(),
+        };
         let request = request.into_inner();
         let payload = request.encode_to_vec().into();
         let accepted = self
             .ingestor
-            .accept(payload, &request)
+            .accept(payload, &request, &writer)
             .await
             .map_err(|e| to_status(&e))?;
         Ok(Response::new(ExportTraceServiceResponse {

@@ -1,23 +1,25 @@
 //! OTLP/HTTP: `POST /v1/traces` (and Langfuse's `/api/public/otel/v1/traces`), protobuf or JSON,
 //! plain or gzip. Answers as the OTLP specification says exporters expect: 200 with partial
-//! success, 400 for a bad body (not retried), 413/415, 401, and 503 with `Retry-After` when busy
-//! or the spool cannot be written (retried).
+//! success, 400 for a bad body (not retried), 413/415, 401, 403 for a tenant the exporter may not
+//! write, 429 with `Retry-After` while locked out, and 503 with `Retry-After` when busy or the
+//! spool cannot be written (retried). `GET /metrics` gives the receiver's counters.
 
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 
-use crate::auth::ExporterAuth;
+use crate::auth::{Exporter, ExporterAuth};
 use crate::error::IngestError;
 use crate::pipeline::{Accepted, Ingestor};
 
@@ -39,6 +41,7 @@ pub fn router(ingestor: Ingestor, auth: Option<Arc<ExporterAuth>>) -> Router {
     for path in TRACE_PATHS {
         router = router.route(path, post(export));
     }
+    router = router.route("/metrics", get(metrics));
     router
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(shared)
@@ -51,12 +54,26 @@ enum Format {
     Json,
 }
 
-async fn export(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+/// The receiver's counters, for Prometheus (counts only: no user or tenant names).
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.ingestor.counters().exposition(),
+    )
+        .into_response()
+}
+
+async fn export(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let format = match content_type(&headers) {
         Ok(format) => format,
         Err(e) => return error_response(Format::Protobuf, &e),
     };
-    match receive(&shared, &headers, body, format).await {
+    match receive(&shared, &headers, body, format, peer.ip()).await {
         Ok(accepted) => success(format, &accepted),
         Err(e) => error_response(format, &e),
     }
@@ -67,13 +84,19 @@ async fn receive(
     headers: &HeaderMap,
     body: Bytes,
     format: Format,
+    peer: IpAddr,
 ) -> Result<Accepted, IngestError> {
-    if let Some(auth) = &shared.auth {
-        let header = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        auth.authorize(header).await?;
-    }
+    let writer = match &shared.auth {
+        Some(auth) => {
+            let header = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            auth.authorize(header, Some(peer))
+                .await
+                .inspect_err(|_| shared.ingestor.counters().count_login_refusal())?
+        }
+        None => Exporter::anonymous(),
+    };
     let body = inflate(headers, body)?;
     let (payload, request) = match format {
         Format::Protobuf => {
@@ -87,7 +110,7 @@ async fn receive(
             (Bytes::from(request.encode_to_vec()), request)
         }
     };
-    shared.ingestor.accept(payload, &request).await
+    shared.ingestor.accept(payload, &request, &writer).await
 }
 
 fn content_type(headers: &HeaderMap) -> Result<Format, IngestError> {
@@ -178,6 +201,11 @@ fn error_response(format: Format, error: &IngestError) -> Response {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if let IngestError::LockedOut { retry_in_secs, .. } = error {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_in_secs));
     }
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(

@@ -16,16 +16,22 @@ pub mod map;
 pub mod pipeline;
 pub mod records;
 pub mod spool;
+pub mod tenants;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
+use tokenledger_engine::EngineError;
+use tokenledger_engine::access::tls::Incoming;
+use tokenledger_engine::tokio_rustls::rustls as tls_config;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-pub use auth::{CheckPassword, ExporterAuth};
+pub use auth::{Exporter, ExporterAuth};
 pub use error::{IngestError, Result};
 pub use pipeline::{IngestOptions, Ingestor};
 
@@ -43,6 +49,10 @@ pub struct ReceiverConfig {
     pub http: Option<SocketAddr>,
     /// Exporters' credentials; without them only loopback addresses are allowed.
     pub auth: Option<Arc<ExporterAuth>>,
+    /// PEM certificate chain and private key: both ports then speak TLS only.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Take passwords without TLS on a non-loopback address (only behind a TLS proxy).
+    pub allow_plaintext_passwords: bool,
 }
 
 /// A running receiver: its bound addresses; dropping it stops the listeners.
@@ -65,11 +75,21 @@ impl Receiver {
             tasks: JoinSet::new(),
         };
         if let Some(address) = config.grpc {
-            let listener = bind(address, config.auth.is_some()).await?;
+            let listener = bind(address, &config).await?;
             receiver.grpc = Some(local_address(&listener)?);
             let service = grpc::service(ingestor.clone(), config.auth.clone());
+            let mut server = Server::builder();
+            if let Some((cert, key)) = &config.tls {
+                let identity = Identity::from_pem(read_tls_file(cert)?, read_tls_file(key)?);
+                server = server
+                    .tls_config(ServerTlsConfig::new().identity(identity))
+                    .map_err(|e| IngestError::Listen {
+                        address: address.to_string(),
+                        reason: format!("TLS: {e}"),
+                    })?;
+            }
             tasks.spawn(async move {
-                Server::builder()
+                server
                     .add_service(service)
                     .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
                     .await
@@ -77,13 +97,25 @@ impl Receiver {
             });
         }
         if let Some(address) = config.http {
-            let listener = bind(address, config.auth.is_some()).await?;
+            let listener = bind(address, &config).await?;
             receiver.http = Some(local_address(&listener)?);
             let router = http::router(ingestor.clone(), config.auth.clone());
+            let tls = match &config.tls {
+                Some((cert, key)) => Some(server_config(cert, key, &["h2", "http/1.1"])?),
+                None => None,
+            };
+            let incoming = Incoming::new(listener, tls).map_err(|e| IngestError::Listen {
+                address: address.to_string(),
+                reason: e.to_string(),
+            })?;
             tasks.spawn(async move {
-                axum::serve(listener, router)
-                    .await
-                    .map_err(|e| IngestError::Internal(format!("OTLP/HTTP server: {e}")))
+                // `tap_io` lets axum take the peer address of a listener of ours.
+                axum::serve(
+                    incoming.tap_io(|_| ()),
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await
+                .map_err(|e| IngestError::Internal(format!("OTLP/HTTP server: {e}")))
             });
         }
         receiver.tasks = tasks;
@@ -104,8 +136,23 @@ impl Receiver {
     }
 }
 
-async fn bind(address: SocketAddr, authenticated: bool) -> Result<TcpListener> {
-    if !authenticated && !address.ip().is_loopback() {
+/// Binds `address`, refusing first what would expose data or passwords off loopback: no users,
+/// or users whose passwords would travel in plain text (no TLS, not explicitly allowed).
+async fn bind(address: SocketAddr, config: &ReceiverConfig) -> Result<TcpListener> {
+    let loopback = address.ip().is_loopback();
+    if config.auth.is_some()
+        && !loopback
+        && config.tls.is_none()
+        && !config.allow_plaintext_passwords
+    {
+        return Err(IngestError::Listen {
+            address: address.to_string(),
+            reason: "refusing to take passwords in plain text off loopback: give --tls-cert and \
+                     --tls-key, or --allow-plaintext-passwords if a TLS proxy in front encrypts them"
+                .into(),
+        });
+    }
+    if config.auth.is_none() && !loopback {
         return Err(IngestError::Listen {
             address: address.to_string(),
             reason: "refusing a non-loopback address without --users: anyone on the network \
@@ -119,6 +166,22 @@ async fn bind(address: SocketAddr, authenticated: bool) -> Result<TcpListener> {
             address: address.to_string(),
             reason: e.to_string(),
         })
+}
+
+fn read_tls_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        IngestError::Engine(EngineError::Config(format!(
+            "TLS file {}: {e}",
+            path.display()
+        )))
+    })
+}
+
+/// The TLS configuration of the OTLP/HTTP port.
+fn server_config(cert: &Path, key: &Path, alpn: &[&str]) -> Result<Arc<tls_config::ServerConfig>> {
+    Ok(tokenledger_engine::access::tls::server_config(
+        cert, key, alpn,
+    )?)
 }
 
 fn local_address(listener: &TcpListener) -> Result<SocketAddr> {

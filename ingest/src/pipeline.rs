@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,10 +19,12 @@ use tokenledger_engine::schema::{OUTCOMES, SPANS};
 use tokenledger_engine::storage::writer::{ParquetFileBuilder, put_file, writer_properties};
 use tokio::sync::oneshot;
 
+use crate::auth::Exporter;
 use crate::error::{IngestError, Result};
 use crate::map::{Mapped, map_request};
 use crate::records::{outcomes_batch, sorted, spans_batch};
 use crate::spool::{SegmentWriter, list_segments, read_segment, remove_segment};
+use crate::tenants;
 
 /// When a segment becomes Parquet, and how much may wait.
 #[derive(Debug, Clone)]
@@ -123,12 +125,56 @@ impl Rows {
     }
 }
 
-/// The receiver's shared state: the way into the spool and the count of rows not yet in Parquet.
+/// The receiver's shared state: the way into the spool, the count of rows not yet in Parquet,
+/// and what it has counted.
 #[derive(Clone)]
 pub struct Ingestor {
     jobs: SyncSender<Job>,
     pending: Arc<AtomicUsize>,
     max_pending: usize,
+    counters: Arc<Counters>,
+}
+
+/// What the receiver counts, shown at `GET /metrics` on the OTLP/HTTP port in Prometheus' text
+/// format. Only counts: no user or tenant names.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Spans and outcomes stored.
+    pub rows_accepted: AtomicU64,
+    /// Spans left out of an accepted request, each named in its partial-success answer.
+    pub spans_rejected: AtomicU64,
+    /// Requests refused because they named tenants their exporter may not write.
+    pub requests_refused_tenant: AtomicU64,
+    /// Requests refused for wrong credentials or a lockout.
+    pub requests_refused_login: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a request refused for its credentials.
+    pub fn count_login_refusal(&self) {
+        self.requests_refused_login.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters in Prometheus' text exposition format.
+    pub fn exposition(&self) -> String {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        format!(
+            "# HELP tokenledger_otlp_rows_accepted_total Spans and outcomes stored.\n\
+             # TYPE tokenledger_otlp_rows_accepted_total counter\n\
+             tokenledger_otlp_rows_accepted_total {}\n\
+             # HELP tokenledger_otlp_spans_rejected_total Spans refused alone (partial success).\n\
+             # TYPE tokenledger_otlp_spans_rejected_total counter\n\
+             tokenledger_otlp_spans_rejected_total {}\n\
+             # HELP tokenledger_otlp_requests_refused_total Requests refused whole, by reason.\n\
+             # TYPE tokenledger_otlp_requests_refused_total counter\n\
+             tokenledger_otlp_requests_refused_total{{reason=\"tenant\"}} {}\n\
+             tokenledger_otlp_requests_refused_total{{reason=\"login\"}} {}\n",
+            read(&self.rows_accepted),
+            read(&self.spans_rejected),
+            read(&self.requests_refused_tenant),
+            read(&self.requests_refused_login),
+        )
+    }
 }
 
 impl Ingestor {
@@ -177,17 +223,37 @@ impl Ingestor {
             jobs,
             pending,
             max_pending: options.max_pending_rows,
+            counters: Arc::default(),
         })
     }
 
-    /// Maps `request` (whose encoded bytes are `payload`), spools it and returns once it is
-    /// durable. Refused with [`IngestError::Busy`] while too many rows wait for Parquet.
+    /// What this receiver has counted.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Maps `request` (whose encoded bytes are `payload`), checks its tenants against what
+    /// `writer` may write ([`tenants::bind`]), spools it and returns once it is durable.
+    /// Refused with [`IngestError::Busy`] while too many rows wait for Parquet, and with
+    /// [`IngestError::Forbidden`], storing nothing, when it names a tenant not the writer's.
     pub async fn accept(
         &self,
         payload: Bytes,
         request: &ExportTraceServiceRequest,
+        writer: &Exporter,
     ) -> Result<Accepted> {
-        let mapped = map_request(request);
+        let mut mapped = map_request(request);
+        let filled = match tenants::bind(&mut mapped, writer) {
+            Ok(filled) => filled,
+            Err(refusal) => {
+                self.counters
+                    .requests_refused_tenant
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(user = %writer.user, reason = %refusal, "OTLP request refused");
+                return Err(refusal);
+            }
+        };
+        let payload = tenants::envelope(filled.as_deref(), payload);
         let batches = Rows::of(&mapped)?;
         let rows = batches.len();
         for reason in &mapped.rejected {
@@ -198,6 +264,9 @@ impl Ingestor {
             rejected: mapped.rejected.clone(),
         };
         if rows == 0 {
+            self.counters
+                .spans_rejected
+                .fetch_add(accepted.rejected.len() as u64, Ordering::Relaxed);
             return Ok(accepted);
         }
         let waiting = self.pending.fetch_add(rows, Ordering::SeqCst);
@@ -231,7 +300,16 @@ impl Ingestor {
             Err(std::io::Error::other("the spool thread stopped"))
         };
         match result {
-            Ok(()) => Ok(accepted),
+            Ok(()) => {
+                let counters = &self.counters;
+                counters
+                    .rows_accepted
+                    .fetch_add(rows as u64, Ordering::Relaxed);
+                counters
+                    .spans_rejected
+                    .fetch_add(accepted.rejected.len() as u64, Ordering::Relaxed);
+                Ok(accepted)
+            }
             Err(e) => {
                 self.pending.fetch_sub(rows, Ordering::SeqCst);
                 Err(IngestError::Spool {
@@ -378,9 +456,14 @@ fn replay(id: &str, path: PathBuf) -> Result<Sealed> {
         rows: Rows::default(),
     };
     for record in records {
+        let (filled, record) = tenants::open_envelope(record);
         match ExportTraceServiceRequest::decode(record) {
             Ok(request) => {
-                sealed.rows.extend(Rows::of(&map_request(&request))?);
+                let mut mapped = map_request(&request);
+                if let Some(tenant) = &filled {
+                    tenants::fill(&mut mapped, tenant);
+                }
+                sealed.rows.extend(Rows::of(&mapped)?);
             }
             Err(e) => tracing::error!(segment = id, error = %e, "undecodable spool record skipped"),
         }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokenledger_engine::{DataLocation, EngineError};
-use tokenledger_flight_server::Users;
+use tokenledger_flight_server::Logins;
 use tokenledger_ingest::{ExporterAuth, IngestOptions, Ingestor, Receiver, ReceiverConfig};
 
-use crate::args::SpoolArgs;
+use crate::args::{SpoolArgs, TlsArgs, load_logins};
 use crate::error::CliError;
 
 /// Receive OpenTelemetry traces (OTLP over gRPC and HTTP) into the data location, without
@@ -26,9 +26,12 @@ pub struct CollectArgs {
     /// OTLP/HTTP address. Anything but loopback needs --users.
     #[arg(long, default_value = tokenledger_ingest::DEFAULT_HTTP)]
     otlp_http: SocketAddr,
-    /// Users file: exporters authenticate with Basic or Bearer user:password.
+    /// Users file: exporters authenticate with Basic or Bearer user:password, and write only
+    /// their tenants' spans. Off loopback it needs TLS or --allow-plaintext-passwords.
     #[arg(long)]
     users: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     spool: SpoolArgs,
 }
@@ -41,13 +44,16 @@ impl CollectArgs {
             otlp_grpc,
             otlp_http,
             users,
+            tls,
             spool,
         } = self;
+        let logins = users.as_deref().map(load_logins).transpose()?;
         let receiver = start_receiver(
             &data,
-            users.as_deref(),
+            logins,
             Some(otlp_grpc),
             Some(otlp_http),
+            &tls,
             &spool,
         )
         .await?;
@@ -59,13 +65,15 @@ impl CollectArgs {
     }
 }
 
-/// Starts the OTLP receiver writing into `data`, announcing its addresses on stderr (tests read
+/// Starts the OTLP receiver writing into `data`, exporters checked by `logins` (none: anyone,
+/// on loopback only), announcing its addresses on stderr (tests read
 /// the ports from there).
 pub async fn start_receiver(
     data: &str,
-    users: Option<&std::path::Path>,
+    logins: Option<Arc<Logins>>,
     grpc: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    tls: &TlsArgs,
     spool: &SpoolArgs,
 ) -> Result<tokenledger_ingest::Receiver, CliError> {
     let location = DataLocation::parse(data)?;
@@ -89,21 +97,25 @@ pub async fn start_receiver(
         ..IngestOptions::new(spool_dir)
     };
     let ingestor = Ingestor::start(store, location.clone(), options)?;
-    let auth = match users {
-        Some(path) => {
-            let users = Arc::new(Users::load(path)?);
-            let check: tokenledger_ingest::CheckPassword =
-                Arc::new(move |name, password| users.verify(name, password).is_some());
-            Some(Arc::new(ExporterAuth::new(check)))
-        }
-        None => None,
+    let auth = logins.map(|logins| Arc::new(ExporterAuth::new(logins)));
+    let config = ReceiverConfig {
+        grpc,
+        http,
+        auth,
+        tls: tls.files(),
+        allow_plaintext_passwords: tls.allow_plaintext_passwords,
     };
-    let receiver = Receiver::start(ingestor, ReceiverConfig { grpc, http, auth }).await?;
+    let receiver = Receiver::start(ingestor, config).await?;
+    let scheme = if tls.files().is_some() {
+        "https"
+    } else {
+        "http"
+    };
     if let Some(address) = receiver.grpc {
-        eprintln!("receiving OTLP/gRPC traces into {location} on http://{address}");
+        eprintln!("receiving OTLP/gRPC traces into {location} on {scheme}://{address}");
     }
     if let Some(address) = receiver.http {
-        eprintln!("receiving OTLP/HTTP traces into {location} on http://{address}");
+        eprintln!("receiving OTLP/HTTP traces into {location} on {scheme}://{address}");
     }
     Ok(receiver)
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokenledger_distributed::Startup;
+use tokenledger_engine::access::tls::server_config;
 use tokenledger_engine::{DataLocation, EngineError, SessionOptions, TraceSession};
-use tokenledger_flight_server::{Admission, ServeOptions, Users, Weight};
+use tokenledger_flight_server::{Admission, ServeOptions, Weight};
 use tokenledger_web::{Gate, PageAuth};
 
-use crate::args::{ClusterArgs, DataArg, LimitArgs, SpoolArgs};
+use crate::args::{ClusterArgs, DataArg, LimitArgs, SpoolArgs, TlsArgs, load_logins};
 use crate::commands::collect::start_receiver;
 use crate::error::CliError;
 
@@ -27,17 +28,10 @@ pub struct ServeArgs {
     /// tenants). Off loopback it needs TLS or --allow-plaintext-passwords.
     #[arg(long)]
     users: Option<PathBuf>,
-    /// Take passwords without TLS on a non-loopback address (only behind a TLS proxy).
-    #[arg(long)]
-    allow_plaintext_passwords: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     limits: LimitArgs,
-    /// PEM certificate chain for TLS (with --tls-key).
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for TLS (with --tls-cert).
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
     /// Seconds a table's file listing is reused before new files are looked for.
     #[arg(long, default_value_t = 10)]
     refresh: u64,
@@ -48,8 +42,8 @@ pub struct ServeArgs {
     #[arg(long)]
     otlp_http: Option<SocketAddr>,
     /// Serve the report page (charts of every report) here [default: 127.0.0.1:8080, left
-    /// out with a warning when that port is taken]. Off loopback it needs --users and
-    /// --allow-plaintext-passwords (plain HTTP: put a TLS proxy in front).
+    /// out with a warning when that port is taken]. HTTPS with --tls-cert. Off loopback it
+    /// needs --users, and TLS or --allow-plaintext-passwords.
     #[arg(long, conflicts_with = "no_http")]
     http: Option<SocketAddr>,
     /// Do not serve the report page.
@@ -68,10 +62,8 @@ impl ServeArgs {
             data,
             listen,
             users,
-            allow_plaintext_passwords,
+            tls,
             limits,
-            tls_cert,
-            tls_key,
             refresh,
             otlp_grpc,
             otlp_http,
@@ -80,6 +72,10 @@ impl ServeArgs {
             spool,
             cluster,
         } = self;
+        // One login policy for Flight SQL, the page and the OTLP receiver: a lockout on one
+        // port holds on all. Loaded first, so a bad users file stops the server before it opens
+        // anything.
+        let logins = users.as_deref().map(load_logins).transpose()?;
         let options = SessionOptions {
             listing_ttl: Some(Duration::from_secs(refresh)),
             memory: Some(limits.memory()),
@@ -90,9 +86,9 @@ impl ServeArgs {
             Arc::new(TraceSession::open(DataLocation::parse(&data.data)?, &options).await?);
         let serve = ServeOptions {
             listen,
-            users,
-            tls: tls_cert.zip(tls_key),
-            allow_plaintext_passwords,
+            logins: logins.clone(),
+            tls: tls.files(),
+            allow_plaintext_passwords: tls.allow_plaintext_passwords,
             limits: limits.queries(),
         };
         let listener = tokenledger_flight_server::bind(&serve).await?;
@@ -127,7 +123,7 @@ impl ServeArgs {
         let _receiver = match (otlp_grpc, otlp_http) {
             (None, None) => None,
             (grpc, http) => {
-                Some(start_receiver(&data.data, serve.users.as_deref(), grpc, http, &spool).await?)
+                Some(start_receiver(&data.data, logins.clone(), grpc, http, &tls, &spool).await?)
             }
         };
         let shutdown = async {
@@ -154,12 +150,18 @@ async fn start_page(
     admission: &Arc<Admission>,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, CliError> {
     let address = http.unwrap_or_else(|| DEFAULT_HTTP.parse().expect("a socket address"));
-    if !address.ip().is_loopback() && (serve.users.is_none() || !serve.allow_plaintext_passwords) {
+    let encrypted = serve.tls.is_some() || serve.allow_plaintext_passwords;
+    if !address.ip().is_loopback() && (serve.logins.is_none() || !encrypted) {
         return Err(CliError::Usage(format!(
-            "--http {address}: off loopback the report page needs --users and \
-             --allow-plaintext-passwords (it takes passwords over plain HTTP: put a TLS proxy in front)"
+            "--http {address}: off loopback the report page needs --users, and --tls-cert and \
+             --tls-key (or --allow-plaintext-passwords behind a TLS proxy)"
         )));
     }
+    // The page speaks HTTP/1.1 only.
+    let tls = match &serve.tls {
+        Some((cert, key)) => Some(server_config(cert, key, &["http/1.1"])?),
+        None => None,
+    };
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
         Err(e) if http.is_none() => {
@@ -169,18 +171,14 @@ async fn start_page(
         }
         Err(e) => return Err(CliError::Usage(format!("--http {address}: {e}"))),
     };
-    let auth = match &serve.users {
-        Some(path) => {
-            let users = Users::load(path)?;
-            PageAuth::users(Arc::new(move |user: &str, password: &str| {
-                users.verify(user, password)
-            }))
-        }
+    let auth = match &serve.logins {
+        Some(logins) => PageAuth::users(Arc::clone(logins)),
         None => PageAuth::Open,
     };
     // Tests read the port from this line.
     eprintln!(
-        "report page on http://{}/",
+        "report page on {}://{}/",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr().map_err(EngineError::from)?
     );
     let admission = Arc::clone(admission);
@@ -197,7 +195,7 @@ async fn start_page(
     });
     let session = Arc::clone(session);
     Ok(Some(tokio::spawn(async move {
-        if let Err(e) = tokenledger_web::serve(listener, session, auth, Some(gate)).await {
+        if let Err(e) = tokenledger_web::serve(listener, session, auth, Some(gate), tls).await {
             tracing::error!(error = %e, "the report page stopped");
         }
     })))

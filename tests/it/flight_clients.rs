@@ -112,15 +112,12 @@ impl ServeProcess {
         }
     }
 
-    /// The report page's port, from the "report page on http://127.0.0.1:PORT/" line.
+    /// The report page's port, from the "report page on http(s)://127.0.0.1:PORT/" line.
     pub fn http_port(&self) -> u16 {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = self.log();
-            if let Some(line) = log
-                .lines()
-                .find(|l| l.starts_with("report page on http://"))
-            {
+            if let Some(line) = log.lines().find(|l| l.starts_with("report page on http")) {
                 let port = line.trim_end_matches('/').rsplit(':').next().unwrap();
                 return port
                     .parse()
@@ -129,6 +126,11 @@ impl ServeProcess {
             assert!(Instant::now() < deadline, "no report page:\n{log}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The test CA's certificate, when the server was started with TLS.
+    pub fn ca(&self) -> Option<&Path> {
+        self.tls_root_certs.as_deref()
     }
 
     /// The server's process id.
@@ -246,7 +248,7 @@ pub(crate) fn add_user_with_tenants(users: &Path, name: &str, password: &str, te
 
 /// A test CA and a server certificate for 127.0.0.1 signed by it, as PEM files in `dir`:
 /// returns (CA certificate, server certificate, server key).
-fn write_test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+pub(crate) fn write_test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -270,6 +272,9 @@ fn write_test_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&files.0, ca_cert.pem()).unwrap();
     std::fs::write(&files.1, server_cert.pem()).unwrap();
     std::fs::write(&files.2, server_key.serialize_pem()).unwrap();
+    // A private key others may read is refused.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&files.2, std::fs::Permissions::from_mode(0o600)).unwrap();
     files
 }
 

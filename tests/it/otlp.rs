@@ -62,7 +62,7 @@ impl Collector {
             let address = |protocol: &str| {
                 log.lines()
                     .find(|l| l.contains(&format!("receiving OTLP/{protocol} traces")))
-                    .and_then(|l| l.rsplit("http://").next())
+                    .and_then(|l| l.rsplit("://").next())
                     .and_then(|a| a.trim().parse().ok())
             };
             if let (Some(http), Some(grpc)) = (address("HTTP"), address("gRPC")) {
@@ -84,9 +84,24 @@ impl Collector {
 
     /// Runs the test app (tests/python/otlp_app.py) with `args`, exporting to this receiver.
     fn run_app(&self, python: &Path, args: &[&str]) -> std::process::Output {
+        self.run_app_with(python, args, &[])
+    }
+
+    /// [`Collector::run_app`] with environment variables `env` (TLS, credentials).
+    fn run_app_with(
+        &self,
+        python: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> std::process::Output {
         Command::new(python)
             .arg(repo_root().join("tests/python/otlp_app.py"))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            // requests lets these override the CA an exporter is given
+            // (OTEL_EXPORTER_OTLP_CERTIFICATE): set on some machines, they would hide it.
+            .env_remove("REQUESTS_CA_BUNDLE")
+            .env_remove("CURL_CA_BUNDLE")
             .env("TOKENLEDGER_OTLP_HTTP", self.http.to_string())
             .env("TOKENLEDGER_OTLP_GRPC", self.grpc.to_string())
             .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -1003,4 +1018,281 @@ fn the_real_exporter_retries_a_503_until_its_spans_land() {
         "SELECT name FROM spans ORDER BY name",
         &strings(&[&["step 0"], &["step 1"]]),
     );
+}
+
+/// A request of one LLM span per entry of `tenants` (`None`: a span without a tenant), its span
+/// ids starting at `first_id` so each test request's spans can be told apart.
+fn tenant_request(tenants: &[Option<&str>], first_id: u64) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let text = |key: &str, value: &str| KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..KeyValue::default()
+    };
+    let spans = tenants
+        .iter()
+        .zip(first_id..)
+        .map(|(tenant, id)| {
+            let mut attributes = vec![
+                text("tokenledger.work_item_id", &format!("W{id}")),
+                text("tokenledger.workflow", "claims"),
+                text("gen_ai.request.model", "gpt-4.1-mini"),
+            ];
+            attributes.extend(tenant.map(|t| text("tokenledger.tenant", t)));
+            Span {
+                trace_id: vec![7; 16],
+                span_id: id.to_be_bytes().to_vec(),
+                name: "chat gpt-4.1-mini".into(),
+                start_time_unix_nano: 1_767_225_600_000_000_000,
+                end_time_unix_nano: 1_767_225_601_000_000_000,
+                attributes,
+                ..Span::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+}
+
+/// `Authorization: Basic base64(user:password)`.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// A plain HTTP GET's body.
+fn get_body(address: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    raw
+}
+
+/// An exporter writes its own tenants only: a span naming another tenant refuses the whole
+/// request (403 / PERMISSION_DENIED, nothing stored, counted), a span without a tenant takes
+/// the tenant of a one-tenant user and is refused for a user of several, an administrator
+/// writes any tenant. The tenant filled in survives a kill -9 before the spool is flushed.
+#[test]
+fn exporters_write_only_their_own_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let users = dir.path().join("users");
+    crate::flight_clients::add_user_with_tenants(&users, "acme", "a pw", &["acme"]);
+    crate::flight_clients::add_user_with_tenants(&users, "pair", "p pw", &["acme", "globex"]);
+    crate::flight_clients::add_user(&users, "root", "r pw");
+    let users_flag = ["--users", users.to_str().unwrap()];
+    let collector = Collector::start(&data, dir.path(), &users_flag);
+    let send = |user: &str, password: &str, tenants: &[Option<&str>], first_id: u64| {
+        let authorization = basic(user, password);
+        let body = tenant_request(tenants, first_id).encode_to_vec();
+        let headers = [
+            ("Content-Type", "application/x-protobuf"),
+            ("Authorization", authorization.as_str()),
+        ];
+        post(collector.http, "/v1/traces", &headers, &body)
+    };
+    assert_eq!(send("acme", "a pw", &[Some("acme"), None], 100).status, 200);
+    let refused = send("acme", "a pw", &[Some("acme"), Some("globex")], 200);
+    assert_eq!(refused.status, 403);
+    let message = String::from_utf8_lossy(&refused.body).to_string();
+    assert!(
+        message.contains("names tenant \"globex\"") && message.contains("nothing of this request"),
+        "{message}"
+    );
+    let no_tenant = send("pair", "p pw", &[None], 300);
+    assert_eq!(no_tenant.status, 403);
+    assert!(String::from_utf8_lossy(&no_tenant.body).contains("names no tenant"));
+    assert_eq!(send("pair", "p pw", &[Some("globex")], 400).status, 200);
+    assert_eq!(
+        send("root", "r pw", &[Some("initech"), None], 500).status,
+        200
+    );
+    // gRPC: the same refusal as PERMISSION_DENIED.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let mut client = TraceServiceClient::connect(format!("http://{}", collector.grpc))
+            .await
+            .unwrap();
+        let mut request = tonic::Request::new(tenant_request(&[Some("globex")], 600));
+        request
+            .metadata_mut()
+            .insert("authorization", basic("acme", "a pw").parse().unwrap());
+        let refused = client.export(request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    });
+    eventually(
+        &data,
+        "SELECT tenant, count(*), min(span_id), max(span_id) FROM spans \
+         GROUP BY tenant ORDER BY tenant NULLS FIRST",
+        &strings(&[
+            &["NULL", "1", "00000000000001f5", "00000000000001f5"],
+            &["acme", "2", "0000000000000064", "0000000000000065"],
+            &["globex", "1", "0000000000000190", "0000000000000190"],
+            &["initech", "1", "00000000000001f4", "00000000000001f4"],
+        ]),
+    );
+    let metrics = get_body(collector.http, "/metrics");
+    assert!(
+        metrics.contains("tokenledger_otlp_requests_refused_total{reason=\"tenant\"} 3"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("acme"), "metrics name no tenant");
+    let log = collector.log();
+    assert!(
+        log.contains("OTLP request refused") && log.contains("user=acme"),
+        "{log}"
+    );
+    drop(collector);
+
+    // A tenant filled in is in the spool record: a kill -9 before the flush loses nothing of it.
+    let replay_data = dir.path().join("replay");
+    let mut slow = Collector::start(
+        &replay_data,
+        dir.path(),
+        &["--users", users.to_str().unwrap(), "--flush-seconds", "60"],
+    );
+    let body = tenant_request(&[None, None], 700).encode_to_vec();
+    let authorization = basic("acme", "a pw");
+    let answer = post(
+        slow.http,
+        "/v1/traces",
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Authorization", authorization.as_str()),
+        ],
+        &body,
+    );
+    assert_eq!(answer.status, 200);
+    slow.kill();
+    let stored = walk_parquet(&replay_data.join("spans"));
+    assert!(
+        stored.is_empty(),
+        "killed before its flush, yet stored {stored:?}"
+    );
+    let _restarted = Collector::start(&replay_data, dir.path(), &[]);
+    eventually(
+        &replay_data,
+        "SELECT tenant, count(*) FROM spans GROUP BY tenant",
+        &strings(&[&["acme", "2"]]),
+    );
+}
+
+/// The Parquet files under `dir` (none when it does not exist).
+fn walk_parquet(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// With `--tls-cert` and `--tls-key`, both OTLP ports speak TLS only, and the real
+/// OpenTelemetry exporters (HTTP and gRPC) deliver over it with credentials: an exporter of
+/// tenant acme stores the app's acme spans; one of tenant globex is refused (nothing stored);
+/// a plain-text request to the TLS port is not answered as HTTP.
+#[test]
+fn real_exporters_deliver_over_tls_and_write_only_their_tenants() {
+    let Some(python) = crate::peers::venv_python(".venv-otlp-openai-v2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = crate::flight_clients::write_test_certificates(dir.path());
+    let users = dir.path().join("users");
+    crate::flight_clients::add_user_with_tenants(&users, "acme-app", "a pw", &["acme"]);
+    crate::flight_clients::add_user_with_tenants(&users, "globex-app", "g pw", &["globex"]);
+    for protocol in ["http", "grpc"] {
+        let data = dir.path().join(format!("data-{protocol}"));
+        let collector = Collector::start(
+            &data,
+            dir.path(),
+            &[
+                "--users",
+                users.to_str().unwrap(),
+                "--tls-cert",
+                cert.to_str().unwrap(),
+                "--tls-key",
+                key.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            collector.log().contains("on https://"),
+            "{}",
+            collector.log()
+        );
+        let run = |user: &str, password: &str| {
+            let header = basic(user, password).replace(' ', "%20");
+            let env = [
+                ("TOKENLEDGER_OTLP_SCHEME", "https".to_string()),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.display().to_string()),
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    format!("Authorization={header}"),
+                ),
+            ];
+            let out = collector.run_app_with(&python, &["v2", protocol], &env);
+            assert!(
+                out.status.success(),
+                "app over {protocol}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run("globex-app", "g pw");
+        run("acme-app", "a pw");
+        eventually(
+            &data,
+            "SELECT tenant, count(*) > 0 FROM spans GROUP BY tenant",
+            &strings(&[&["acme", "true"]]),
+        );
+        let log = collector.log();
+        assert!(
+            log.contains("user=globex-app") && log.contains("names tenant \"acme\""),
+            "the refusal is logged with its user:\n{log}"
+        );
+        for secret in [
+            "a pw".to_string(),
+            "g pw".to_string(),
+            basic("acme-app", "a pw"),
+            basic("globex-app", "g pw"),
+        ] {
+            assert!(!log.contains(&secret), "{secret} in the log:\n{log}");
+        }
+        if protocol == "http" {
+            // Plain HTTP to the TLS port gets no HTTP answer.
+            let mut stream = TcpStream::connect(collector.http).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            assert!(
+                !answer.starts_with(b"HTTP/1.1 200"),
+                "answered in plain text"
+            );
+        }
+    }
 }

@@ -217,3 +217,86 @@ fn a_workflow_named_with_a_newline_can_be_filtered_on() {
     let plain = page("claims");
     assert!(plain.contains("\"spend_usd\":0.75") && !plain.contains("\"spend_usd\":0.25"));
 }
+
+/// With `--tls-cert` and `--tls-key`, the page is served over HTTPS, with the same certificate
+/// as Flight SQL: a real TLS client (Python's urllib, trusting the test CA) signs in and gets
+/// the page; wrong passwords lock the user out as on Flight SQL (429 with Retry-After).
+#[test]
+fn the_page_is_served_over_tls_with_flight_sqls_login_policy() {
+    let Some(python) = crate::peers::venv_python(".venv") else {
+        return;
+    };
+    let server = ServeProcess::serve_to(
+        &repo_root().join("testdata/handmade"),
+        true,
+        &[
+            ("analyst", "s3cret-page-pw", &["*"]),
+            ("ops", "ops-page-pw", &["*"]),
+        ],
+        &[],
+    );
+    let port = server.http_port();
+    assert!(
+        server.log().contains("report page on https://"),
+        "{}",
+        server.log()
+    );
+    let fetch = |user: &str, password: &str| {
+        let script = r#"
+import base64, ssl, sys, urllib.error, urllib.request
+port, ca, user, password = sys.argv[1:5]
+request = urllib.request.Request("https://127.0.0.1:%s/" % port)
+token = base64.b64encode((user + ":" + password).encode()).decode()
+request.add_header("Authorization", "Basic " + token)
+context = ssl.create_default_context(cafile=ca)
+try:
+    answer = urllib.request.urlopen(request, context=context, timeout=60)
+    print(answer.status, answer.headers.get("Content-Security-Policy"), "tokenledger" in answer.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.headers.get("Retry-After"), False)
+"#;
+        let out = std::process::Command::new(&python)
+            .args(["-c", script])
+            .arg(port.to_string())
+            .arg(server.ca().unwrap())
+            .arg(user)
+            .arg(password)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let ok = fetch("analyst", "s3cret-page-pw");
+    assert!(
+        ok.starts_with("200 default-src 'none'") && ok.ends_with("True"),
+        "{ok}"
+    );
+    // Guessing ops' password locks ops out from this address, right password included (a
+    // browser already signed in keeps its session, as a Flight SQL token does).
+    for _ in 0..5 {
+        assert!(fetch("ops", "guess").starts_with("401"));
+    }
+    let locked = fetch("ops", "ops-page-pw");
+    assert!(locked.starts_with("429 "), "{locked}");
+    let retry_after: u64 = locked.split(' ').nth(1).unwrap().parse().unwrap();
+    assert!((1..=31).contains(&retry_after), "{locked}");
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = std::panic::AssertUnwindSafe(|| get(port, "/", None));
+    let (status, _) = std::panic::catch_unwind(plain).unwrap_or((0, String::new()));
+    assert_ne!(status, 200);
+    // No password, in any form, in the server's log.
+    use base64::Engine;
+    let log = server.log();
+    for secret in [
+        "s3cret-page-pw".to_string(),
+        base64::engine::general_purpose::STANDARD.encode("analyst:s3cret-page-pw"),
+        "ops-page-pw".to_string(),
+        base64::engine::general_purpose::STANDARD.encode("ops:guess"),
+    ] {
+        assert!(!log.contains(&secret), "{secret} in the log:\n{log}");
+    }
+}

@@ -94,12 +94,16 @@ OUTCOME = {"tokenledger.outcome": "resolved", "tokenledger.resolved_attempt": 1,
 
 
 def otlp_exporter(protocol):
-    """The real OTLP span exporter, pointed at the receiver under test."""
+    """The real OTLP span exporter, pointed at the receiver under test. With
+    TOKENLEDGER_OTLP_SCHEME=https it speaks TLS, trusting the CA in OTEL_EXPORTER_OTLP_CERTIFICATE,
+    and sends OTEL_EXPORTER_OTLP_HEADERS (both read by the exporters themselves)."""
+    scheme = os.environ.get("TOKENLEDGER_OTLP_SCHEME", "http")
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        return OTLPSpanExporter(endpoint="http://" + os.environ["TOKENLEDGER_OTLP_GRPC"], insecure=True)
+        return OTLPSpanExporter(endpoint=scheme + "://" + os.environ["TOKENLEDGER_OTLP_GRPC"],
+                                insecure=scheme == "http")
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    return OTLPSpanExporter(endpoint="http://" + os.environ["TOKENLEDGER_OTLP_HTTP"] + "/v1/traces")
+    return OTLPSpanExporter(endpoint=scheme + "://" + os.environ["TOKENLEDGER_OTLP_HTTP"] + "/v1/traces")
 
 
 def otel_provider(protocol):

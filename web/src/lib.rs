@@ -10,6 +10,7 @@ mod page;
 mod sections;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,17 +18,21 @@ use arrow::array::RecordBatch;
 use arrow::json::WriterBuilder;
 use arrow::json::writer::JsonArray;
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use futures::TryStreamExt;
 use futures::future::try_join_all;
+use tokenledger_engine::access::logins::LoginRefused;
+use tokenledger_engine::access::tls::Incoming;
 use tokenledger_engine::reports;
 use tokenledger_engine::reports::filter::{ReportFilter, parse_date};
+use tokenledger_engine::tokio_rustls::rustls::ServerConfig;
 use tokenledger_engine::{Access, TenantScope, TraceSession};
 
-pub use auth::{CheckUser, PageAuth};
+pub use auth::PageAuth;
 
 /// Waits for a page's turn under the server's query limits (Flight SQL's admission): the turn
 /// is held until the returned value is dropped; an error is the refusal (server busy, waited
@@ -39,6 +44,7 @@ pub type Gate = Arc<
 >;
 pub use error::{Result, WebError};
 
+use crate::auth::NoCaller;
 use crate::page::{Frame, escape};
 use crate::sections::{RECIPES, Row};
 
@@ -52,12 +58,14 @@ struct PageState {
 
 /// Serves the page on `listener` until the task is dropped: `/` (the page) and
 /// `/sql/{report}` (a chart's SQL as text), both taking the filter as URL parameters. Each page
-/// load runs its reports in one turn of `gate` (none: no limit but the session's memory).
+/// load runs its reports in one turn of `gate` (none: no limit but the session's memory). With
+/// `tls`, over HTTPS only.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     session: Arc<TraceSession>,
     auth: PageAuth,
     gate: Option<Gate>,
+    tls: Option<Arc<ServerConfig>>,
 ) -> Result<()> {
     let app = Router::new()
         .route("/", get(page_handler))
@@ -74,7 +82,14 @@ pub async fn serve(
             gate,
         })
         .layer(axum::middleware::map_response(with_security_headers));
-    axum::serve(listener, app).await?;
+    // The peer's address: failed logins lock out a user from one address, not everywhere.
+    // (`tap_io` lets axum take the address of a listener of ours.)
+    let listener = Incoming::new(listener, tls)?.tap_io(|_| ());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -100,6 +115,25 @@ async fn with_security_headers(mut response: Response) -> Response {
             .insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// The answer to a request without an accepted caller: a Basic challenge when credentials are
+/// missing or wrong (the browser asks again), 429 with `Retry-After` while the user is locked
+/// out from this address, 503 while too many logins wait.
+fn refused(no_caller: NoCaller) -> Response {
+    match no_caller {
+        NoCaller::SignIn | NoCaller::Refused(LoginRefused::WrongPassword) => sign_in(),
+        NoCaller::Refused(refusal @ LoginRefused::LockedOut { retry_in_secs, .. }) => {
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, refusal.to_string()).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_in_secs));
+            response
+        }
+        NoCaller::Refused(refusal @ LoginRefused::Busy) => {
+            (StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).into_response()
+        }
+    }
 }
 
 /// 401 with a Basic challenge: the browser asks for the user name and password.
@@ -195,11 +229,13 @@ async fn choices(session: &TraceSession, column: &str) -> Result<Vec<String>> {
 
 async fn page_handler(
     State(state): State<PageState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some((user, scope)) = state.auth.caller(&headers) else {
-        return sign_in();
+    let (user, scope) = match state.auth.caller(&headers, Some(peer.ip())).await {
+        Ok(caller) => caller,
+        Err(no_caller) => return refused(no_caller),
     };
     let started = Instant::now();
     // Every query of the page load runs within this turn, as one query of the user.
@@ -304,12 +340,14 @@ fn failure(e: &WebError) -> Response {
 
 async fn sql_handler(
     State(state): State<PageState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(report): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some((_, scope)) = state.auth.caller(&headers) else {
-        return sign_in();
+    let (_, scope) = match state.auth.caller(&headers, Some(peer.ip())).await {
+        Ok(caller) => caller,
+        Err(no_caller) => return refused(no_caller),
     };
     let Some(view) = reports::reports().find(|r| r.name == report) else {
         let names: Vec<&str> = reports::reports().map(|r| r.name).collect();

@@ -10,7 +10,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
 use tokenledger_engine::{DataLocation, MemoryLimits, SessionOptions, TraceSession};
-use tokenledger_flight_server::{Grant, QueryLimits, ServeOptions, Users, serve_on};
+use tokenledger_flight_server::{Grant, Logins, QueryLimits, ServeOptions, Users, serve_on};
 use tonic::transport::Channel;
 
 /// A server on a free loopback port, stopped when dropped.
@@ -88,13 +88,13 @@ impl Setup {
             for (name, password, grant) in &self.users {
                 Users::add(&path, name, password, grant).unwrap();
             }
-            path
+            Arc::new(Logins::new(Users::load(&path).unwrap()))
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
         let options = ServeOptions {
             listen: listener.local_addr().unwrap(),
-            users,
+            logins: users,
             tls: None,
             allow_plaintext_passwords: false,
             limits: self.limits,
