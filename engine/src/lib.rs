@@ -7,8 +7,9 @@
 //!   listing with quarantine, footer and page checksums, Parquet writers);
 //! - [`schema`]: the four trace tables and which files can be read as them;
 //! - [`curated`]: the Delta Lake tables compaction writes, with time travel;
-//! - [`session`]: a DataFusion session with every table, view and function registered, and
-//!   [`execute`], running its plans so no file can take a query or the process down;
+//! - [`session`]: a DataFusion session with every table, view and function registered,
+//!   [`parse`], corrections to how the SQL parser reads some statements, and [`execute`],
+//!   running plans so no file can take a query or the process down;
 //! - [`optimizer`]: tokenledger's own plan rewrites, each one switchable by a setting;
 //! - [`access`]: who sees which rows (tenants) and how much memory queries may hold;
 //! - [`reports`]: the report views, their filters and exports;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod execute;
 pub mod import;
 pub mod optimizer;
+pub mod parse;
 pub mod plan_node;
 pub mod reports;
 pub mod schema;

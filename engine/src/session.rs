@@ -289,7 +289,8 @@ impl TraceSession {
     /// [`EngineError::TableNotFound`]; with [`Access::ReadOnly`], a plan that would change
     /// anything (DDL, DML, `COPY`, `SET`) is [`EngineError::ReadOnly`]. Both are decided by kind
     /// (the catalog, the plan's node types), never by an error's text.
-    pub async fn plan(&self, statement: Statement, access: Access) -> Result<DataFrame> {
+    pub async fn plan(&self, mut statement: Statement, access: Access) -> Result<DataFrame> {
+        crate::parse::correct(&mut statement);
         self.refresh_prices().await;
         let state = self.ctx.state();
         let references = state.resolve_table_references(&statement)?;

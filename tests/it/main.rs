@@ -9,6 +9,7 @@ mod flight_clients;
 mod focus;
 mod otlp;
 mod peers;
+mod precedence;
 mod report_page;
 mod s3;
 mod server_limits;

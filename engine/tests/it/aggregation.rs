@@ -1,4 +1,4 @@
-//! Hash aggregation with small tables (`engine/src/aggregation.rs`) on generated files: the
+//! Hash aggregation with small tables (`engine/src/optimizer/partial_aggregate_budget.rs`, `final_aggregate_fan_out.rs`) on generated files: the
 //! groups match counts made here from the files with parquet's reader, while partial
 //! aggregations really emit early and final ones really are split.
 

@@ -1,4 +1,4 @@
-//! Eager aggregation (`engine/src/eager_aggregation.rs`) on generated files: spans added up
+//! Eager aggregation (`engine/src/optimizer/eager_aggregation.rs`) on generated files: spans added up
 //! per work item before they are joined to outcomes give the answers counted here from the
 //! files with parquet's reader, and the rule leaves alone what it must not rewrite.
 

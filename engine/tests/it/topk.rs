@@ -1,4 +1,4 @@
-//! `ORDER BY key … LIMIT k` over a scan, read in two passes (`engine/src/topk_threshold.rs`),
+//! `ORDER BY key … LIMIT k` over a scan, read in two passes (`engine/src/optimizer/topk_threshold.rs`),
 //! on generated files, checked against a top-k computed here from the files themselves.
 
 use std::path::Path;
