@@ -163,57 +163,68 @@ fn placeholder() -> Expr {
 #[cfg(test)]
 mod tests {
     use datafusion::sql::parser::DFParser;
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, Statement as SqlStatement};
 
     use super::*;
 
-    fn corrected(sql: &str) -> String {
-        let mut statement = DFParser::parse_sql(sql).unwrap().pop_front().unwrap();
+    /// The corrected tree of `SELECT <expression>`, written with every grouping explicit:
+    /// `IS DISTINCT FROM` as `IDF`, `IS NOT DISTINCT FROM` as `INDF`, parentheses the user
+    /// wrote as `[…]`. (The SQL text alone would print the same before and after.)
+    fn shape(expression: &str) -> String {
+        let sql = format!("SELECT {expression}");
+        let mut statement = DFParser::parse_sql(&sql).unwrap().pop_front().unwrap();
         correct(&mut statement);
-        statement.to_string()
+        let Statement::Statement(inner) = statement else {
+            panic!("{sql}")
+        };
+        let SqlStatement::Query(query) = *inner else {
+            panic!("{sql}")
+        };
+        let SetExpr::Select(select) = *query.body else {
+            panic!("{sql}")
+        };
+        let SelectItem::UnnamedExpr(expr) = &select.projection[0] else {
+            panic!("{sql}")
+        };
+        written(expr)
+    }
+
+    fn written(expr: &Expr) -> String {
+        match expr {
+            Expr::IsDistinctFrom(a, b) => format!("({} IDF {})", written(a), written(b)),
+            Expr::IsNotDistinctFrom(a, b) => format!("({} INDF {})", written(a), written(b)),
+            Expr::BinaryOp { left, op, right } => {
+                format!("({} {op} {})", written(left), written(right))
+            }
+            Expr::UnaryOp { op, expr } => format!("({op} {})", written(expr)),
+            Expr::Nested(inner) => format!("[{}]", written(inner)),
+            other => other.to_string(),
+        }
     }
 
     #[test]
     fn the_comparison_takes_its_own_operand_and_parentheses_stay() {
         let cases = [
+            ("a IS DISTINCT FROM b AND c", "((a IDF b) AND c)"),
+            ("a IS DISTINCT FROM (b AND c)", "(a IDF [(b AND c)])"),
             (
-                "SELECT a IS DISTINCT FROM b AND c",
-                "SELECT a IS DISTINCT FROM b AND c",
+                "a IS NOT DISTINCT FROM b OR c AND d",
+                "((a INDF b) OR (c AND d))",
             ),
             (
-                "SELECT a IS DISTINCT FROM (b AND c)",
-                "SELECT a IS DISTINCT FROM (b AND c)",
+                "NOT a IS NOT DISTINCT FROM b AND c",
+                "((NOT (a INDF b)) AND c)",
             ),
             (
-                "SELECT a IS NOT DISTINCT FROM b OR c AND d",
-                "SELECT a IS NOT DISTINCT FROM b OR c AND d",
+                "c AND a IS DISTINCT FROM b OR d",
+                "((c AND (a IDF b)) OR d)",
             ),
         ];
-        for (sql, shown) in cases {
-            assert_eq!(corrected(sql), shown);
+        for (expression, expected) in cases {
+            assert_eq!(shape(expression), expected, "{expression}");
         }
-        // The tree, not its text (which prints the same either way), is what changes.
-        let mut statement = DFParser::parse_sql("SELECT a IS DISTINCT FROM b AND c")
-            .unwrap()
-            .pop_front()
-            .unwrap();
-        correct(&mut statement);
-        let Statement::Statement(inner) = statement else {
-            panic!()
-        };
-        let datafusion::sql::sqlparser::ast::Statement::Query(query) = *inner else {
-            panic!()
-        };
-        let datafusion::sql::sqlparser::ast::SetExpr::Select(select) = *query.body else {
-            panic!()
-        };
-        let datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(expr) = &select.projection[0]
-        else {
-            panic!()
-        };
-        assert!(
-            matches!(expr, Expr::BinaryOp { op: BinaryOperator::And, left, .. }
-                if matches!(**left, Expr::IsDistinctFrom(..))),
-            "{expr:?}"
-        );
+        // What the parser reads right is left as it was.
+        assert_eq!(shape("a AND b IS DISTINCT FROM c"), "(a AND (b IDF c))");
+        assert_eq!(shape("NOT a AND b OR c"), "(((NOT a) AND b) OR c)");
     }
 }

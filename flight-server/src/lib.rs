@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokenledger_engine::TraceSession;
+use tokenledger_engine::access::tls::PemPair;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
@@ -111,12 +112,8 @@ pub async fn serve_admitting(
     let service = TokenledgerFlightSql::new(session, Arc::new(auth), admission, Arc::new(executor));
     let mut server = Server::builder();
     if let Some((cert, key)) = &options.tls {
-        let read = |path: &PathBuf| {
-            std::fs::read(path)
-                .map_err(|e| FlightServerError::Config(format!("TLS file {}: {e}", path.display())))
-        };
-        tokenledger_engine::access::users::refuse_if_others_may_read(key)?;
-        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        let pem = PemPair::read(cert, key)?;
+        let identity = Identity::from_pem(pem.cert, pem.key);
         server = server.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     server

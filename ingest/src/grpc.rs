@@ -48,7 +48,7 @@ impl TraceService for GrpcReceiver {
                     .and_then(|v| v.to_str().ok());
                 let peer = request.remote_addr().map(|address| address.ip());
                 auth.authorize(header, peer).await.map_err(|e| {
-                    self.ingestor.counters().count_login_refusal();
+                    self.ingestor.counters().count_login_refusal(&e);
                     to_status(&e)
                 })?
             }

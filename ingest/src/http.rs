@@ -93,7 +93,7 @@ async fn receive(
                 .and_then(|v| v.to_str().ok());
             auth.authorize(header, Some(peer))
                 .await
-                .inspect_err(|_| shared.ingestor.counters().count_login_refusal())?
+                .inspect_err(|e| shared.ingestor.counters().count_login_refusal(e))?
         }
         None => Exporter::anonymous(),
     };

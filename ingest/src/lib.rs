@@ -19,13 +19,11 @@ pub mod spool;
 pub mod tenants;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
-use tokenledger_engine::EngineError;
-use tokenledger_engine::access::tls::Incoming;
-use tokenledger_engine::tokio_rustls::rustls as tls_config;
+use tokenledger_engine::access::tls::{Incoming, PemPair, server_config};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tonic::transport::server::TcpIncoming;
@@ -80,7 +78,8 @@ impl Receiver {
             let service = grpc::service(ingestor.clone(), config.auth.clone());
             let mut server = Server::builder();
             if let Some((cert, key)) = &config.tls {
-                let identity = Identity::from_pem(read_tls_file(cert)?, read_tls_file(key)?);
+                let pem = PemPair::read(cert, key)?;
+                let identity = Identity::from_pem(pem.cert, pem.key);
                 server = server
                     .tls_config(ServerTlsConfig::new().identity(identity))
                     .map_err(|e| IngestError::Listen {
@@ -166,22 +165,6 @@ async fn bind(address: SocketAddr, config: &ReceiverConfig) -> Result<TcpListene
             address: address.to_string(),
             reason: e.to_string(),
         })
-}
-
-fn read_tls_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        IngestError::Engine(EngineError::Config(format!(
-            "TLS file {}: {e}",
-            path.display()
-        )))
-    })
-}
-
-/// The TLS configuration of the OTLP/HTTP port.
-fn server_config(cert: &Path, key: &Path, alpn: &[&str]) -> Result<Arc<tls_config::ServerConfig>> {
-    Ok(tokenledger_engine::access::tls::server_config(
-        cert, key, alpn,
-    )?)
 }
 
 fn local_address(listener: &TcpListener) -> Result<SocketAddr> {

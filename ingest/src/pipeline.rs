@@ -150,9 +150,15 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Counts a request refused for its credentials.
-    pub fn count_login_refusal(&self) {
-        self.requests_refused_login.fetch_add(1, Ordering::Relaxed);
+    /// Counts a request that failed to authenticate, when its credentials were the reason
+    /// (wrong, or locked out; not a busy receiver).
+    pub fn count_login_refusal(&self, error: &IngestError) {
+        if matches!(
+            error,
+            IngestError::Unauthenticated(_) | IngestError::LockedOut { .. }
+        ) {
+            self.requests_refused_login.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The counters in Prometheus' text exposition format.

@@ -636,6 +636,12 @@ fn exporters_must_authenticate_when_there_are_users() {
     });
     // Only the three accepted requests' spans are stored.
     eventually(&data, "SELECT count(*) FROM spans", &strings(&[&["12"]]));
+    // The four refused over HTTP and the one over gRPC are counted.
+    let metrics = get_body(collector.http, "/metrics");
+    assert!(
+        metrics.contains("tokenledger_otlp_requests_refused_total{reason=\"login\"} 5"),
+        "{metrics}"
+    );
     // Without users, a non-loopback address is refused before anything listens.
     let refused = Command::new(env!("CARGO_BIN_EXE_tokenledger"))
         .args(["collect", "--data", data.to_str().unwrap()])

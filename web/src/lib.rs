@@ -168,10 +168,10 @@ fn parse_filter(parameters: &[(String, String)], scope: &TenantScope) -> Result<
         if value.is_empty() {
             continue;
         }
-        if value.chars().count() > LONGEST_NAME {
+        let length = value.chars().count();
+        if length > LONGEST_NAME {
             return Err(WebError::BadRequest(format!(
-                "{name} is {} characters long; the page takes at most {LONGEST_NAME}",
-                value.chars().count()
+                "{name} is {length} characters long; the page takes at most {LONGEST_NAME}"
             )));
         }
         match name.as_str() {

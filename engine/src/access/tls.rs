@@ -29,25 +29,48 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Connection for T {}
 
+/// A server's PEM certificate chain and private key, as every port reads them (Flight SQL and
+/// OTLP/gRPC hand the bytes to tonic, the HTTP ports to [`server_config`]): the key file must
+/// be readable by its owner only.
+pub struct PemPair {
+    /// The certificate chain's PEM bytes.
+    pub cert: Vec<u8>,
+    /// The private key's PEM bytes.
+    pub key: Vec<u8>,
+}
+
+impl PemPair {
+    /// Reads `cert` and `key`, refusing a key others may read.
+    pub fn read(cert: &Path, key: &Path) -> Result<Self> {
+        refuse_if_others_may_read(key)?;
+        let read = |path: &Path| std::fs::read(path).map_err(|e| bad_file(path, e.to_string()));
+        Ok(PemPair {
+            cert: read(cert)?,
+            key: read(key)?,
+        })
+    }
+}
+
+fn bad_file(path: &Path, what: String) -> EngineError {
+    EngineError::Config(format!("TLS file {}: {what}", path.display()))
+}
+
 /// The certificate chain and private key of PEM files `cert` and `key`, for a server speaking
 /// the `alpn` protocols (`http/1.1`, `h2`). The key file must be readable by its owner only.
 pub fn server_config(cert: &Path, key: &Path, alpn: &[&str]) -> Result<Arc<ServerConfig>> {
-    let bad = |path: &Path, what: String| {
-        EngineError::Config(format!("TLS file {}: {what}", path.display()))
-    };
-    refuse_if_others_may_read(key)?;
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| bad(cert, e.to_string()))?
+    let pem = PemPair::read(cert, key)?;
+    let chain = CertificateDer::pem_slice_iter(&pem.cert)
         .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| bad(cert, e.to_string()))?;
+        .map_err(|e| bad_file(cert, e.to_string()))?;
     if chain.is_empty() {
-        return Err(bad(cert, "no certificate in it".into()));
+        return Err(bad_file(cert, "no certificate in it".into()));
     }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
+    let private =
+        PrivateKeyDer::from_pem_slice(&pem.key).map_err(|e| bad_file(key, e.to_string()))?;
     let mut config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, private)
-        .map_err(|e| bad(cert, e.to_string()))?;
+        .map_err(|e| bad_file(cert, e.to_string()))?;
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
 }

@@ -95,11 +95,13 @@ async fn session(dir: &std::path::Path, settings: Vec<(String, String)>) -> Trac
 }
 
 /// The physical plan of `sql` and its rows as text.
-async fn plan_and_rows(session: &TraceSession, sql: &str) -> (Arc<dyn ExecutionPlan>, String) {
+async fn plan_and_rows(
+    session: &TraceSession,
+    sql: &str,
+) -> (Arc<dyn ExecutionPlan>, Vec<Vec<String>>) {
     let frame = session.plan_sql(sql, Access::ReadWrite).await.unwrap();
     let plan = frame.clone().create_physical_plan().await.unwrap();
-    let rows = stringify(&frame.collect().await.unwrap());
-    (plan, format!("{rows:?}"))
+    (plan, stringify(&frame.collect().await.unwrap()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,8 +126,8 @@ async fn each_rule_is_switched_off_by_its_setting_and_changes_no_answer() {
         );
         assert_eq!(rows_on, rows_off, "{}", case.setting);
         assert!(
-            rows_on.len() > 20,
-            "{}: a real answer: {rows_on}",
+            !rows_on.is_empty() && rows_on[0].iter().all(|v| v != "NULL" && v != "0"),
+            "{}: a real answer: {rows_on:?}",
             case.setting
         );
     }
