@@ -23,6 +23,7 @@ usage: distributed.py TOKENLEDGER DATA RUNS [PARTITION_BYTES]
 """
 
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def start_worker(binary: str, data: str, core) -> tuple:
         args = ["taskset", "-c", str(core)] + args
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
-        if "listening on http://" in line:
+        if " listening on http://" in line:
             return proc, line.rsplit("http://", 1)[1].strip()
     raise RuntimeError("the worker did not start")
 
@@ -82,6 +83,8 @@ def main():
     binary, data, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
     partition_bytes = sys.argv[4] if len(sys.argv) > 4 else "16MiB"
     remote = [w for w in os.environ.get("WORKERS", "").split(",") if w]
+    # Nodes of a cluster share a secret; remote workers must have been started with this one.
+    os.environ.setdefault("TOKENLEDGER_CLUSTER_SECRET", secrets.token_hex(32))
     started = []
     try:
         if remote:

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokenledger_distributed::{Cluster, Startup};
+use tokenledger_distributed::{Cluster, ClusterKey, ClusterSecurity, Startup};
 use tokenledger_engine::cluster::Distribution;
 use tokenledger_engine::curated::AsOf;
 use tokenledger_engine::{DataLocation, EngineError, MemoryLimits, SessionOptions, TraceSession};
@@ -154,6 +154,12 @@ pub struct ClusterArgs {
     /// and run this tokenledger build. Without it queries run here.
     #[arg(long, env = "TOKENLEDGER_WORKERS", value_delimiter = ',')]
     pub workers: Vec<String>,
+    #[command(flatten)]
+    pub auth: ClusterAuthArgs,
+    /// With --workers: reach http:// workers off loopback in plain text (every tenant's rows
+    /// cross the network unencrypted: only on a network nobody else can read).
+    #[arg(long)]
+    pub allow_plaintext_workers: bool,
     /// With --workers: Parquet bytes one partition scans. A scan takes one task per this many
     /// bytes times the partitions per task, up to one per worker; lower spreads smaller tables
     /// over more workers.
@@ -171,9 +177,58 @@ impl ClusterArgs {
         if workers.is_empty() {
             return Ok(None);
         }
-        let cluster = Cluster::connect(workers, startup).await?;
+        let security = self.auth.security(self.allow_plaintext_workers)?;
+        let cluster = Cluster::connect(workers, startup, security).await?;
         tracing::info!(workers = ?cluster.workers(), "coordinating");
         Ok(Some(cluster.distribution(self.partition_bytes)))
+    }
+}
+
+/// How the nodes of a cluster know each other (coordinators and `worker`).
+#[derive(clap::Args, Debug)]
+pub struct ClusterAuthArgs {
+    /// File holding the secret every node of the cluster shares (32 bytes or more, readable by
+    /// its owner only; e.g. `openssl rand -hex 32`). Requests between nodes are signed with it;
+    /// it never crosses the network. Or set TOKENLEDGER_CLUSTER_SECRET to the secret itself.
+    #[arg(long, env = "TOKENLEDGER_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// PEM certificate of the authority that signed the workers' TLS certificates, for workers
+    /// listed as https://host:port.
+    #[arg(long, env = "TOKENLEDGER_WORKER_CA")]
+    pub worker_ca: Option<PathBuf>,
+}
+
+/// The variable that may hold the cluster secret itself.
+const CLUSTER_SECRET_VARIABLE: &str = "TOKENLEDGER_CLUSTER_SECRET";
+
+impl ClusterAuthArgs {
+    /// The secret and certificate authority these flags name; the secret is required.
+    pub fn security(&self, allow_plaintext: bool) -> Result<ClusterSecurity, CliError> {
+        let key = match (
+            &self.cluster_secret_file,
+            std::env::var_os(CLUSTER_SECRET_VARIABLE),
+        ) {
+            (Some(file), _) => ClusterKey::from_file(file)?,
+            (None, Some(secret)) => ClusterKey::from_secret(secret.as_encoded_bytes())?,
+            (None, None) => {
+                return Err(CliError::Usage(format!(
+                    "a cluster needs a shared secret: --cluster-secret-file FILE or \
+                     {CLUSTER_SECRET_VARIABLE} (the same on every node)"
+                )));
+            }
+        };
+        let worker_ca = match &self.worker_ca {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| CliError::Usage(format!("--worker-ca {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        Ok(ClusterSecurity {
+            worker_ca,
+            allow_plaintext,
+            ..ClusterSecurity::new(key)
+        })
     }
 }
 

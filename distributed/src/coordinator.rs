@@ -23,13 +23,14 @@ use futures::{StreamExt, TryStreamExt};
 use tokenledger_engine::cluster::{ClusterQuery, Distribution};
 use tokio::sync::watch;
 use tonic::codegen::http::HeaderMap;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use url::Url;
 
 use crate::VERSION;
 use crate::codec::TokenledgerCodec;
 use crate::error::{DistributedError, Result};
 use crate::planning::{TokenledgerPlanner, split_file_scan};
+use crate::security::{ClusterSecurity, Signed};
 
 /// The fewest partitions a coordinator plans with (see [`Coordinator::coordinate`]).
 const MIN_PARTITIONS: usize = 2;
@@ -93,9 +94,9 @@ impl Cluster {
                     reason,
                 };
                 let url = Url::parse(&text).map_err(|e| invalid(e.to_string()))?;
-                if url.scheme() != "http" {
+                if url.scheme() != "http" && url.scheme() != "https" {
                     return Err(invalid(format!(
-                        "scheme {} (workers speak plain gRPC: http)",
+                        "scheme {} (workers speak gRPC: http, or https with TLS)",
                         url.scheme()
                     )));
                 }
@@ -110,9 +111,18 @@ impl Cluster {
     /// Connects to `workers` and checks that each runs this build, then keeps checking every
     /// second. A worker of another version is refused. One that does not answer is refused
     /// too with [`Startup::AllWorkers`] (one-shot commands); with [`Startup::Tolerant`] (a
-    /// server) it is logged and left out until it answers.
-    pub async fn connect(workers: Vec<Url>, startup: Startup) -> Result<Arc<Cluster>> {
-        let channels = Channels::default();
+    /// server) it is logged and left out until it answers. Every request is signed with
+    /// `security`'s secret; `http://` workers off loopback are refused unless it allows
+    /// plain text, and `https://` ones need its certificate authority.
+    pub async fn connect(
+        workers: Vec<Url>,
+        startup: Startup,
+        security: ClusterSecurity,
+    ) -> Result<Arc<Cluster>> {
+        for url in &workers {
+            check_transport(url, &security)?;
+        }
+        let channels = Channels::new(security);
         let checks = workers.iter().map(|url| channels.check(url));
         let answers = futures::future::join_all(checks).await;
         let mut health = Vec::with_capacity(workers.len());
@@ -192,6 +202,34 @@ impl Cluster {
             return exec_err!("no worker of the cluster answers: {}", why.join(", "));
         }
         Ok(live)
+    }
+}
+
+/// Refuses a worker the traffic would reach in plain text off loopback, or over TLS without a
+/// certificate authority to check it against.
+fn check_transport(url: &Url, security: &ClusterSecurity) -> Result<()> {
+    let refuse = |reason: &str| Err(DistributedError::Tls(format!("worker {url}: {reason}")));
+    match url.scheme() {
+        "https" if security.worker_ca.is_none() => refuse(
+            "https needs --worker-ca, the PEM certificate of the authority that signed the \
+             workers' certificates",
+        ),
+        "http" if !is_loopback(url) && !security.allow_plaintext => refuse(
+            "every tenant's rows would cross the network unencrypted; give the workers \
+             --tls-cert/--tls-key and list them as https://…, or pass \
+             --allow-plaintext-workers on a network nobody else can read",
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `url` names this machine.
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
     }
 }
 
@@ -290,9 +328,13 @@ impl fmt::Display for Check {
 /// gRPC connections to the workers, one per worker, reused by every query and the health
 /// checks. Unlike datafusion-distributed's default, connecting has a timeout, open
 /// connections are pinged, and the health checks can fail a dead worker's streams: a worker
-/// that vanishes fails the queries reading from it within seconds.
-#[derive(Clone, Default)]
-struct Channels(Arc<Mutex<HashMap<Url, Link>>>);
+/// that vanishes fails the queries reading from it within seconds. Every request is signed
+/// ([`crate::security`]); `https://` workers are reached over TLS.
+#[derive(Clone)]
+pub(crate) struct Channels {
+    links: Arc<Mutex<HashMap<Url, Link>>>,
+    security: ClusterSecurity,
+}
 
 /// The connection to one worker, and whether the health checks think it is alive.
 struct Link {
@@ -301,9 +343,16 @@ struct Link {
 }
 
 impl Channels {
+    pub(crate) fn new(security: ClusterSecurity) -> Self {
+        Channels {
+            links: Arc::default(),
+            security,
+        }
+    }
+
     /// Records what the health checks concluded about `url`.
     fn set_alive(&self, url: &Url, alive: bool) {
-        if let Some(link) = self.0.lock().expect("channels lock").get(url) {
+        if let Some(link) = self.links.lock().expect("channels lock").get(url) {
             link.alive
                 .send_if_modified(|was| std::mem::replace(was, alive) != alive);
         }
@@ -313,13 +362,20 @@ impl Channels {
     fn channel(
         &self,
         url: &Url,
-    ) -> std::result::Result<(Channel, watch::Receiver<bool>), DataFusionError> {
-        let mut channels = self.0.lock().expect("channels lock");
+    ) -> std::result::Result<(BoxCloneSyncChannel, watch::Receiver<bool>), DataFusionError> {
+        let mut channels = self.links.lock().expect("channels lock");
         if let Some(link) = channels.get(url) {
-            return Ok((link.channel.clone(), link.alive.subscribe()));
+            return Ok((self.signed(&link.channel), link.alive.subscribe()));
         }
-        let endpoint = Endpoint::from_shared(url.to_string())
-            .map_err(|e| DataFusionError::Configuration(format!("worker URL {url}: {e}")))?
+        let invalid =
+            |e: &dyn fmt::Display| DataFusionError::Configuration(format!("worker URL {url}: {e}"));
+        let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| invalid(&e))?;
+        if url.scheme() == "https" {
+            let ca = self.security.worker_ca.as_deref().unwrap_or_default();
+            let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            endpoint = endpoint.tls_config(tls).map_err(|e| invalid(&e))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE)
@@ -333,14 +389,20 @@ impl Channels {
             alive,
         };
         channels.insert(url.clone(), link);
-        Ok((channel, watching))
+        Ok((self.signed(&channel), watching))
+    }
+
+    /// `channel` with every request signed.
+    fn signed(&self, channel: &Channel) -> BoxCloneSyncChannel {
+        let key = Arc::clone(&self.security.key);
+        BoxCloneSyncChannel::new(Signed::new(channel.clone(), key))
     }
 
     async fn check(&self, url: &Url) -> std::result::Result<(), Check> {
         let (channel, _) = self
             .channel(url)
             .map_err(|e| Check::Unreachable(e.to_string()))?;
-        let mut client = create_worker_client(BoxCloneSyncChannel::new(channel));
+        let mut client = create_worker_client(channel);
         let info = tokio::time::timeout(
             CONNECT_TIMEOUT,
             client.get_worker_info(GetWorkerInfoRequest {}),
@@ -364,7 +426,7 @@ impl ChannelResolver for Channels {
         let (channel, alive) = self.channel(url)?;
         Ok(Box::new(NamedWorker {
             url: url.clone(),
-            inner: create_worker_client(BoxCloneSyncChannel::new(channel)),
+            inner: create_worker_client(channel),
             alive,
         }))
     }

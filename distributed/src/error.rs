@@ -26,6 +26,12 @@ pub enum DistributedError {
     /// The worker's listening address could not be bound or served.
     #[error("worker on {address}: {reason}")]
     Serve { address: String, reason: String },
+    /// The cluster secret is missing, too short or unreadable.
+    #[error("{0}")]
+    Secret(String),
+    /// Worker traffic would cross the network unencrypted, or its TLS files are unusable.
+    #[error("{0}")]
+    Tls(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
 }

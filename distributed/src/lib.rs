@@ -17,17 +17,25 @@
 //!   whose prices differ reads `model_prices` again, and if they still differ the query fails
 //!   with both fingerprints ([`worker`]).
 //!
-//! Worker traffic is not authenticated or encrypted: workers belong on a private network that
-//! only coordinators reach (docs/scaling-out.md).
+//! and what a plan may do is checked on the worker:
+//!
+//! - every request between nodes is signed with the cluster's shared secret, and refused when
+//!   unsigned, altered, stale or replayed; `https://` workers are reached over TLS
+//!   ([`security`]);
+//! - a worker runs no plan that reads outside its data location or writes anything, and builds
+//!   every tenant filter again from the query's signed scope ([`guard`]).
 
 pub mod codec;
 pub mod coordinator;
 pub mod error;
+mod guard;
 mod planning;
+pub mod security;
 pub mod worker;
 
 pub use coordinator::{Cluster, Startup};
 pub use error::{DistributedError, Result};
+pub use security::{ClusterKey, ClusterSecurity};
 pub use worker::WorkerServer;
 
 /// The build every node of a cluster must run: the crate version plus, when the build sets

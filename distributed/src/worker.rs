@@ -1,22 +1,31 @@
 //! The worker's side: a gRPC service that runs the stages coordinators send it, over the same
-//! data location, with tokenledger's functions.
+//! data location, with tokenledger's functions. It answers only requests signed with the
+//! cluster secret ([`crate::security`]), over TLS when it has a certificate, and checks every
+//! plan before it runs it ([`crate::guard`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::common::{DataFusionError, exec_err};
 use datafusion::execution::SessionState;
-use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext, WorkerSessionBuilder};
+use datafusion_distributed::{
+    DistributedExt, Worker, WorkerPlanRewriteHandler, WorkerQueryContext, WorkerSessionBuilder,
+};
+use tokenledger_engine::access::tls::PemPair;
 use tokenledger_engine::cluster::ClusterQuery;
 use tokenledger_engine::session::SessionFunctions;
 use tokenledger_engine::{DataLocation, SessionOptions, TraceSession};
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::VERSION;
 use crate::codec::TokenledgerCodec;
+use crate::coordinator::Channels;
 use crate::error::{DistributedError, Result};
+use crate::guard::PlanGuard;
+use crate::security::{ClusterSecurity, Verifier, VerifyLayer};
 
 /// A running worker.
 pub struct WorkerServer {
@@ -27,18 +36,30 @@ pub struct WorkerServer {
 
 impl WorkerServer {
     /// Opens `location` (its object store, functions and `model_prices`) with `options` and
-    /// serves the worker on `listen`.
+    /// serves the worker on `listen`: over TLS with `tls`, answering only requests signed with
+    /// `security`'s secret, which also signs its own requests to other workers. Without TLS
+    /// it listens only on loopback, unless `security` allows plain text.
     pub async fn start(
         location: DataLocation,
         options: &SessionOptions,
         listen: SocketAddr,
+        security: ClusterSecurity,
+        tls: Option<PemPair>,
     ) -> Result<WorkerServer> {
+        if tls.is_none() && !listen.ip().is_loopback() && !security.allow_plaintext {
+            return Err(DistributedError::Tls(format!(
+                "worker on {listen}: every tenant's rows would leave this port unencrypted; \
+                 give it --tls-cert/--tls-key, or pass --allow-plaintext on a network nobody \
+                 else can read"
+            )));
+        }
         // No listing is kept: a worker lists only `model_prices`, and only when a coordinator's
         // prices differ from its own, which is when it must see the newest files.
         let options = SessionOptions {
             listing_ttl: Some(Duration::ZERO),
             ..options.clone()
         };
+        let guard = Arc::new(PlanGuard::new(&location));
         let session = TraceSession::open(location, &options).await?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -47,15 +68,26 @@ impl WorkerServer {
         let runtime = session.runtime_env();
         let sessions = WorkerSessions {
             functions: session.functions(),
+            guard,
             session,
             address,
             reload: tokio::sync::Mutex::new(()),
+            peers: Channels::new(security.clone()),
         };
         let worker = Worker::from_session_builder(sessions)
             .with_runtime_env(runtime)
             .with_version(VERSION);
+        let mut server = Server::builder();
+        if let Some(pem) = tls {
+            let identity = Identity::from_pem(pem.cert, pem.key);
+            server = server
+                .tls_config(ServerTlsConfig::new().identity(identity))
+                .map_err(|e| DistributedError::Tls(format!("worker TLS: {e}")))?;
+        }
+        let verifier = Arc::new(Verifier::new(Arc::clone(&security.key)));
         let served = tokio::spawn(
-            Server::builder()
+            server
+                .layer(VerifyLayer(verifier))
                 .add_service(worker.into_worker_server())
                 .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
         );
@@ -95,6 +127,10 @@ struct WorkerSessions {
     address: SocketAddr,
     /// One reload of `model_prices` at a time.
     reload: tokio::sync::Mutex<()>,
+    /// Checks each plan before it is registered.
+    guard: Arc<dyn WorkerPlanRewriteHandler>,
+    /// Signed connections to the other workers a task reads from.
+    peers: Channels,
 }
 
 impl WorkerSessions {
@@ -138,6 +174,8 @@ impl WorkerSessionBuilder for WorkerSessions {
             .builder
             .with_distributed_option_extension_from_headers::<ClusterQuery>(&ctx.headers)?
             .with_distributed_user_codec(TokenledgerCodec)
+            .with_distributed_channel_resolver(self.peers.clone())
+            .with_distributed_worker_plan_rewrite_handler(Arc::clone(&self.guard))
             .build();
         self.check_prices(ClusterQuery::of(state.config().options()))
             .await?;

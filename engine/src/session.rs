@@ -26,7 +26,7 @@ use datafusion::logical_expr::ScalarUDF;
 use tokenledger_udfs::{PriceBook, SharedPrices, UtcDateTrunc};
 
 use crate::access::limits::MemoryLimits;
-use crate::access::tenancy::{TENANT_COLUMN, TenantScope, TenantTable, UntenantedRows};
+use crate::access::tenancy::{TENANT_COLUMN, TenantScope, TenantTable, untenanted_rows_of};
 use crate::cluster::{ClusterQuery, Distribution};
 use crate::curated::{
     AsOf, AsOfFunction, AsOfTable, CompactOptions, CompactProgress, CompactReport, Curated,
@@ -34,7 +34,7 @@ use crate::curated::{
 };
 use crate::error::{EngineError, Result};
 use crate::optimizer::{self, OptimizerOptions};
-use crate::schema::{BASELINES, MODEL_PRICES, TABLES, TableDef};
+use crate::schema::{MODEL_PRICES, TABLES, TableDef};
 use crate::storage::files::{FileCheck, TableFileStore};
 use crate::storage::location::{DataLocation, S3Overrides};
 use crate::system::FreshTable;
@@ -225,7 +225,7 @@ impl TraceSession {
                     Arc::new(TenantTable::new(
                         provider,
                         tenants.clone(),
-                        untenanted_rows(table),
+                        untenanted_rows_of(table.name),
                     )?)
                 } else {
                     provider
@@ -241,7 +241,7 @@ impl TraceSession {
                 Arc::clone(shared.store.inner()),
             );
             let tenants = tenants.clone();
-            let untenanted = untenanted_rows(table);
+            let untenanted = untenanted_rows_of(table.name);
             let scope = move |table: Arc<dyn TableProvider>| -> datafusion::error::Result<Arc<dyn TableProvider>> {
                 if table.schema().index_of(TENANT_COLUMN).is_err() {
                     return Ok(table);
@@ -329,7 +329,7 @@ impl TraceSession {
                     .into(),
             ));
         }
-        Ok(self.with_cluster_prices(self.ctx.execute_logical_plan(plan).await?))
+        Ok(self.with_cluster_stamp(self.ctx.execute_logical_plan(plan).await?))
     }
 
     /// A report's rows in the order every front end shows them (`reports::ordered`),
@@ -337,7 +337,7 @@ impl TraceSession {
     pub async fn report(&self, report: &crate::reports::Report) -> Result<DataFrame> {
         self.refresh_prices().await;
         let frame = crate::reports::ordered(&self.ctx, report).await?;
-        Ok(self.with_cluster_prices(frame))
+        Ok(self.with_cluster_stamp(frame))
     }
 
     /// Every table and view the session can query, sorted by catalog, schema and name: what
@@ -420,10 +420,11 @@ impl TraceSession {
         crate::execute::execute(Arc::clone(&self.shared.store), frame, limits).await
     }
 
-    /// `frame` with the fingerprint of the current prices in its [`ClusterQuery`], which the
-    /// workers check before they run any of it: set when a query is planned, so every way of
-    /// running the frame carries it. Unchanged on a single node.
-    fn with_cluster_prices(&self, frame: DataFrame) -> DataFrame {
+    /// `frame` with the fingerprint of the current prices and this session's tenant scope in
+    /// its [`ClusterQuery`], which the workers check before they run any of it: set when a
+    /// query is planned, so every way of running the frame carries them. Unchanged on a
+    /// single node.
+    fn with_cluster_stamp(&self, frame: DataFrame) -> DataFrame {
         if self.shared.options.distribution.is_none() {
             return frame;
         }
@@ -431,6 +432,7 @@ impl TraceSession {
         let options = state.config_mut().options_mut();
         if let Some(cluster) = options.extensions.get_mut::<ClusterQuery>() {
             cluster.prices = self.prices_fingerprint();
+            cluster.set_scope(&self.scope);
         }
         DataFrame::new(state, plan)
     }
@@ -803,16 +805,6 @@ fn apply_env_overrides(options: &mut ConfigOptions) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Who sees `table`'s rows without a tenant: everyone for baselines (they apply to every
-/// tenant), administrators only for the rest.
-fn untenanted_rows(table: &TableDef) -> UntenantedRows {
-    if table.name == BASELINES.name {
-        UntenantedRows::Shared
-    } else {
-        UntenantedRows::AdminOnly
-    }
 }
 
 /// `table`'s landing directory as a ListingTable: the table until its first compaction.

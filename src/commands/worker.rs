@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use tokenledger_distributed::WorkerServer;
 use tokenledger_engine::{DataLocation, MemoryLimits, SessionOptions};
 
-use crate::args::{DataArg, parse_bytes};
+use tokenledger_engine::access::tls::PemPair;
+
+use crate::args::{ClusterAuthArgs, DataArg, parse_bytes};
 use crate::error::CliError;
 
 /// Run the tasks of queries that coordinators (`serve`, `query`, `report` with --workers)
-/// send: a worker of a cluster over the same data location. Its port takes no passwords:
-/// keep it on a private network that only coordinators reach.
+/// send: a worker of a cluster over the same data location. It answers only requests signed
+/// with the cluster secret, and off loopback only over TLS.
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
     #[command(flatten)]
@@ -25,6 +27,19 @@ pub struct WorkerArgs {
     /// Directory for spill files (default: the system's temporary directory).
     #[arg(long)]
     spill_dir: Option<PathBuf>,
+    #[command(flatten)]
+    auth: ClusterAuthArgs,
+    /// PEM certificate chain for TLS on the worker's port (with --tls-key); coordinators then
+    /// list it as https://host:port and trust its authority with --worker-ca.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert); must be readable by its owner only.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve without TLS on a non-loopback address, and reach other workers so (every
+    /// tenant's rows cross the network unencrypted: only on a network nobody else can read).
+    #[arg(long)]
+    allow_plaintext: bool,
 }
 
 impl WorkerArgs {
@@ -35,7 +50,17 @@ impl WorkerArgs {
             listen,
             memory_limit,
             spill_dir,
+            auth,
+            tls_cert,
+            tls_key,
+            allow_plaintext,
         } = self;
+        let security = auth.security(allow_plaintext)?;
+        let tls = match tls_cert.zip(tls_key) {
+            Some((cert, key)) => Some(PemPair::read(&cert, &key)?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let options = SessionOptions {
             memory: Some(MemoryLimits {
                 pool_bytes: memory_limit,
@@ -46,17 +71,10 @@ impl WorkerArgs {
             ..data.session_options()
         };
         let location = DataLocation::parse(&data.data)?;
-        if !listen.ip().is_loopback() {
-            tracing::warn!(
-                %listen,
-                "a worker's port takes no passwords and no TLS: keep it reachable by the \
-                 coordinators only (a private network, a firewall rule)"
-            );
-        }
-        let worker = WorkerServer::start(location.clone(), &options, listen).await?;
+        let worker = WorkerServer::start(location.clone(), &options, listen, security, tls).await?;
         // Tests read the port from this line.
         eprintln!(
-            "worker {} over {location} listening on http://{}",
+            "worker {} over {location} listening on {scheme}://{}",
             tokenledger_distributed::VERSION,
             worker.address
         );

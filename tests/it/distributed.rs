@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
-use tokenledger_distributed::{Cluster, DistributedError, Startup};
+use tokenledger_distributed::{Cluster, ClusterKey, ClusterSecurity, DistributedError, Startup};
 use tokenledger_engine::reports;
 use tokenledger_engine::{Access, DataLocation, SessionOptions, TraceSession};
 
@@ -17,21 +17,42 @@ use crate::peers::{S3Server, ok, repo_root, tokenledger};
 
 #[path = "../../engine/tests/it/slt_db.rs"]
 #[allow(dead_code)]
-mod slt_db;
+pub(crate) mod slt_db;
+
+/// The cluster secret of the tests' workers and coordinators.
+pub(crate) const TEST_CLUSTER_SECRET: &str = "a test cluster's secret, 32 bytes or more";
+
+/// How the tests' coordinators reach their workers (on loopback, signed with the test secret).
+pub(crate) fn test_security() -> ClusterSecurity {
+    ClusterSecurity::new(ClusterKey::from_secret(TEST_CLUSTER_SECRET.as_bytes()).unwrap())
+}
 
 /// A `tokenledger worker` process, killed when dropped.
-struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     child: Child,
-    address: String,
+    pub(crate) address: String,
 }
 
 impl WorkerProcess {
-    fn start(data: &str, env: &[(&str, String)]) -> WorkerProcess {
+    /// A worker over `data` on a free loopback port, with the test secret unless `env` sets
+    /// another.
+    pub(crate) fn start(data: &str, env: &[(&str, String)]) -> WorkerProcess {
+        Self::start_with(data, &[], env).expect("worker starts")
+    }
+
+    /// A worker given `extra` arguments; its error output when it exits instead of listening.
+    pub(crate) fn start_with(
+        data: &str,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<WorkerProcess, String> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tokenledger"));
         command
             .args(["worker", "--data", data, "--listen", "127.0.0.1:0"])
+            .args(extra)
             .current_dir(repo_root())
             .env_remove("TOKENLEDGER_DATA")
+            .env("TOKENLEDGER_CLUSTER_SECRET", TEST_CLUSTER_SECRET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -40,18 +61,22 @@ impl WorkerProcess {
         }
         let mut child = command.spawn().expect("worker starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut said = String::new();
         let address = loop {
-            let line = lines
-                .next()
-                .expect("the worker prints its address")
-                .unwrap();
-            if let Some((_, address)) = line.split_once("listening on http://") {
+            let Some(line) = lines.next() else {
+                let _ = child.wait();
+                return Err(said);
+            };
+            let line = line.unwrap();
+            if let Some((_, address)) = line.split_once(" listening on ") {
                 break address.trim().to_string();
             }
+            said.push_str(&line);
+            said.push('\n');
         };
         // Keep draining its log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        WorkerProcess { child, address }
+        Ok(WorkerProcess { child, address })
     }
 
     fn kill(&mut self) {
@@ -70,7 +95,7 @@ fn start_workers(n: usize, data: &str, env: &[(&str, String)]) -> Vec<WorkerProc
     (0..n).map(|_| WorkerProcess::start(data, env)).collect()
 }
 
-fn addresses(workers: &[WorkerProcess]) -> Vec<String> {
+pub(crate) fn addresses(workers: &[WorkerProcess]) -> Vec<String> {
     workers.iter().map(|w| w.address.clone()).collect()
 }
 
@@ -85,7 +110,7 @@ async fn coordinator_and_cluster(
     base: SessionOptions,
 ) -> (SessionOptions, Arc<Cluster>) {
     let urls = Cluster::parse_addresses(&addresses(workers)).unwrap();
-    let cluster = Cluster::connect(urls, Startup::AllWorkers)
+    let cluster = Cluster::connect(urls, Startup::AllWorkers, test_security())
         .await
         .expect("workers answer");
     let options = SessionOptions {
@@ -95,13 +120,13 @@ async fn coordinator_and_cluster(
     (options, cluster)
 }
 
-async fn open(data: &str, options: &SessionOptions) -> TraceSession {
+pub(crate) async fn open(data: &str, options: &SessionOptions) -> TraceSession {
     TraceSession::open(DataLocation::parse(data).unwrap(), options)
         .await
         .expect("session opens")
 }
 
-async fn rows(session: &TraceSession, sql: &str) -> Result<Vec<Vec<String>>, String> {
+pub(crate) async fn rows(session: &TraceSession, sql: &str) -> Result<Vec<Vec<String>>, String> {
     let frame = session
         .plan_sql(sql, Access::ReadOnly)
         .await
@@ -124,7 +149,7 @@ async fn report_rows(session: &TraceSession, name: &str) -> Vec<Vec<String>> {
 
 /// Same rows in the same order; numbers that are not integers may differ by 1e-9 relative
 /// (sums add up in another order across workers).
-fn assert_same_rows(what: &str, single: &[Vec<String>], distributed: &[Vec<String>]) {
+pub(crate) fn assert_same_rows(what: &str, single: &[Vec<String>], distributed: &[Vec<String>]) {
     assert_eq!(
         single.len(),
         distributed.len(),
@@ -371,6 +396,7 @@ fn reports_on_s3_with_a_quarantined_file_match_one_node() {
     let mut cluster_env = env_refs.clone();
     cluster_env.push(("TOKENLEDGER_WORKERS", &list));
     cluster_env.push(("TOKENLEDGER_PARTITION_BYTES", "1"));
+    cluster_env.push(("TOKENLEDGER_CLUSTER_SECRET", TEST_CLUSTER_SECRET));
     for report in reports::reports() {
         let args = ["report", report.name, "--data", data, "--format", "csv"];
         let single = ok(tokenledger(&args, &env_refs));
@@ -472,7 +498,7 @@ async fn a_worker_killed_mid_query_fails_it_quickly_and_the_next_query_uses_the_
 async fn workers_that_would_answer_differently_are_refused() {
     // Addresses that cannot be workers are refused before any connection.
     for (bad, why) in [
-        ("https://10.0.0.5:50061", "scheme https"),
+        ("ftp://10.0.0.5:50061", "scheme ftp"),
         ("10.0.0.5", "no port"),
     ] {
         let error = Cluster::parse_addresses(&[bad.to_string()])
@@ -493,7 +519,7 @@ async fn workers_that_would_answer_differently_are_refused() {
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     let urls = Cluster::parse_addresses(&[other.to_string()]).unwrap();
-    match Cluster::connect(urls, Startup::AllWorkers).await {
+    match Cluster::connect(urls, Startup::AllWorkers, test_security()).await {
         Err(e @ DistributedError::VersionMismatch { .. }) => {
             let message = e.to_string();
             assert!(message.contains("0.0.0-other"), "{message}");
@@ -512,7 +538,7 @@ async fn workers_that_would_answer_differently_are_refused() {
         .unwrap();
     let urls = Cluster::parse_addresses(&[closed.to_string()]).unwrap();
     let started = Instant::now();
-    let error = Cluster::connect(urls, Startup::AllWorkers)
+    let error = Cluster::connect(urls, Startup::AllWorkers, test_security())
         .await
         .unwrap_err()
         .to_string();
@@ -520,7 +546,9 @@ async fn workers_that_would_answer_differently_are_refused() {
     assert!(started.elapsed() < Duration::from_secs(10));
     // A server starts anyway and leaves it out until it answers.
     let urls = Cluster::parse_addresses(&[closed.to_string()]).unwrap();
-    let cluster = Cluster::connect(urls, Startup::Tolerant).await.unwrap();
+    let cluster = Cluster::connect(urls, Startup::Tolerant, test_security())
+        .await
+        .unwrap();
     let options = SessionOptions {
         distribution: Some(cluster.distribution(1)),
         ..SessionOptions::default()

@@ -77,6 +77,10 @@ impl ServeProcess {
             .args(&args)
             .current_dir(repo_root())
             .env("TOKENLEDGER_LOG", "info")
+            .env(
+                "TOKENLEDGER_CLUSTER_SECRET",
+                crate::distributed::TEST_CLUSTER_SECRET,
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -13,3 +13,4 @@ mod precedence;
 mod report_page;
 mod s3;
 mod server_limits;
+mod worker_security;

@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue};
@@ -106,7 +106,7 @@ impl TenantTable {
         })
     }
 
-    /// `tenant IN (…)`, `OR tenant IS NULL` for shared rows; `false` for no tenants at all.
+    /// The filter this table reads through ([`tenant_predicate`]).
     fn predicate(&self) -> Result<Expr> {
         let column_type = self
             .inner
@@ -114,25 +114,45 @@ impl TenantTable {
             .field(self.tenant_index)
             .data_type()
             .clone();
-        let tenants = self
-            .tenants
-            .iter()
-            .map(|t| {
-                ScalarValue::Utf8(Some(t.clone()))
-                    .cast_to(&column_type)
-                    .map(lit)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let listed = if tenants.is_empty() {
-            lit(false)
-        } else {
-            col(TENANT_COLUMN).in_list(tenants, false)
-        };
-        Ok(match self.untenanted {
-            UntenantedRows::Shared => listed.or(col(TENANT_COLUMN).is_null()),
-            UntenantedRows::AdminOnly => listed,
-        })
+        tenant_predicate(&self.tenants, self.untenanted, &column_type)
     }
+}
+
+/// Which rows without a tenant a scoped user sees in table `name`: everyone's for baselines
+/// (they apply to every tenant), nobody's but administrators' for the rest.
+pub fn untenanted_rows_of(name: &str) -> UntenantedRows {
+    if name == crate::schema::BASELINES.name {
+        UntenantedRows::Shared
+    } else {
+        UntenantedRows::AdminOnly
+    }
+}
+
+/// The tenant filter: `tenant IN (…)`, `OR tenant IS NULL` for shared rows, `false` for no
+/// tenants at all; the names cast to the column's type. Coordinators plan it, and workers
+/// build it again from the query's scope rather than trust the plan's copy.
+pub fn tenant_predicate(
+    tenants: &BTreeSet<String>,
+    untenanted: UntenantedRows,
+    column_type: &DataType,
+) -> Result<Expr> {
+    let tenants = tenants
+        .iter()
+        .map(|t| {
+            ScalarValue::Utf8(Some(t.clone()))
+                .cast_to(column_type)
+                .map(lit)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let listed = if tenants.is_empty() {
+        lit(false)
+    } else {
+        col(TENANT_COLUMN).in_list(tenants, false)
+    };
+    Ok(match untenanted {
+        UntenantedRows::Shared => listed.or(col(TENANT_COLUMN).is_null()),
+        UntenantedRows::AdminOnly => listed,
+    })
 }
 
 #[async_trait]
