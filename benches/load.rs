@@ -10,8 +10,10 @@
 //! expected answer is what the same user got with no load (its SQL is checked against DuckDB by
 //! benches/duckdb_reports.py).
 //!
-//! `cargo bench --bench load -- DATA_DIR [SECONDS_PER_LEVEL]` (default benches/data/gen-90000,
-//! ≈1 M spans, made by `benches/run.sh --sizes 1m`; 20 s per level).
+//! `cargo bench --bench load -- DATA_DIR [SECONDS_PER_LEVEL] [tls]` (default
+//! benches/data/gen-90000, ≈1 M spans, made by `benches/run.sh --sizes 1m`; 20 s per level).
+//! With `tls`, the server gets a certificate from a test authority and every client connects
+//! over TLS, each on its own connection (so each pays a handshake).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -203,8 +205,19 @@ struct Server {
 }
 
 impl Server {
-    fn start(data: &Path) -> Server {
+    fn start(data: &Path, tls: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let tls_args: Vec<String> = if tls {
+            let (cert, key) = test_certificate(dir.path());
+            vec![
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ]
+        } else {
+            Vec::new()
+        };
         let users = dir.path().join("users");
         for (name, tenants) in USERS {
             let mut add = Command::new(env!("CARGO_BIN_EXE_tokenledger"));
@@ -231,6 +244,7 @@ impl Server {
                 users.to_str().unwrap(),
             ])
             .args(["--memory-limit", POOL, "--query-memory-limit", QUERY_CAP])
+            .args(&tls_args)
             .env("TOKENLEDGER_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -277,10 +291,50 @@ impl Drop for Server {
     }
 }
 
+/// The test authority's certificate when the run is over TLS.
+static TLS_ROOT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// A test authority and a certificate for 127.0.0.1 signed by it, in `dir`: (cert, key) files;
+/// the authority's certificate goes to [`TLS_ROOT`].
+fn test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "load test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "load test server");
+    let cert = server.signed_by(&key, &issuer).unwrap();
+    TLS_ROOT.set(ca_cert.pem().into_bytes()).unwrap();
+    let files = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&files.0, cert.pem()).unwrap();
+    std::fs::write(&files.1, key.serialize_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&files.1, std::fs::Permissions::from_mode(0o600)).unwrap();
+    files
+}
+
+/// A new connection to the server: over TLS when the run is.
+async fn connect(port: u16) -> Result<Channel, BoxError> {
+    let channel = match TLS_ROOT.get() {
+        Some(root) => {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(root));
+            Channel::from_shared(format!("https://127.0.0.1:{port}"))?.tls_config(tls)?
+        }
+        None => Channel::from_shared(format!("http://127.0.0.1:{port}"))?,
+    };
+    Ok(channel.connect().await?)
+}
+
 async fn login(port: u16, user: &str) -> Result<Client, BoxError> {
-    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))?
-        .connect()
-        .await?;
+    let channel = connect(port).await?;
     let mut client = FlightSqlServiceClient::new(channel);
     // Many clients logging in at once may be told to retry (RESOURCE_EXHAUSTED), as BI tools'
     // connection pools do after a server restart.
@@ -499,6 +553,7 @@ async fn main() -> Result<(), BoxError> {
             .unwrap_or_else(|| "benches/data/gen-90000".to_string()),
     );
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let tls = args.next().as_deref() == Some("tls");
     assert!(
         data.join("spans").is_dir(),
         "no data at {}: run benches/run.sh --sizes 1m first",
@@ -513,10 +568,11 @@ async fn main() -> Result<(), BoxError> {
     );
     println!(
         "{} spans; pool {POOL}, query cap {QUERY_CAP}, default turns (4 running, 2 per user); \
-         {seconds} s per level",
-        spans.tenant.len()
+         {seconds} s per level{}",
+        spans.tenant.len(),
+        if tls { ", over TLS" } else { "" }
     );
-    let server = Server::start(&data);
+    let server = Server::start(&data, tls);
     let port = server.port;
 
     // The report each user gets with no load, and a check of the other expected answers.

@@ -28,7 +28,7 @@
 pub mod codec;
 pub mod coordinator;
 pub mod error;
-mod guard;
+pub mod guard;
 mod planning;
 pub mod security;
 pub mod worker;

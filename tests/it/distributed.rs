@@ -31,6 +31,8 @@ pub(crate) fn test_security() -> ClusterSecurity {
 pub(crate) struct WorkerProcess {
     child: Child,
     pub(crate) address: String,
+    /// Everything it has written to standard error so far.
+    log: Arc<std::sync::Mutex<String>>,
 }
 
 impl WorkerProcess {
@@ -75,8 +77,25 @@ impl WorkerProcess {
             said.push('\n');
         };
         // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Ok(WorkerProcess { child, address })
+        let log = Arc::new(std::sync::Mutex::new(said));
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut log = kept.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Ok(WorkerProcess {
+            child,
+            address,
+            log,
+        })
+    }
+
+    /// What it has written to standard error so far.
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     fn kill(&mut self) {

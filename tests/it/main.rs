@@ -12,5 +12,6 @@ mod peers;
 mod precedence;
 mod report_page;
 mod s3;
+mod secrets;
 mod server_limits;
 mod worker_security;
