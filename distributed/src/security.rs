@@ -219,16 +219,11 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        // The service made ready is the one that must be called.
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
         let key = Arc::clone(&self.key);
-        Box::pin(async move {
-            let (mut parts, body) = request.into_parts();
-            let (first, body) = first_message(body).await;
-            let signature = key.sign(&parts, &first);
+        call_after_first_message(&mut self.inner, request, move |parts, first| {
+            let signature = key.sign(parts, first);
             parts.headers.insert(SIGNATURE_HEADER, signature);
-            inner.call(Request::from_parts(parts, body)).await
+            None
         })
     }
 }
@@ -330,19 +325,39 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let ready = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, ready);
         let verifier = Arc::clone(&self.verifier);
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let (first, body) = first_message(body).await;
-            if let Err(reason) = verifier.verify(&parts, &first) {
-                tracing::warn!(rpc = parts.uri.path(), %reason, "worker request refused");
-                return Ok(Status::unauthenticated(format!("worker refused: {reason}")).into_http());
-            }
-            inner.call(Request::from_parts(parts, body)).await
+        call_after_first_message(&mut self.inner, request, move |parts, first| {
+            let reason = verifier.verify(parts, first).err()?;
+            tracing::warn!(rpc = parts.uri.path(), %reason, "worker request refused");
+            Some(Status::unauthenticated(format!("worker refused: {reason}")).into_http())
         })
     }
+}
+
+/// Calls `service` with `request` once `inspect` has seen the request's first message (and
+/// may have changed its headers); when `inspect` answers instead, that answer is returned and
+/// `service` is not called. The body goes on whole either way.
+fn call_after_first_message<S, F>(
+    service: &mut S,
+    request: Request<Body>,
+    inspect: F,
+) -> BoxFuture<std::result::Result<S::Response, S::Error>>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send,
+    F: FnOnce(&mut Parts, &[u8]) -> Option<Response<Body>> + Send + 'static,
+{
+    // The service made ready is the one that must be called.
+    let ready = service.clone();
+    let mut inner = std::mem::replace(service, ready);
+    Box::pin(async move {
+        let (mut parts, body) = request.into_parts();
+        let (first, body) = first_message(body).await;
+        if let Some(answer) = inspect(&mut parts, &first) {
+            return Ok(answer);
+        }
+        inner.call(Request::from_parts(parts, body)).await
+    })
 }
 
 /// How a node reaches workers: the cluster secret it signs with, the certificate authority it

@@ -290,23 +290,9 @@ async fn a_worker_answers_only_requests_signed_with_the_secret_and_each_once() {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let ctx = hand_built_coordinator(&workers, Arc::clone(&sent), &TenantScope::All).await;
     let spans = repo_root().join("testdata/sample/spans");
-    ctx.register_parquet(
-        "spans",
-        spans.to_str().unwrap(),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .unwrap();
+    register_files(&ctx, "spans", &spans).await;
     let sql = "SELECT workflow, count(*), sum(input_tokens) FROM spans GROUP BY 1";
-    let local = SessionContext::new_with_config(files_in_subdirectories());
-    local
-        .register_parquet(
-            "spans",
-            spans.to_str().unwrap(),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .unwrap();
+    let local = local_spans(&spans).await;
     assert_same_rows(
         sql,
         &answer(&local, sql).await.unwrap(),
@@ -359,13 +345,7 @@ async fn a_signed_plan_reads_nothing_outside_the_data_location_or_the_tenant_sco
     let other = tempfile::tempdir().unwrap();
     let spans = repo_root().join("testdata/sample/spans");
     copy_parquet(&spans, other.path());
-    ctx.register_parquet(
-        "elsewhere",
-        other.path().to_str().unwrap(),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .unwrap();
+    register_files(&ctx, "elsewhere", other.path()).await;
     let error = answer(&ctx, "SELECT workflow, count(*) FROM elsewhere GROUP BY 1")
         .await
         .unwrap_err();
@@ -373,15 +353,7 @@ async fn a_signed_plan_reads_nothing_outside_the_data_location_or_the_tenant_sco
     assert!(!sent.lock().unwrap().is_empty(), "no plan went to a worker");
 
     // Tenant scope: the settings say acme-retail, the plan's filter lets every tenant through.
-    let local = SessionContext::new_with_config(files_in_subdirectories());
-    local
-        .register_parquet(
-            "spans",
-            spans.to_str().unwrap(),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .unwrap();
+    let local = local_spans(&spans).await;
     let every_tenant: BTreeSet<String> = answer(
         &local,
         "SELECT DISTINCT tenant FROM spans WHERE tenant IS NOT NULL",
@@ -394,14 +366,7 @@ async fn a_signed_plan_reads_nothing_outside_the_data_location_or_the_tenant_sco
     assert!(every_tenant.len() > 1, "{every_tenant:?}");
     let acme = TenantScope::only(["acme-retail"]);
     let scoped = hand_built_coordinator(&workers, Arc::new(Mutex::default()), &acme).await;
-    scoped
-        .register_parquet(
-            "raw",
-            spans.to_str().unwrap(),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .unwrap();
+    register_files(&scoped, "raw", &spans).await;
     let raw = scoped.table_provider("raw").await.unwrap();
     let widened = TenantTable::new(raw, every_tenant, UntenantedRows::Shared).unwrap();
     scoped.register_table("spans", Arc::new(widened)).unwrap();
@@ -418,6 +383,21 @@ async fn a_signed_plan_reads_nothing_outside_the_data_location_or_the_tenant_sco
         .await
         .unwrap_err();
     assert!(error.contains("without a tenant filter"), "{error}");
+}
+
+/// The Parquet files under `dir` as table `name` of `ctx`.
+async fn register_files(ctx: &SessionContext, name: &str, dir: &Path) {
+    let dir = dir.to_str().unwrap();
+    ctx.register_parquet(name, dir, ParquetReadOptions::default())
+        .await
+        .unwrap();
+}
+
+/// A single-node context over `dir`'s spans: the answers the workers must give.
+async fn local_spans(dir: &Path) -> SessionContext {
+    let local = SessionContext::new_with_config(files_in_subdirectories());
+    register_files(&local, "spans", dir).await;
+    local
 }
 
 /// Tables read as tokenledger lays them out: one directory per workflow.
