@@ -6,6 +6,8 @@
 //! - [`storage`]: where files live and how they are read and written safely (locations, file
 //!   listing with quarantine, footer and page checksums, Parquet writers);
 //! - [`schema`]: the four trace tables and which files can be read as them;
+//! - [`integrity`]: the one validation policy every row of `spans` meets, whichever way it
+//!   comes in;
 //! - [`curated`]: the Delta Lake tables compaction writes, with time travel;
 //! - [`session`]: a DataFusion session with every table, view and function registered,
 //!   [`parse`], corrections to how the SQL parser reads some statements, and [`execute`],
@@ -23,6 +25,7 @@ pub mod curated;
 pub mod error;
 pub mod execute;
 pub mod import;
+pub mod integrity;
 pub mod optimizer;
 pub mod parse;
 pub mod plan_node;

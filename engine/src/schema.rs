@@ -148,6 +148,7 @@ impl TableDef {
             "spans" => &SPANS_SCHEMAS,
             "outcomes" => &OUTCOMES_SCHEMAS,
             "model_prices" => &MODEL_PRICES_SCHEMAS,
+            "rejected_spans" => &REJECTED_SPANS_SCHEMAS,
             _ => &BASELINES_SCHEMAS,
         }
     }
@@ -225,6 +226,8 @@ static OUTCOMES_SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| Schemas::of(OUTCOM
 static MODEL_PRICES_SCHEMAS: LazyLock<Schemas> =
     LazyLock::new(|| Schemas::of(MODEL_PRICES.columns));
 static BASELINES_SCHEMAS: LazyLock<Schemas> = LazyLock::new(|| Schemas::of(BASELINES.columns));
+static REJECTED_SPANS_SCHEMAS: LazyLock<Schemas> =
+    LazyLock::new(|| Schemas::of(REJECTED_SPANS.columns));
 
 const fn col(name: &'static str, ty: ColumnType, required: bool, doc: &'static str) -> Column {
     Column {
@@ -473,6 +476,51 @@ pub static BASELINES: TableDef = TableDef {
             Timestamp,
             false,
             "first instant this baseline applies (UTC)",
+        ),
+    ],
+};
+
+/// Spans refused at the door, kept for administrators: not part of the model (reports never read
+/// it), and registered only in sessions that see every tenant.
+pub static REJECTED_SPANS: TableDef = TableDef {
+    name: "rejected_spans",
+    row_key: &[],
+    doc: "one row per span a way in refused, with the rule it broke and what it carried",
+    columns: &[
+        col(
+            "received_at",
+            Timestamp,
+            true,
+            "when it was refused (after a crash: when its spool segment opened)",
+        ),
+        col("source", Text, true, "the way in: otlp"),
+        col(
+            "tenant",
+            Text,
+            false,
+            "the tenant it named, if it could be read",
+        ),
+        col(
+            "trace_id",
+            Text,
+            false,
+            "as sent, in hex (whatever its length)",
+        ),
+        col("span_id", Text, false, "as sent, in hex"),
+        col("name", Text, false, "span name"),
+        col("start_time", Timestamp, false, "when it said it started"),
+        col("rule", Text, true, "the rule broken (docs/integrity.md)"),
+        col(
+            "reason",
+            Text,
+            true,
+            "what was wrong, with the offending values",
+        ),
+        col(
+            "attributes",
+            Text,
+            false,
+            "the span's attributes as one JSON object, as sent",
         ),
     ],
 };

@@ -22,8 +22,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use object_store::ObjectStore;
 
-use datafusion::logical_expr::ScalarUDF;
-use tokenledger_udfs::{PriceBook, SharedPrices, UtcDateTrunc};
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
+use tokenledger_udfs::{CheckedSum, PriceBook, SharedPrices, UtcDateTrunc};
 
 use crate::access::limits::MemoryLimits;
 use crate::access::tenancy::{TENANT_COLUMN, TenantScope, TenantTable, untenanted_rows_of};
@@ -33,8 +33,9 @@ use crate::curated::{
     HISTORY_TABLE, HistoryTable, MaintainOptions, Maintenance, TraceTable,
 };
 use crate::error::{EngineError, Result};
+use crate::integrity::ValidRows;
 use crate::optimizer::{self, OptimizerOptions};
-use crate::schema::{MODEL_PRICES, TABLES, TableDef};
+use crate::schema::{MODEL_PRICES, REJECTED_SPANS, SPANS, TABLES, TableDef};
 use crate::storage::files::{FileCheck, TableFileStore};
 use crate::storage::location::{DataLocation, S3Overrides};
 use crate::system::FreshTable;
@@ -110,7 +111,9 @@ impl TraceSession {
         let raw_store = location.open_store(&options.s3)?;
         let table_dirs = TABLES
             .iter()
-            .map(|t| (location.table_dir(t.name), *t))
+            .copied()
+            .chain(std::iter::once(&REJECTED_SPANS))
+            .map(|t| (location.table_dir(t.name), t))
             .collect();
         let runtime = new_runtime(options)?;
         let ctx = context_with_runtime(options, Arc::clone(&runtime))?;
@@ -147,6 +150,11 @@ impl TraceSession {
                     Arc::clone(&store),
                 )),
             };
+            // Rows of dropped files that break the validation policy are left out of `spans`.
+            let provider: Arc<dyn TableProvider> = match table.name == SPANS.name {
+                true => Arc::new(ValidRows::new(provider, Arc::clone(&store))),
+                false => provider,
+            };
             ctx.register_table(table.name, provider)?;
             ctx.register_udtf(
                 &format!("{}_at", table.name),
@@ -154,6 +162,12 @@ impl TraceSession {
             );
             curated_tables.push(curated);
         }
+        // Refused spans: administrators only (scoped sessions never register it), read as
+        // landed, never compacted.
+        ctx.register_table(
+            REJECTED_SPANS.name,
+            Arc::new(landing_table(&ctx, &location, &REJECTED_SPANS)?),
+        )?;
         ctx.register_table(
             FILES_TABLE,
             Arc::new(FreshTable(FilesTable::new(Arc::clone(&store)))),
@@ -168,6 +182,9 @@ impl TraceSession {
         // A session decision, not a function of ours: `date_trunc` is replaced by one that gives
         // the built-in's answers without its per-value time-zone arithmetic on UTC columns.
         ctx.register_udf(ScalarUDF::from(UtcDateTrunc::default()));
+        // Likewise `sum`: the same answers, but a sum of 64-bit integers that leaves their range
+        // is an error, never a wrapped (negative) total.
+        ctx.register_udaf(AggregateUDF::from(CheckedSum::default()));
         crate::reports::register_views(&ctx).await?;
         Ok(TraceSession {
             ctx: ctx.clone(),
@@ -297,10 +314,11 @@ impl TraceSession {
         if !self.scope.is_admin()
             && let Some(table) = references
                 .iter()
-                .find(|t| [FILES_TABLE, HISTORY_TABLE].contains(&t.table()))
+                .find(|t| [FILES_TABLE, HISTORY_TABLE, REJECTED_SPANS.name].contains(&t.table()))
         {
             return Err(EngineError::PermissionDenied(format!(
-                "{table} lists the files and row counts of every tenant: administrators only"
+                "{table} holds what every tenant sent (files, row counts, refused spans): \
+                 administrators only"
             )));
         }
         let plan = match state.statement_to_plan(statement).await {
@@ -545,7 +563,7 @@ impl TraceSession {
                     continue;
                 }
                 match file.check {
-                    FileCheck::Ok { rows } => {
+                    FileCheck::Ok { rows, .. } => {
                         summary.files += 1;
                         summary.bytes += file.size;
                         summary.rows += rows;
@@ -563,7 +581,7 @@ impl TraceSession {
 #[derive(Debug, Clone)]
 pub struct SessionFunctions {
     scalar: Vec<Arc<ScalarUDF>>,
-    aggregate: Vec<Arc<datafusion::logical_expr::AggregateUDF>>,
+    aggregate: Vec<Arc<AggregateUDF>>,
     window: Vec<Arc<datafusion::logical_expr::WindowUDF>>,
 }
 

@@ -12,6 +12,11 @@ pub enum GenError {
     /// A generator worker stopped before finishing its files (it panicked or was cancelled).
     #[error("generator worker failed: {0}")]
     Worker(String),
+
+    /// A simulated span broke the validation policy (a bug in the simulation, or a period
+    /// ending more than a day from now): nothing of that segment is written.
+    #[error("the generator made spans the validation policy refuses: {0}")]
+    Invalid(String),
 }
 
 /// Result with [`GenError`].

@@ -23,8 +23,11 @@ use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::path::Path;
 use tokenledger_engine::DataLocation;
+use tokenledger_engine::integrity::Policy;
 use tokenledger_engine::schema::{BASELINES, MODEL_PRICES, OUTCOMES, SPANS};
-use tokenledger_engine::storage::writer::{ParquetFileBuilder, put_file, writer_properties};
+use tokenledger_engine::storage::writer::{
+    ParquetFileBuilder, checked_spans_properties, put_file, writer_properties,
+};
 
 pub use catalog::{CHAT_MODELS, EMBEDDING_MODEL, Model, Tier, WORKFLOWS, Workflow};
 use catalog::{baselines_batch, model_prices_batch};
@@ -213,10 +216,13 @@ fn build_segment(
     let file_name = format!("part-{:05}.parquet", segment.index);
     let span_schema = SPANS.schema();
     let outcome_schema = OUTCOMES.schema();
-    let mut span_file = ParquetFileBuilder::new(
-        &span_schema,
-        writer_properties(&span_schema, &["workflow", "start_time"]),
-    )?;
+    let mut span_file = SpanFile {
+        file: ParquetFileBuilder::new(
+            &span_schema,
+            checked_spans_properties(&span_schema, &["workflow", "start_time"]),
+        )?,
+        policy: Policy::now(),
+    };
     let mut outcome_file = ParquetFileBuilder::new(
         &outcome_schema,
         writer_properties(&outcome_schema, &["workflow"]),
@@ -262,7 +268,7 @@ fn build_segment(
     };
     Ok(BuiltSegment {
         files: vec![
-            (file_path(SPANS.name), span_file.finish()?),
+            (file_path(SPANS.name), span_file.file.finish()?),
             (file_path(OUTCOMES.name), outcome_file.finish()?),
         ],
         summary: GenSummary {
@@ -273,13 +279,33 @@ fn build_segment(
     })
 }
 
+/// A `spans` file being built, every batch checked against the validation policy first (the
+/// file says so in its footer, so readers do not check it again).
+struct SpanFile {
+    file: ParquetFileBuilder,
+    policy: Policy,
+}
+
+impl SpanFile {
+    fn write(&mut self, batch: &arrow::array::RecordBatch) -> Result<()> {
+        let check = self
+            .policy
+            .check_batch(batch)
+            .map_err(|e| GenError::Invalid(e.to_string()))?;
+        if check.failing_rows > 0 {
+            return Err(GenError::Invalid(check.summary()));
+        }
+        Ok(self.file.write(batch)?)
+    }
+}
+
 /// Moves the pending spans that start before `watermark` (all of them for `None`) into the
 /// builders in start-time order, writing full batches.
 fn flush_sorted(
     pending: &mut Vec<SpanRow>,
     watermark: Option<i64>,
     spans: &mut SpanColumns,
-    file: &mut ParquetFileBuilder,
+    file: &mut SpanFile,
 ) -> Result<u64> {
     pending.sort_unstable_by_key(|s| (s.start, s.seq));
     let ready = watermark.map_or(pending.len(), |w| pending.partition_point(|s| s.start < w));

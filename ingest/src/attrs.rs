@@ -88,14 +88,37 @@ impl<'a, 'r> Attributes<'a, 'r> {
         self.value(keys).and_then(as_text)
     }
 
-    /// The first of `keys` as an integer (an integer, a whole double, or text holding one).
-    pub fn int(&mut self, keys: &[&str]) -> Option<i64> {
-        self.value(keys).and_then(as_int)
-    }
-
     /// The first of `keys` as a number.
     pub fn float(&mut self, keys: &[&str]) -> Option<f64> {
         self.value(keys).and_then(as_float)
+    }
+
+    /// The first of `keys` present, with the key it was found under.
+    fn keyed_value(&mut self, keys: &[&'static str]) -> Option<(&'static str, &'a Value)> {
+        keys.iter()
+            .find_map(|key| Some((*key, self.value(&[*key])?)))
+    }
+
+    /// The first of `keys` as a whole number (see [`as_whole`]); an error naming the key and
+    /// the value when it is present but not one. Nothing is rounded or clamped.
+    pub fn whole(&mut self, keys: &[&'static str]) -> Result<Option<i64>, String> {
+        let Some((key, value)) = self.keyed_value(keys) else {
+            return Ok(None);
+        };
+        as_whole(value)
+            .map(Some)
+            .ok_or_else(|| format!("{key} {} is not a whole number", shown(value)))
+    }
+
+    /// The first of `keys` as a finite number; an error naming the key and the value when it
+    /// is present but not one.
+    pub fn finite(&mut self, keys: &[&'static str]) -> Result<Option<f64>, String> {
+        let Some((key, value)) = self.keyed_value(keys) else {
+            return Ok(None);
+        };
+        as_float(value)
+            .map(Some)
+            .ok_or_else(|| format!("{key} {} is not a finite number", shown(value)))
     }
 
     /// Every span attribute no column took, as text: the `attributes` column.
@@ -136,22 +159,32 @@ fn unquote(s: &str) -> Cow<'_, str> {
     Cow::Borrowed(s)
 }
 
-/// An integer from an integer, a whole double, or text holding either.
-pub fn as_int(value: &Value) -> Option<i64> {
+/// An integer exactly: an integer, a double with no fraction inside the 64-bit range, or text
+/// holding either. `None` for anything else (`1e19`, `\"99999999999999999999\"`, `2.5`, `abc`):
+/// a value that would have to be rounded or clamped is not a count.
+pub fn as_whole(value: &Value) -> Option<i64> {
+    // 2^63 as a double: every whole double below it in magnitude converts exactly.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    let from_double = |d: f64| (d.fract() == 0.0 && d > -LIMIT && d < LIMIT).then_some(d as i64);
     match value {
         Value::IntValue(i) => Some(*i),
-        Value::DoubleValue(d) if d.fract() == 0.0 && d.is_finite() => Some(*d as i64),
+        Value::DoubleValue(d) => from_double(*d),
         Value::StringValue(s) => {
             let s = unquote(s);
             let s = s.trim();
-            s.parse::<i64>().ok().or_else(|| {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|d| d.fract() == 0.0 && d.is_finite())
-                    .map(|d| d as i64)
-            })
+            s.parse::<i64>()
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().and_then(from_double))
         }
         _ => None,
+    }
+}
+
+/// A value as the error messages show it: text quoted, numbers as sent.
+fn shown(value: &Value) -> String {
+    match value {
+        Value::StringValue(s) => format!("{s:?}"),
+        other => display(other).into_owned(),
     }
 }
 

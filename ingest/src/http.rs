@@ -15,11 +15,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 
 use crate::auth::{Exporter, ExporterAuth};
+use crate::decode::{Decoded, decode_protobuf};
 use crate::error::IngestError;
 use crate::pipeline::{Accepted, Ingestor};
 
@@ -98,19 +99,21 @@ async fn receive(
         None => Exporter::anonymous(),
     };
     let body = inflate(headers, body)?;
-    let (payload, request) = match format {
-        Format::Protobuf => {
-            let request = ExportTraceServiceRequest::decode(body.clone())
-                .map_err(|e| IngestError::Decode(e.to_string()))?;
-            (body, request)
-        }
+    let decoded = match format {
+        Format::Protobuf => decode_protobuf(body)?,
         Format::Json => {
+            // serde_json refuses input nested more than 128 levels: such a body is refused
+            // whole (400). Exporters that nest deeply send protobuf, decoded span by span.
             let request: ExportTraceServiceRequest =
                 serde_json::from_slice(&body).map_err(|e| IngestError::Decode(e.to_string()))?;
-            (Bytes::from(request.encode_to_vec()), request)
+            Decoded {
+                payload: Bytes::from(request.encode_to_vec()),
+                request,
+                undecodable: Vec::new(),
+            }
         }
     };
-    shared.ingestor.accept(payload, &request, &writer).await
+    shared.ingestor.accept(decoded, &writer).await
 }
 
 fn content_type(headers: &HeaderMap) -> Result<Format, IngestError> {
@@ -159,10 +162,7 @@ fn inflate(headers: &HeaderMap, body: Bytes) -> Result<Bytes, IngestError> {
 
 fn success(format: Format, accepted: &Accepted) -> Response {
     let response = ExportTraceServiceResponse {
-        partial_success: (!accepted.rejected.is_empty()).then(|| ExportTracePartialSuccess {
-            rejected_spans: accepted.rejected.len() as i64,
-            error_message: accepted.rejected.join("; "),
-        }),
+        partial_success: accepted.partial_success(),
     };
     let body = match format {
         Format::Protobuf => response.encode_to_vec(),

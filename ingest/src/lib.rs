@@ -2,13 +2,17 @@
 //! spans become rows of the `spans` and `outcomes` tables, as Parquet files in the data location
 //! that every query, report and Flight SQL client reads like any other.
 //!
-//! Request path: [`http`] or [`grpc`] decodes the export request; [`pipeline`] maps its spans
-//! ([`map`]), appends the request to the [`spool`] and syncs it (one sync for every request
-//! waiting) before answering; segments of the spool become Parquet ([`records`]) by rows, bytes
-//! or age, named after the segment so a replay after a crash rewrites the same files.
+//! Request path: [`http`] or [`grpc`] decodes the export request ([`decode`], span by span when
+//! one span does not decode); [`pipeline`] maps its spans ([`map`]) and checks each against the
+//! validation policy (`tokenledger_engine::integrity`: a span that breaks it is refused alone,
+//! named in the partial-success answer and kept in `rejected_spans`); it appends the request to
+//! the [`spool`] and syncs it (one sync for every request waiting) before answering; segments of
+//! the spool become Parquet ([`records`]) by rows, bytes or age, named after the segment so a
+//! replay after a crash rewrites the same files.
 
 pub mod attrs;
 pub mod auth;
+pub mod decode;
 pub mod error;
 pub mod grpc;
 pub mod http;

@@ -5,11 +5,16 @@
 use std::borrow::Cow;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
-use crate::attrs::{Attributes, Index, as_text, json_field, json_float, json_text};
+use tokenledger_engine::integrity::{
+    MAX_ATTRIBUTE_DEPTH, MAX_ATTRIBUTES, Policy, Rule, SpanValues, Violation,
+};
+
+use crate::attrs::{Attributes, Index, as_text, display, json_field, json_float, json_text};
 
 /// One row of `spans`, borrowing from the request it came from (the batch it goes into copies
 /// it once; no string is allocated per field).
@@ -59,20 +64,47 @@ pub struct OutcomeRecord<'a> {
     pub closed_at: Option<i64>,
 }
 
+/// A span refused alone: which one, the rule it broke, and what it carried (a row of
+/// `rejected_spans`). Owned: refusals are rare, and some come from spans that never decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRecord {
+    /// Hex, as sent (whatever its length).
+    pub trace_id: String,
+    /// Hex, as sent.
+    pub span_id: String,
+    pub name: String,
+    pub tenant: Option<String>,
+    /// Micros since the epoch, when the span had a start time.
+    pub start_time: Option<i64>,
+    pub violation: Violation,
+    /// The span's attributes as one JSON object, values as sent.
+    pub attributes: String,
+}
+
+impl RejectedRecord {
+    /// The line OTLP's partial-success message and the log give for this span.
+    pub fn reason(&self) -> String {
+        format!(
+            "span {:?} ({}/{}): {}",
+            self.name, self.trace_id, self.span_id, self.violation
+        )
+    }
+}
+
 /// What one export request becomes.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Mapped<'a> {
     pub spans: Vec<SpanRecord<'a>>,
     pub outcomes: Vec<OutcomeRecord<'a>>,
-    /// Spans left out, each with why (for OTLP partial success and the log).
-    pub rejected: Vec<String>,
+    /// Spans refused one by one (OTLP partial success, the log and `rejected_spans`).
+    pub rejected: Vec<RejectedRecord>,
 }
 
 /// The outcomes a work item can end in.
 pub const OUTCOMES: [&str; 4] = ["resolved", "failed", "escalated", "abandoned"];
 
-/// Maps every span of `request`.
-pub fn map_request(request: &ExportTraceServiceRequest) -> Mapped<'_> {
+/// Maps every span of `request`, checking each against `policy`.
+pub fn map_request<'a>(request: &'a ExportTraceServiceRequest, policy: &Policy) -> Mapped<'a> {
     let mut mapped = Mapped::default();
     for resource_spans in &request.resource_spans {
         let resource: &[KeyValue] = resource_spans
@@ -82,10 +114,10 @@ pub fn map_request(request: &ExportTraceServiceRequest) -> Mapped<'_> {
         let resource = Index::new(resource);
         for scope in &resource_spans.scope_spans {
             for span in &scope.spans {
-                match map_span(span, &resource) {
+                match map_span(span, &resource, policy) {
                     Ok(Row::Span(row)) => mapped.spans.push(*row),
                     Ok(Row::Outcome(row)) => mapped.outcomes.push(row),
-                    Err(reason) => mapped.rejected.push(reason),
+                    Err(refusal) => mapped.rejected.push(refusal.record(span)),
                 }
             }
         }
@@ -96,6 +128,101 @@ pub fn map_request(request: &ExportTraceServiceRequest) -> Mapped<'_> {
 enum Row<'a> {
     Span(Box<SpanRecord<'a>>),
     Outcome(OutcomeRecord<'a>),
+}
+
+/// Why a span was refused, with the tenant it named (when it could be read), which binds the
+/// refusal to its writer as a stored row would be.
+struct Refusal {
+    violation: Violation,
+    tenant: Option<String>,
+}
+
+impl Refusal {
+    fn new(rule: Rule, detail: impl Into<String>) -> Self {
+        Refusal {
+            violation: Violation::new(rule, detail),
+            tenant: None,
+        }
+    }
+
+    fn naming(mut self, tenant: Option<&Cow<'_, str>>) -> Self {
+        self.tenant = tenant.map(|t| t.to_string());
+        self
+    }
+
+    fn record(self, span: &Span) -> RejectedRecord {
+        RejectedRecord {
+            trace_id: hex(&span.trace_id),
+            span_id: hex(&span.span_id),
+            name: span.name.clone(),
+            tenant: self.tenant,
+            start_time: (span.start_time_unix_nano > 0)
+                .then(|| nanos_to_micros(span.start_time_unix_nano)),
+            violation: self.violation,
+            attributes: attributes_json(&span.attributes),
+        }
+    }
+}
+
+/// Attributes as one JSON object (values as sent: arrays and maps as JSON).
+pub fn attributes_json(attributes: &[KeyValue]) -> String {
+    let object: serde_json::Map<String, serde_json::Value> = attributes
+        .iter()
+        .map(|kv| {
+            let value = kv
+                .value
+                .as_ref()
+                .and_then(|v| v.value.as_ref())
+                .map_or(serde_json::Value::Null, |v| {
+                    serde_json::Value::String(display(v).into_owned())
+                });
+            (kv.key.clone(), value)
+        })
+        .collect();
+    serde_json::Value::Object(object).to_string()
+}
+
+/// How deeply `value` nests arrays and maps (a scalar is 1).
+fn depth(value: &AnyValue) -> usize {
+    match &value.value {
+        Some(Value::ArrayValue(array)) => 1 + array.values.iter().map(depth).max().unwrap_or(0),
+        Some(Value::KvlistValue(list)) => {
+            1 + list
+                .values
+                .iter()
+                .filter_map(|kv| kv.value.as_ref())
+                .map(depth)
+                .max()
+                .unwrap_or(0)
+        }
+        _ => 1,
+    }
+}
+
+/// The receiver's limits on a span's shape: how many attributes, how deeply nested.
+fn check_shape(span: &Span) -> Result<(), Refusal> {
+    if span.attributes.len() > MAX_ATTRIBUTES {
+        return Err(Refusal::new(
+            Rule::MalformedSpan,
+            format!(
+                "{} attributes, more than the {MAX_ATTRIBUTES} a span may carry",
+                span.attributes.len()
+            ),
+        ));
+    }
+    for kv in &span.attributes {
+        let nesting = kv.value.as_ref().map_or(0, depth);
+        if nesting > MAX_ATTRIBUTE_DEPTH {
+            return Err(Refusal::new(
+                Rule::MalformedSpan,
+                format!(
+                    "attribute {:?} nests {nesting} levels deep, more than {MAX_ATTRIBUTE_DEPTH}",
+                    kv.key
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The spellings of one of tokenledger's fields (a business key, an outcome field): ours, then
@@ -162,6 +289,7 @@ fn business_keys<'a>(
     a: &mut Attributes<'a, '_>,
     metadata: &Metadata,
     trace_id: &[u8],
+    tenant: Option<Cow<'a, str>>,
 ) -> Result<Keys<'a>, String> {
     let work_item_id = metadata
         .text(a, spellings!("work_item_id"))
@@ -186,7 +314,6 @@ fn business_keys<'a>(
             ])
         })
         .unwrap_or(Cow::Borrowed("unknown"));
-    let tenant = metadata.text(a, spellings!("tenant"));
     Ok(Keys {
         work_item_id,
         attempt,
@@ -195,39 +322,60 @@ fn business_keys<'a>(
     })
 }
 
-fn map_span<'a>(span: &'a Span, resource: &Index<'a>) -> Result<Row<'a>, String> {
-    let trace_id = valid_id(&span.trace_id, 16)
-        .ok_or_else(|| format!("span {:?}: trace id must be 16 non-zero bytes", span.name))?;
-    let span_id = valid_id(&span.span_id, 8)
-        .ok_or_else(|| format!("span {:?}: span id must be 8 non-zero bytes", span.name))?;
+fn map_span<'a>(span: &'a Span, resource: &Index<'a>, policy: &Policy) -> Result<Row<'a>, Refusal> {
+    check_shape(span)?;
+    let mut a = Attributes::new(&span.attributes, resource);
+    let metadata = Metadata::of(&mut a);
+    // Read first, so a refusal names the tenant it belongs to.
+    let tenant = metadata.text(&mut a, spellings!("tenant"));
+    let refuse = |rule: Rule, detail: String| Refusal::new(rule, detail).naming(tenant.as_ref());
+    let trace_id = valid_id(&span.trace_id, 16).ok_or_else(|| {
+        refuse(
+            Rule::MalformedSpan,
+            "trace id must be 16 non-zero bytes".into(),
+        )
+    })?;
+    let span_id = valid_id(&span.span_id, 8).ok_or_else(|| {
+        refuse(
+            Rule::MalformedSpan,
+            "span id must be 8 non-zero bytes".into(),
+        )
+    })?;
     let parent_span_id = match span.parent_span_id.len() {
         0 => None,
         8 => valid_id(&span.parent_span_id, 8),
         _ => {
-            return Err(format!(
-                "span {:?}: parent span id must be 8 bytes",
-                span.name
+            return Err(refuse(
+                Rule::MalformedSpan,
+                "parent span id must be 8 bytes".into(),
             ));
         }
     };
     if span.start_time_unix_nano == 0 {
-        return Err(format!("span {:?} has no start time", span.name));
+        return Err(refuse(Rule::MalformedSpan, "no start time".into()));
     }
     let start_time = nanos_to_micros(span.start_time_unix_nano);
-    let end_time = (span.end_time_unix_nano >= span.start_time_unix_nano
-        && span.end_time_unix_nano > 0)
-        .then(|| nanos_to_micros(span.end_time_unix_nano));
-    let mut a = Attributes::new(&span.attributes, resource);
-    let metadata = Metadata::of(&mut a);
-    let keys = business_keys(&mut a, &metadata, trace_id)
-        .map_err(|e| format!("span {:?}: {e}", span.name))?;
+    let end_time = match span.end_time_unix_nano {
+        0 => None,
+        end if end < span.start_time_unix_nano => {
+            return Err(refuse(
+                Rule::DurationOutOfRange,
+                format!(
+                    "ends at {end} ns, before it starts at {} ns",
+                    span.start_time_unix_nano
+                ),
+            ));
+        }
+        end => Some(nanos_to_micros(end)),
+    };
+    let keys = business_keys(&mut a, &metadata, trace_id, tenant.clone())
+        .map_err(|e| refuse(Rule::MalformedSpan, e))?;
 
     if let Some(outcome) = metadata.text(&mut a, spellings!("outcome")) {
         if !OUTCOMES.contains(&outcome.as_ref()) {
-            return Err(format!(
-                "span {:?}: outcome {outcome:?} is not one of {}",
-                span.name,
-                OUTCOMES.join(", ")
+            return Err(refuse(
+                Rule::MalformedSpan,
+                format!("outcome {outcome:?} is not one of {}", OUTCOMES.join(", ")),
             ));
         }
         return Ok(Row::Outcome(OutcomeRecord {
@@ -248,10 +396,32 @@ fn map_span<'a>(span: &'a Span, resource: &Index<'a>) -> Result<Row<'a>, String>
 
     let kind = kind(&mut a);
     let usage = if kind == "llm" {
-        usage(&mut a)
+        usage(&mut a).map_err(|e| refuse(Rule::TokensOutOfRange, e))?
     } else {
         Usage::default()
     };
+    let cost = cost(&mut a).map_err(|e| refuse(Rule::CostOutOfRange, e))?;
+    let docs_retrieved =
+        docs(&mut a, "tokenledger.docs_retrieved").map_err(|e| refuse(Rule::DocsOutOfRange, e))?;
+    let docs_used =
+        docs(&mut a, "tokenledger.docs_used").map_err(|e| refuse(Rule::DocsOutOfRange, e))?;
+    let duration_ms = end_time.map(|end| (end - start_time) / 1_000);
+    policy
+        .check(&SpanValues {
+            input_tokens: usage.input,
+            cached_input_tokens: usage.cached,
+            output_tokens: usage.output,
+            reasoning_tokens: usage.reasoning,
+            cost_usd: cost,
+            start_time: Some(start_time),
+            duration_ms,
+            docs_retrieved,
+            docs_used,
+        })
+        .map_err(|violation| Refusal {
+            violation,
+            tenant: tenant.as_ref().map(|t| t.to_string()),
+        })?;
     let level_error = a
         .text(&["langfuse.observation.level"])
         .is_some_and(|l| l.eq_ignore_ascii_case("error"));
@@ -291,23 +461,29 @@ fn map_span<'a>(span: &'a Span, resource: &Index<'a>) -> Result<Row<'a>, String>
         cached_input_tokens: usage.cached,
         output_tokens: usage.output,
         reasoning_tokens: usage.reasoning,
-        cost_usd: cost(&mut a),
+        cost_usd: cost,
         start_time,
-        duration_ms: end_time.map(|end| (end - start_time) / 1_000),
+        duration_ms,
         status: if failed { "error" } else { "ok" },
         error_type,
-        docs_retrieved: a
-            .int(&["tokenledger.docs_retrieved"])
-            .and_then(|n| i32::try_from(n).ok()),
-        docs_used: a
-            .int(&["tokenledger.docs_used"])
-            .and_then(|n| i32::try_from(n).ok()),
+        docs_retrieved,
+        docs_used,
         attributes: Vec::new(),
     };
     Ok(Row::Span(Box::new(SpanRecord {
         attributes: a.unused(),
         ..row
     })))
+}
+
+/// A document count: a whole number within 32 bits, when present.
+fn docs(a: &mut Attributes, key: &'static str) -> Result<Option<i32>, String> {
+    match a.whole(&[key])? {
+        None => Ok(None),
+        Some(n) => i32::try_from(n)
+            .map(Some)
+            .map_err(|_| format!("{key} {n} is not a document count")),
+    }
 }
 
 /// llm | retrieval | tool | human | decision, from whichever convention the span follows. The
@@ -362,31 +538,31 @@ struct Usage {
     reasoning: Option<i64>,
 }
 
-fn usage(a: &mut Attributes) -> Usage {
+fn usage(a: &mut Attributes) -> Result<Usage, String> {
     let mut usage = Usage {
-        input: a.int(&[
+        input: a.whole(&[
             "tokenledger.input_tokens",
             "gen_ai.usage.input_tokens",
             "gen_ai.usage.prompt_tokens",
             "llm.token_count.prompt",
-        ]),
-        cached: a.int(&[
+        ])?,
+        cached: a.whole(&[
             "tokenledger.cached_input_tokens",
             "gen_ai.usage.cache_read.input_tokens",
             "llm.token_count.prompt_details.cache_read",
-        ]),
-        output: a.int(&[
+        ])?,
+        output: a.whole(&[
             "tokenledger.output_tokens",
             "gen_ai.usage.output_tokens",
             "gen_ai.usage.completion_tokens",
             "llm.token_count.completion",
-        ]),
-        reasoning: a.int(&[
+        ])?,
+        reasoning: a.whole(&[
             "tokenledger.reasoning_tokens",
             "gen_ai.usage.reasoning.output_tokens",
             "gen_ai.usage.reasoning_tokens",
             "llm.token_count.completion_details.reasoning",
-        ]),
+        ])?,
     };
     if usage.input.is_none()
         && usage.output.is_none()
@@ -394,36 +570,52 @@ fn usage(a: &mut Attributes) -> Usage {
             .text(&["langfuse.observation.usage_details"])
             .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
     {
-        usage = langfuse_usage(&details);
+        usage = langfuse_usage(&details)?;
     }
-    usage
+    Ok(usage)
 }
 
 /// Langfuse's usage details: OpenAI's spelling (prompt includes cached, completion includes
 /// reasoning) or Langfuse's own separate buckets (`input` excludes `input_cached_tokens`,
 /// `output` excludes `output_reasoning_tokens`), added up to our inclusive columns.
-fn langfuse_usage(details: &serde_json::Value) -> Usage {
-    let int = |path: &str| {
-        json_field(details, path)
-            .and_then(|v| json_float(&v))
-            .map(|f| f as i64)
-    };
-    if int("prompt_tokens").is_some() || int("completion_tokens").is_some() {
-        return Usage {
-            input: int("prompt_tokens"),
-            cached: int("prompt_tokens_details.cached_tokens"),
-            output: int("completion_tokens"),
-            reasoning: int("completion_tokens_details.reasoning_tokens"),
+fn langfuse_usage(details: &serde_json::Value) -> Result<Usage, String> {
+    let int = |path: &str| -> Result<Option<i64>, String> {
+        let Some(value) = json_field(details, path) else {
+            return Ok(None);
         };
+        json_float(&value)
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+            .map(|f| Some(f as i64))
+            .ok_or_else(|| format!("langfuse usage {path} {value} is not a whole number"))
+    };
+    let sum = |a: Option<i64>, b: Option<i64>, what: &str| -> Result<Option<i64>, String> {
+        match (a, b) {
+            (Some(a), b) => a
+                .checked_add(b.unwrap_or(0))
+                .map(Some)
+                .ok_or_else(|| format!("langfuse usage {what} does not fit 64 bits")),
+            (None, _) => Ok(None),
+        }
+    };
+    if int("prompt_tokens")?.is_some() || int("completion_tokens")?.is_some() {
+        return Ok(Usage {
+            input: int("prompt_tokens")?,
+            cached: int("prompt_tokens_details.cached_tokens")?,
+            output: int("completion_tokens")?,
+            reasoning: int("completion_tokens_details.reasoning_tokens")?,
+        });
     }
-    let cached = int("input_cached_tokens").or_else(|| int("cache_read_input_tokens"));
-    let reasoning = int("output_reasoning_tokens");
-    Usage {
-        input: int("input").map(|i| i + cached.unwrap_or(0)),
+    let cached = match int("input_cached_tokens")? {
+        Some(cached) => Some(cached),
+        None => int("cache_read_input_tokens")?,
+    };
+    let reasoning = int("output_reasoning_tokens")?;
+    Ok(Usage {
+        input: sum(int("input")?, cached, "input")?,
         cached,
-        output: int("output").map(|o| o + reasoning.unwrap_or(0)),
+        output: sum(int("output")?, reasoning, "output")?,
         reasoning,
-    }
+    })
 }
 
 /// The model named in OpenInference's invocation parameters, when `llm.model_name` is absent.
@@ -435,29 +627,32 @@ fn invocation_model<'a>(a: &mut Attributes<'a, '_>) -> Option<Cow<'a, str>> {
 
 /// Reported cost in USD: ours, the proposed GenAI attribute (USD only), OpenInference's, or
 /// Langfuse's cost details (their total, else the sum of their parts).
-fn cost(a: &mut Attributes) -> Option<f64> {
-    if let Some(cost) = a.float(&["tokenledger.cost_usd", "llm.cost.total"]) {
-        return Some(cost);
+fn cost(a: &mut Attributes) -> Result<Option<f64>, String> {
+    if let Some(cost) = a.finite(&["tokenledger.cost_usd", "llm.cost.total"])? {
+        return Ok(Some(cost));
     }
     let currency = a.text(&["gen_ai.usage.cost.currency"]);
     if currency
         .as_deref()
         .is_none_or(|c| c.eq_ignore_ascii_case("usd"))
-        && let Some(cost) = a.float(&["gen_ai.usage.cost.amount"])
+        && let Some(cost) = a.finite(&["gen_ai.usage.cost.amount"])?
     {
-        return Some(cost);
+        return Ok(Some(cost));
     }
-    let details: serde_json::Value =
-        serde_json::from_str(&a.text(&["langfuse.observation.cost_details"])?).ok()?;
+    let Some(details) = a
+        .text(&["langfuse.observation.cost_details"])
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok())
+    else {
+        return Ok(None);
+    };
     if let Some(total) = details.get("total").and_then(json_float) {
-        return Some(total);
+        return Ok(Some(total));
     }
-    let parts: Vec<f64> = details
-        .as_object()?
-        .values()
-        .filter_map(json_float)
-        .collect();
-    (!parts.is_empty()).then(|| parts.iter().sum())
+    let Some(parts) = details.as_object() else {
+        return Ok(None);
+    };
+    let parts: Vec<f64> = parts.values().filter_map(json_float).collect();
+    Ok((!parts.is_empty()).then(|| parts.iter().sum()))
 }
 
 /// The error class of a failed span: `error.type` (Python's `<class 'openai.X'>` becomes `X`),
@@ -530,14 +725,14 @@ mod tests {
     #[test]
     fn langfuse_buckets_are_added_up_and_openai_spelling_is_not() {
         let native = serde_json::json!({"input": 200, "input_cached_tokens": 1000, "output": 100, "output_reasoning_tokens": 200});
-        let u = langfuse_usage(&native);
+        let u = langfuse_usage(&native).unwrap();
         assert_eq!(
             (u.input, u.cached, u.output, u.reasoning),
             (Some(1200), Some(1000), Some(300), Some(200))
         );
         let openai = serde_json::json!({"prompt_tokens": 1200, "completion_tokens": 300,
             "prompt_tokens_details": {"cached_tokens": 1000}, "completion_tokens_details.reasoning_tokens": 200});
-        let u = langfuse_usage(&openai);
+        let u = langfuse_usage(&openai).unwrap();
         assert_eq!(
             (u.input, u.cached, u.output, u.reasoning),
             (Some(1200), Some(1000), Some(300), Some(200))

@@ -12,17 +12,23 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 use object_store::ObjectStore;
 use object_store::path::Path;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest,
+};
 use prost::Message;
 use tokenledger_engine::DataLocation;
-use tokenledger_engine::schema::{OUTCOMES, SPANS};
-use tokenledger_engine::storage::writer::{ParquetFileBuilder, put_file, writer_properties};
+use tokenledger_engine::integrity::{Policy, Rule};
+use tokenledger_engine::schema::{OUTCOMES, REJECTED_SPANS, SPANS};
+use tokenledger_engine::storage::writer::{
+    ParquetFileBuilder, checked_spans_properties, put_file, writer_properties,
+};
 use tokio::sync::oneshot;
 
 use crate::auth::Exporter;
+use crate::decode::Decoded;
 use crate::error::{IngestError, Result};
 use crate::map::{Mapped, map_request};
-use crate::records::{outcomes_batch, sorted, spans_batch};
+use crate::records::{outcomes_batch, rejected_batch, sorted, spans_batch};
 use crate::spool::{SegmentWriter, list_segments, read_segment, remove_segment};
 use crate::tenants;
 
@@ -70,6 +76,45 @@ pub struct Accepted {
     pub rows: usize,
     /// Spans refused one by one, with why (OTLP partial success).
     pub rejected: Vec<String>,
+    /// The rule each refused span broke, in the same order.
+    pub rules: Vec<Rule>,
+}
+
+/// Refused spans named one by one in a partial-success message; the rest are counted.
+const NAMED_IN_MESSAGE: usize = 10;
+
+impl Accepted {
+    /// OTLP's partial-success answer: how many spans were refused, how many under each rule,
+    /// and the first few by name with what was wrong (all of them are in `rejected_spans`).
+    pub fn partial_success(&self) -> Option<ExportTracePartialSuccess> {
+        if self.rejected.is_empty() {
+            return None;
+        }
+        let mut by_rule: Vec<(Rule, usize)> = Vec::new();
+        for rule in &self.rules {
+            match by_rule.iter_mut().find(|(r, _)| r == rule) {
+                Some((_, count)) => *count += 1,
+                None => by_rule.push((*rule, 1)),
+            }
+        }
+        let counts: Vec<String> = by_rule.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+        let mut message = format!(
+            "{} spans rejected ({}); the others were stored. ",
+            self.rejected.len(),
+            counts.join(", ")
+        );
+        message.push_str(&self.rejected[..self.rejected.len().min(NAMED_IN_MESSAGE)].join("; "));
+        if self.rejected.len() > NAMED_IN_MESSAGE {
+            message.push_str(&format!(
+                "; and {} more (see the rejected_spans table)",
+                self.rejected.len() - NAMED_IN_MESSAGE
+            ));
+        }
+        Some(ExportTracePartialSuccess {
+            rejected_spans: self.rejected.len() as i64,
+            error_message: message,
+        })
+    }
 }
 
 /// One request for the spool thread.
@@ -86,17 +131,18 @@ struct Sealed {
     rows: Rows,
 }
 
-/// Rows of `spans` and `outcomes`, as batches (each batch owns its strings: a request's own
-/// allocations are freed once it is mapped).
+/// Rows of `spans`, `outcomes` and `rejected_spans`, as batches (each batch owns its strings: a
+/// request's own allocations are freed once it is mapped).
 #[derive(Default)]
 struct Rows {
     spans: Vec<RecordBatch>,
     outcomes: Vec<RecordBatch>,
+    rejected: Vec<RecordBatch>,
 }
 
 impl Rows {
-    /// The rows of one mapped request.
-    fn of(mapped: &Mapped) -> Result<Self> {
+    /// The rows of one mapped request, received at `received_at` (micros).
+    fn of(mapped: &Mapped, received_at: i64) -> Result<Self> {
         let mut rows = Rows::default();
         if !mapped.spans.is_empty() {
             rows.spans.push(spans_batch(&mapped.spans)?);
@@ -104,7 +150,15 @@ impl Rows {
         if !mapped.outcomes.is_empty() {
             rows.outcomes.push(outcomes_batch(&mapped.outcomes)?);
         }
+        if !mapped.rejected.is_empty() {
+            rows.rejected
+                .push(rejected_batch(&mapped.rejected, received_at, "otlp")?);
+        }
         Ok(rows)
+    }
+
+    fn rejected_count(&self) -> usize {
+        self.rejected.iter().map(RecordBatch::num_rows).sum()
     }
 
     fn span_count(&self) -> usize {
@@ -115,13 +169,15 @@ impl Rows {
         self.outcomes.iter().map(RecordBatch::num_rows).sum()
     }
 
+    /// Rows of every table, refused spans included: what waits for Parquet.
     fn len(&self) -> usize {
-        self.span_count() + self.outcome_count()
+        self.span_count() + self.outcome_count() + self.rejected_count()
     }
 
     fn extend(&mut self, other: Rows) {
         self.spans.extend(other.spans);
         self.outcomes.extend(other.outcomes);
+        self.rejected.extend(other.rejected);
     }
 }
 
@@ -238,17 +294,19 @@ impl Ingestor {
         &self.counters
     }
 
-    /// Maps `request` (whose encoded bytes are `payload`), checks its tenants against what
-    /// `writer` may write ([`tenants::bind`]), spools it and returns once it is durable.
-    /// Refused with [`IngestError::Busy`] while too many rows wait for Parquet, and with
+    /// Maps a decoded request, checking each span against the validation policy (refused spans
+    /// go to `rejected_spans`, the others are stored), checks its tenants against what `writer`
+    /// may write ([`tenants::bind`]), spools it and returns once it is durable. Refused with
+    /// [`IngestError::Busy`] while too many rows wait for Parquet, and with
     /// [`IngestError::Forbidden`], storing nothing, when it names a tenant not the writer's.
-    pub async fn accept(
-        &self,
-        payload: Bytes,
-        request: &ExportTraceServiceRequest,
-        writer: &Exporter,
-    ) -> Result<Accepted> {
-        let mut mapped = map_request(request);
+    pub async fn accept(&self, decoded: Decoded, writer: &Exporter) -> Result<Accepted> {
+        let Decoded {
+            request,
+            payload,
+            undecodable,
+        } = decoded;
+        let mut mapped = map_request(&request, &Policy::now());
+        mapped.rejected.extend(undecodable);
         let filled = match tenants::bind(&mut mapped, writer) {
             Ok(filled) => filled,
             Err(refusal) => {
@@ -260,14 +318,15 @@ impl Ingestor {
             }
         };
         let payload = tenants::envelope(filled.as_deref(), payload);
-        let batches = Rows::of(&mapped)?;
+        let batches = Rows::of(&mapped, chrono::Utc::now().timestamp_micros())?;
         let rows = batches.len();
-        for reason in &mapped.rejected {
-            tracing::warn!(%reason, "span rejected");
+        for rejected in &mapped.rejected {
+            tracing::warn!(reason = %rejected.reason(), "span rejected");
         }
         let accepted = Accepted {
-            rows,
-            rejected: mapped.rejected.clone(),
+            rows: batches.span_count() + batches.outcome_count(),
+            rejected: mapped.rejected.iter().map(|r| r.reason()).collect(),
+            rules: mapped.rejected.iter().map(|r| r.violation.rule).collect(),
         };
         if rows == 0 {
             self.counters
@@ -310,7 +369,7 @@ impl Ingestor {
                 let counters = &self.counters;
                 counters
                     .rows_accepted
-                    .fetch_add(rows as u64, Ordering::Relaxed);
+                    .fetch_add(accepted.rows as u64, Ordering::Relaxed);
                 counters
                     .spans_rejected
                     .fetch_add(accepted.rejected.len() as u64, Ordering::Relaxed);
@@ -465,11 +524,11 @@ fn replay(id: &str, path: PathBuf) -> Result<Sealed> {
         let (filled, record) = tenants::open_envelope(record);
         match ExportTraceServiceRequest::decode(record) {
             Ok(request) => {
-                let mut mapped = map_request(&request);
+                let mut mapped = map_request(&request, &Policy::now());
                 if let Some(tenant) = &filled {
                     tenants::fill(&mut mapped, tenant);
                 }
-                sealed.rows.extend(Rows::of(&mapped)?);
+                sealed.rows.extend(Rows::of(&mapped, segment_micros(id))?);
             }
             Err(e) => tracing::error!(segment = id, error = %e, "undecodable spool record skipped"),
         }
@@ -546,6 +605,13 @@ fn encode_segment(location: &DataLocation, segment: Sealed) -> Result<Encoded> {
         files.push((
             file_path(location, OUTCOMES.name, &day, &segment.id),
             encode(&OUTCOMES, batch, &["workflow"])?,
+        ));
+    }
+    if !rows.rejected.is_empty() {
+        let batch = sorted(&REJECTED_SPANS, &rows.rejected, &["received_at"])?;
+        files.push((
+            file_path(location, REJECTED_SPANS.name, &day, &segment.id),
+            encode(&REJECTED_SPANS, batch, &["received_at"])?,
         ));
     }
     let (spans, outcomes) = (rows.span_count(), rows.outcome_count());
@@ -625,7 +691,12 @@ fn encode(
     sorted_by: &[&str],
 ) -> Result<Bytes> {
     let schema = table.schema();
-    let mut file = ParquetFileBuilder::new(&schema, writer_properties(&schema, sorted_by))?;
+    // Every span was checked against the validation policy as it was accepted.
+    let properties = match table.name == SPANS.name {
+        true => checked_spans_properties(&schema, sorted_by),
+        false => writer_properties(&schema, sorted_by),
+    };
+    let mut file = ParquetFileBuilder::new(&schema, properties)?;
     file.write(&batch)?;
     Ok(file.finish()?)
 }
@@ -639,12 +710,20 @@ fn file_path(location: &DataLocation, table: &str, day: &str, id: &str) -> Path 
         .join(format!("{id}.parquet"))
 }
 
-fn segment_day(id: &str) -> String {
-    let millis: i64 = id
-        .split('-')
+/// When segment `id` was opened, in microseconds.
+fn segment_micros(id: &str) -> i64 {
+    segment_millis(id).saturating_mul(1_000)
+}
+
+fn segment_millis(id: &str) -> i64 {
+    id.split('-')
         .next()
         .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+fn segment_day(id: &str) -> String {
+    let millis = segment_millis(id);
     chrono::DateTime::from_timestamp_millis(millis)
         .unwrap_or_default()
         .format("%Y-%m-%d")

@@ -9,10 +9,10 @@ use arrow::array::{
 };
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use tokenledger_engine::EngineError;
-use tokenledger_engine::schema::{OUTCOMES, SPANS, TableDef, batch_by_name};
+use tokenledger_engine::schema::{OUTCOMES, REJECTED_SPANS, SPANS, TableDef, batch_by_name};
 
 use crate::error::Result;
-use crate::map::{OutcomeRecord, SpanRecord, write_hex};
+use crate::map::{OutcomeRecord, RejectedRecord, SpanRecord, write_hex};
 
 /// `rows` as a batch of `spans` (in the order given: segments are sorted when written).
 pub fn spans_batch(rows: &[SpanRecord]) -> Result<RecordBatch> {
@@ -93,6 +93,36 @@ pub fn outcomes_batch(rows: &[OutcomeRecord]) -> Result<RecordBatch> {
             "human_minutes" => float(|r| r.human_minutes),
             "human_cost_usd" => float(|r| r.human_cost_usd),
             "closed_at" => timestamps(rows.iter().map(|r| r.closed_at)),
+            _ => return None,
+        })
+    })?)
+}
+
+/// `rows` as a batch of `rejected_spans`, refused at `received_at` (micros) by `source`.
+pub fn rejected_batch(
+    rows: &[RejectedRecord],
+    received_at: i64,
+    source: &str,
+) -> Result<RecordBatch> {
+    let text = |f: fn(&RejectedRecord) -> Option<&str>| -> ArrayRef {
+        Arc::new(rows.iter().map(f).collect::<StringArray>())
+    };
+    Ok(batch_by_name(&REJECTED_SPANS, |name| {
+        Some(match name {
+            "received_at" => timestamps(rows.iter().map(|_| Some(received_at))),
+            "source" => Arc::new(rows.iter().map(|_| Some(source)).collect::<StringArray>()),
+            "tenant" => text(|r| r.tenant.as_deref()),
+            "trace_id" => text(|r| Some(r.trace_id.as_str())),
+            "span_id" => text(|r| Some(r.span_id.as_str())),
+            "name" => text(|r| Some(r.name.as_str())),
+            "start_time" => timestamps(rows.iter().map(|r| r.start_time)),
+            "rule" => text(|r| Some(r.violation.rule.name())),
+            "reason" => Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.violation.detail.as_str()))
+                    .collect::<StringArray>(),
+            ),
+            "attributes" => text(|r| Some(r.attributes.as_str())),
             _ => return None,
         })
     })?)

@@ -59,6 +59,24 @@ pub fn bind(mapped: &mut Mapped<'_>, writer: &Exporter) -> Result<Option<String>
             ))
         })?;
     }
+    // A refused span is a write too (into `rejected_spans`): one naming another tenant refuses
+    // the request like a stored row would; one naming none gets the writer's only tenant, and
+    // otherwise stays without one rather than sink its request's good spans.
+    for row in &mut mapped.rejected {
+        match (&row.tenant, only.as_deref()) {
+            (Some(named), _) if !allowed.contains(named) => {
+                return Err(refuse(format!(
+                    "span {}/{} names tenant {named:?}",
+                    row.trace_id, row.span_id
+                )));
+            }
+            (None, Some(mine)) => {
+                row.tenant = Some(mine.to_string());
+                filled = true;
+            }
+            _ => {}
+        }
+    }
     Ok(only.filter(|_| filled))
 }
 
@@ -93,6 +111,9 @@ pub fn fill(mapped: &mut Mapped<'_>, tenant: &str) {
         if row_tenant.is_none() {
             *row_tenant = Some(Cow::Owned(tenant.to_string()));
         }
+    }
+    for row in &mut mapped.rejected {
+        row.tenant.get_or_insert_with(|| tenant.to_string());
     }
 }
 
@@ -129,6 +150,7 @@ mod tests {
     use super::*;
     use crate::map::map_request;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use tokenledger_engine::integrity::Policy;
 
     #[test]
     fn an_envelope_round_trips_and_a_bare_request_is_left_alone() {
@@ -209,14 +231,14 @@ mod tests {
     fn a_writer_of_one_tenant_fills_it_in_and_cannot_name_another() {
         let acme = writer(&["acme"]);
         let sent = request(&[Some("acme"), None]);
-        let mut mapped = map_request(&sent);
+        let mut mapped = map_request(&sent, &Policy::now());
         assert_eq!(bind(&mut mapped, &acme).unwrap(), Some("acme".into()));
         assert_eq!(
             tenants_of(&mapped),
             [Some("acme".to_string()), Some("acme".to_string())]
         );
         let sent = request(&[Some("acme"), Some("globex")]);
-        let error = bind(&mut map_request(&sent), &acme).unwrap_err();
+        let error = bind(&mut map_request(&sent, &Policy::now()), &acme).unwrap_err();
         assert!(matches!(error, IngestError::Forbidden(_)), "{error:?}");
         let message = error.to_string();
         assert!(
@@ -230,17 +252,17 @@ mod tests {
     fn a_writer_of_several_tenants_must_name_one() {
         let both = writer(&["acme", "globex"]);
         let sent = request(&[Some("globex"), Some("acme")]);
-        let mut mapped = map_request(&sent);
+        let mut mapped = map_request(&sent, &Policy::now());
         assert_eq!(bind(&mut mapped, &both).unwrap(), None);
         let sent = request(&[Some("acme"), None]);
-        let error = bind(&mut map_request(&sent), &both).unwrap_err();
+        let error = bind(&mut map_request(&sent, &Policy::now()), &both).unwrap_err();
         assert!(error.to_string().contains("names no tenant"), "{error}");
     }
 
     #[test]
     fn an_administrator_writes_any_tenant_and_rows_without_one_stay_so() {
         let sent = request(&[Some("globex"), None]);
-        let mut mapped = map_request(&sent);
+        let mut mapped = map_request(&sent, &Policy::now());
         let admin = Exporter {
             user: "root".into(),
             scope: TenantScope::All,
@@ -252,7 +274,7 @@ mod tests {
     #[test]
     fn a_replay_fills_in_what_was_filled_in() {
         let sent = request(&[Some("acme"), None]);
-        let mut mapped = map_request(&sent);
+        let mut mapped = map_request(&sent, &Policy::now());
         fill(&mut mapped, "acme");
         assert_eq!(
             tenants_of(&mapped),

@@ -89,11 +89,12 @@ impl CompactArgs {
                 println!("{}: nothing to compact", table.name);
             } else {
                 println!(
-                    "{}: {} landing files, {} rows -> curated versions {}",
+                    "{}: {} landing files, {} rows -> curated versions {}{}",
                     table.name,
                     report.files,
                     report.rows,
-                    version_range(&report.versions)
+                    version_range(&report.versions),
+                    duplicates_note(report.duplicates)
                 );
             }
             if optimize || vacuum {
@@ -136,11 +137,23 @@ fn print_compact_progress(progress: CompactProgress) {
             version,
             files,
             rows,
-        } => eprintln!("{table}: version {version} committed ({files} landing files, {rows} rows)"),
+            duplicates,
+        } => eprintln!(
+            "{table}: version {version} committed ({files} landing files, {rows} rows{})",
+            duplicates_note(duplicates)
+        ),
         CompactProgress::Cleaned { table, files } => {
             eprintln!("{table}: deleted {files} landing files compacted more than --grace ago")
         }
         CompactProgress::Planned { .. } => {}
+    }
+}
+
+/// `, 4 duplicate copies left out (first delivery kept)`, or nothing.
+fn duplicates_note(duplicates: u64) -> String {
+    match duplicates {
+        0 => String::new(),
+        n => format!(", {n} duplicate span copies left out (the first delivered is kept)"),
     }
 }
 

@@ -37,8 +37,23 @@ impl ImportArgs {
         let location = DataLocation::parse(&data.data)?;
         let store = location.open_store(&[])?;
         for file in files {
-            let rows = import_csv(Arc::clone(&store), &location, table, &file).await?;
-            eprintln!("{}: {rows} rows into {}", file.display(), table.name);
+            let imported = import_csv(Arc::clone(&store), &location, table, &file).await?;
+            eprintln!(
+                "{}: {} rows into {}",
+                file.display(),
+                imported.rows,
+                table.name
+            );
+            if !imported.rejected.is_empty() {
+                eprintln!(
+                    "{}: {} rows refused by the validation policy, written to rejected_spans:",
+                    file.display(),
+                    imported.rejected.len()
+                );
+                for reason in &imported.rejected {
+                    eprintln!("  {reason}");
+                }
+            }
         }
         Ok(())
     }

@@ -409,16 +409,18 @@ fn otlp_json_over_http_becomes_the_rows_worked_out_by_hand() {
     let response: ExportTraceServiceResponse = serde_json::from_slice(&answer.body).unwrap();
     let partial = response.partial_success.expect("two spans rejected");
     assert_eq!(partial.rejected_spans, 2, "{}", partial.error_message);
-    assert!(
-        partial
-            .error_message
-            .contains("\"short trace id\": trace id must be 16 non-zero bytes")
-            && partial
-                .error_message
-                .contains("\"zero span id\": span id must be 8 non-zero bytes"),
-        "{}",
-        partial.error_message
-    );
+    for refused in [
+        "span \"short trace id\" (",
+        "malformed_span: trace id must be 16 non-zero bytes",
+        "span \"zero span id\" (",
+        "malformed_span: span id must be 8 non-zero bytes",
+    ] {
+        assert!(
+            partial.error_message.contains(refused),
+            "{refused}: {}",
+            partial.error_message
+        );
+    }
     eventually(
         &data,
         &format!("SELECT {SPAN_COLUMNS} FROM spans ORDER BY span_id"),
@@ -430,13 +432,14 @@ fn otlp_json_over_http_becomes_the_rows_worked_out_by_hand() {
         &expected_outcomes(),
     );
     // Ingested files are ordinary table files: listed, checked, named after their segment.
-    let files = query(
+    eventually(
         &data,
         "SELECT table_name, status, rows FROM tokenledger_files ORDER BY table_name",
-    );
-    assert_eq!(
-        files,
-        strings(&[&["outcomes", "ok", "1"], &["spans", "ok", "4"]])
+        &strings(&[
+            &["outcomes", "ok", "1"],
+            &["rejected_spans", "ok", "2"],
+            &["spans", "ok", "4"],
+        ]),
     );
     assert!(
         collector.log().contains("flushed to Parquet"),
@@ -1301,4 +1304,198 @@ fn real_exporters_deliver_over_tls_and_write_only_their_tenants() {
             );
         }
     }
+}
+
+/// The real SDK exporter, over HTTP and gRPC, sends one good call beside spans no provider
+/// bills (tests/python/otlp_app.py `hostile`): each bad one is refused alone with its rule, the
+/// good one is stored, and the refused ones are kept in `rejected_spans` for administrators.
+#[test]
+fn the_real_exporter_s_hostile_spans_are_refused_alone_and_kept_aside() {
+    let Some(python) = crate::peers::venv_python(".venv-otlp-openai-v2") else {
+        return;
+    };
+    for protocol in ["http", "grpc"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let collector = Collector::start(&data, dir.path(), &[]);
+        let out = collector.run_app(&python, &["hostile", protocol]);
+        assert!(
+            out.status.success(),
+            "{protocol}: the export failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            collector.log()
+        );
+        eventually(
+            &data,
+            "SELECT name, input_tokens, output_tokens FROM spans",
+            &strings(&[&["good call", "100", "20"]]),
+        );
+        eventually(
+            &data,
+            "SELECT name, rule, tenant, source FROM rejected_spans ORDER BY name",
+            &strings(&[
+                &["cached above input", "cached_above_input", "acme", "otlp"],
+                &["enormous cost", "cost_out_of_range", "acme", "otlp"],
+                &["negative cost", "cost_out_of_range", "acme", "otlp"],
+                &["negative tokens", "tokens_out_of_range", "acme", "otlp"],
+                &[
+                    "reasoning above output",
+                    "reasoning_above_output",
+                    "acme",
+                    "otlp",
+                ],
+                &["started in 1970", "start_outside_window", "acme", "otlp"],
+                &["started in 2554", "start_outside_window", "acme", "otlp"],
+                &[
+                    "tokens as a huge double",
+                    "tokens_out_of_range",
+                    "acme",
+                    "otlp",
+                ],
+                &[
+                    "tokens as a huge string",
+                    "tokens_out_of_range",
+                    "acme",
+                    "otlp",
+                ],
+            ]),
+        );
+        // The reasons carry the values as sent, and the raw attributes are kept.
+        let reasons = query(
+            &data,
+            "SELECT reason, attributes FROM rejected_spans WHERE name IN \
+             ('tokens as a huge string', 'cached above input') ORDER BY name",
+        );
+        assert_eq!(
+            reasons[0][0],
+            "cached_input_tokens 1000 > input_tokens 10 (input includes cached)"
+        );
+        assert_eq!(
+            reasons[1][0],
+            "gen_ai.usage.input_tokens \"99999999999999999999\" is not a whole number"
+        );
+        assert!(
+            reasons[1][1].contains("\"gen_ai.usage.input_tokens\":\"99999999999999999999\""),
+            "{}",
+            reasons[1][1]
+        );
+        let metrics = get_body(collector.http, "/metrics");
+        assert!(
+            metrics.contains("tokenledger_otlp_spans_rejected_total 9"),
+            "{metrics}"
+        );
+    }
+}
+
+/// A span whose attribute nests too deeply for prost (48 levels) no longer sinks its request,
+/// over HTTP and gRPC: it is refused alone, like one nesting past the documented 16 levels and
+/// one with too many attributes, and the request's good span is stored.
+#[test]
+fn a_span_too_deep_to_decode_is_refused_alone_over_http_and_grpc() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
+    let nested = |levels: usize| {
+        let mut value = AnyValue {
+            value: Some(any_value::Value::StringValue("bottom".into())),
+        };
+        for _ in 0..levels {
+            value = AnyValue {
+                value: Some(any_value::Value::KvlistValue(KeyValueList {
+                    values: vec![KeyValue {
+                        key: "k".into(),
+                        value: Some(value),
+                        ..KeyValue::default()
+                    }],
+                })),
+            };
+        }
+        KeyValue {
+            key: "deep".into(),
+            value: Some(value),
+            ..KeyValue::default()
+        }
+    };
+    let mut request = tenant_request(&[Some("acme"); 4], 1);
+    let spans = &mut request.resource_spans[0].scope_spans[0].spans;
+    spans[1].attributes.push(nested(48));
+    spans[2].attributes.push(nested(20));
+    spans[3].attributes.extend((0..1025).map(|i| KeyValue {
+        key: format!("extra.{i}"),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(i)),
+        }),
+        ..KeyValue::default()
+    }));
+    let body = request.encode_to_vec();
+    assert!(ExportTraceServiceRequest::decode(body.as_slice()).is_err());
+
+    let check = |response: ExportTraceServiceResponse, data: &Path| {
+        let partial = response.partial_success.expect("three spans refused");
+        assert_eq!(partial.rejected_spans, 3, "{}", partial.error_message);
+        assert!(
+            partial
+                .error_message
+                .starts_with("3 spans rejected (malformed_span: 3); the others were stored."),
+            "{}",
+            partial.error_message
+        );
+        for detail in [
+            "the span could not be decoded",
+            "attribute \"deep\" nests 21 levels deep, more than 16",
+            "1029 attributes, more than the 1024 a span may carry",
+        ] {
+            assert!(
+                partial.error_message.contains(detail),
+                "{detail}: {}",
+                partial.error_message
+            );
+        }
+        eventually(
+            data,
+            "SELECT span_id FROM spans",
+            &strings(&[&["0000000000000001"]]),
+        );
+        eventually(
+            data,
+            "SELECT span_id, rule FROM rejected_spans ORDER BY span_id",
+            &strings(&[
+                &["0000000000000002", "malformed_span"],
+                &["0000000000000003", "malformed_span"],
+                &["0000000000000004", "malformed_span"],
+            ]),
+        );
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("http");
+    let collector = Collector::start(&data, dir.path(), &[]);
+    let answer = post(
+        collector.http,
+        "/v1/traces",
+        &[("Content-Type", "application/x-protobuf")],
+        &body,
+    );
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    check(
+        ExportTraceServiceResponse::decode(answer.body.as_slice()).unwrap(),
+        &data,
+    );
+
+    let data = dir.path().join("grpc");
+    let collector = Collector::start(&data, dir.path(), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let response = runtime.block_on(async {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        let mut client = TraceServiceClient::connect(format!("http://{}", collector.grpc))
+            .await
+            .unwrap();
+        // The client encodes the request itself: prost encodes any depth, it only refuses to
+        // decode one.
+        client.export(request).await.unwrap().into_inner()
+    });
+    check(response, &data);
 }

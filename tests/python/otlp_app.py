@@ -4,7 +4,9 @@ instrumentation, exported with the real OTLP exporter to the receiver under test
 Usage: otlp_app.py INSTRUMENTATION PROTOCOL
   INSTRUMENTATION  v2 (OTel GenAI), traceloop (OpenLLMetry), openinference, langfuse; or
                    retry: no instrumentation, two spans exported one at a time, so that a receiver
-                   that refuses the second with 503 sees the exporter's own retry
+                   that refuses the second with 503 sees the exporter's own retry; or
+                   hostile: no instrumentation, one export of spans breaking the validation policy
+                   beside a good one
   PROTOCOL         http or grpc (langfuse always sends OTLP/HTTP to its own path)
 Environment: TOKENLEDGER_OTLP_HTTP / TOKENLEDGER_OTLP_GRPC (host:port of the receiver).
 
@@ -209,10 +211,56 @@ def run_retry(protocol):
         sys.exit(f"exports: {results}")
 
 
+# What `hostile` sends: span name -> attributes. The first is a good call; each of the others
+# breaks one rule of tokenledger's validation policy (docs/integrity.md).
+HOSTILE = {
+    "good call": {"gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20},
+    "negative tokens": {"gen_ai.usage.input_tokens": -5},
+    "tokens as a huge double": {"gen_ai.usage.input_tokens": 1e19},
+    "tokens as a huge string": {"gen_ai.usage.input_tokens": "99999999999999999999"},
+    "cached above input": {"gen_ai.usage.input_tokens": 10,
+                           "gen_ai.usage.cache_read.input_tokens": 1000},
+    "reasoning above output": {"gen_ai.usage.output_tokens": 10,
+                               "gen_ai.usage.reasoning.output_tokens": 50},
+    "negative cost": {"gen_ai.usage.input_tokens": 10, "tokenledger.cost_usd": -3.0},
+    "enormous cost": {"gen_ai.usage.input_tokens": 10, "tokenledger.cost_usd": 1e308},
+}
+
+
+def run_hostile(protocol):
+    """Careless and hostile spans in one export, as an app's real exporter sends them, plus two
+    with impossible times (1970, a 1 ns span; and 2554). Exits non-zero unless the export
+    succeeds: refusing some spans is a partial success, not a failure."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    ended = []
+
+    class Collect(SpanProcessor):
+        def on_end(self, span):
+            ended.append(span)
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
+    provider.add_span_processor(Collect())
+    tracer = provider.get_tracer("tokenledger-test-app")
+    llm = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4.1-mini", **KEYS}
+    for name, attributes in HOSTILE.items():
+        with tracer.start_as_current_span(name, attributes={**llm, **attributes}):
+            pass
+    for name, start in [("started in 1970", 1), ("started in 2554", 18_400_000_000_000_000_000)]:
+        span = tracer.start_span(name, attributes=llm, start_time=start)
+        span.end(end_time=start + 1)
+    result = otlp_exporter(protocol).export(ended)
+    if result != SpanExportResult.SUCCESS:
+        sys.exit(f"export: {result}")
+
+
 if __name__ == "__main__":
     instrumentation, protocol = sys.argv[1], sys.argv[2]
     if instrumentation == "retry":
         run_retry(protocol)
+    elif instrumentation == "hostile":
+        run_hostile(protocol)
     elif instrumentation == "langfuse":
         run_langfuse()
     else:

@@ -23,6 +23,7 @@ mod outcome;
 mod pricing;
 mod state;
 mod success;
+mod sum;
 mod time;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use marginal::MarginalTokenUtility;
 pub use outcome::CostPerOutcome;
 pub use pricing::{PriceBook, PricePeriod, SharedPrices, TokenCost};
 pub use success::{BreakEvenRate, EffectiveCost};
+pub use sum::CheckedSum;
 pub use time::UtcDateTrunc;
 
 /// The documentation section all tokenledger functions belong to.

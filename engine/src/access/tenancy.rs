@@ -23,16 +23,15 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::ScalarValue;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, col, lit};
-use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 
-use crate::plan_node::{one_input_node, only_child};
+use crate::plan_node::{filtered_scan, one_input_node, only_child};
 
 /// The column that says which tenant a row belongs to.
 pub const TENANT_COLUMN: &str = "tenant";
@@ -186,32 +185,19 @@ impl TableProvider for TenantTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let wanted: Vec<usize> = match projection {
-            Some(columns) => columns.clone(),
-            None => (0..self.inner.schema().fields().len()).collect(),
-        };
-        let mut scanned = wanted.clone();
-        if !scanned.contains(&self.tenant_index) {
-            scanned.push(self.tenant_index);
-        }
         // The tenant predicate goes to the scan too, where it only prunes files and row groups
-        // by their statistics; the filter below is what decides.
+        // by their statistics; the filter is what decides.
         let predicate = self.predicate()?;
-        let scan = self
-            .inner
-            .scan(
-                state,
-                Some(&scanned),
-                std::slice::from_ref(&predicate),
-                None,
-            )
-            .await?;
-        let scan_schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
-        let physical = state.create_physical_expr(predicate, &scan_schema)?;
-        let keep: Vec<usize> = (0..wanted.len()).collect();
-        let filtered = FilterExecBuilder::new(physical, scan)
-            .apply_projection(Some(keep))?
-            .build()?;
+        let filtered = filtered_scan(
+            self.inner.as_ref(),
+            state,
+            projection,
+            &[self.tenant_index],
+            predicate.clone(),
+            std::slice::from_ref(&predicate),
+            None,
+        )
+        .await?;
         Ok(Arc::new(TenantScopeExec::new(Arc::new(filtered))))
     }
 }

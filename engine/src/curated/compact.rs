@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::functions_aggregate::expr_fn::{max, min};
-use datafusion::functions_window::expr_fn::lag;
+use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan};
 use datafusion::prelude::{DataFrame, SessionContext, cast, col, lit};
@@ -17,7 +17,7 @@ use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::operations::optimize::OptimizeType;
 use object_store::{ObjectMeta, ObjectStoreExt};
 
-use super::table::LandingFiles;
+use super::table::{DELIVERY_COLUMN, LandingFiles};
 use super::{ABSORBED, Curated, IN_LANDING, absorbed_in_landing, delta_error, faults};
 use crate::error::{EngineError, Result};
 use crate::storage::files::TableFileStore;
@@ -72,6 +72,8 @@ pub enum CompactProgress {
         version: u64,
         files: usize,
         rows: u64,
+        /// Copies of spans already kept, left out.
+        duplicates: u64,
     },
     /// Absorbed landing files past the grace period deleted.
     Cleaned { table: &'static str, files: usize },
@@ -84,11 +86,25 @@ pub struct CompactReport {
     pub files: usize,
     /// Rows added to the curated table (duplicates removed).
     pub rows: u64,
+    /// Rows of the landing files left out as copies of a span already kept: redeliveries, and
+    /// conflicting copies (another tenant, workflow, count or time under the same ids).
+    pub duplicates: u64,
     /// The versions committed, oldest first; empty when there was nothing to do.
     pub versions: Vec<u64>,
     /// Landing files deleted after their grace period.
     pub deleted: usize,
 }
+
+/// How far apart the start times of two copies of one span may be for a compaction to find the
+/// curated copy: a week.
+const COPY_TIME_MARGIN: datafusion::common::ScalarValue =
+    datafusion::common::ScalarValue::IntervalMonthDayNano(Some(
+        arrow::datatypes::IntervalMonthDayNano {
+            months: 0,
+            days: 7,
+            nanoseconds: 0,
+        },
+    ));
 
 /// The application id under which compactions of `table` number their runs.
 fn app_id(table: &str) -> String {
@@ -174,6 +190,7 @@ pub(crate) async fn compact(
             .map(|m| curated.landing_key(&m.location))
             .collect();
         in_landing.extend(absorbed.iter().cloned());
+        let landing = landing_row_count(ctx, curated, batch).await?;
         let (committed, rows) = commit_batch(
             ctx,
             curated,
@@ -186,14 +203,17 @@ pub(crate) async fn compact(
         .await?;
         let version = committed.version().unwrap_or_default();
         faults::point(faults::AFTER_COMMIT);
+        let duplicates = landing.saturating_sub(rows);
         progress(CompactProgress::Committed {
             table,
             version,
             files: batch.len(),
             rows,
+            duplicates,
         });
         report.files += batch.len();
         report.rows += rows;
+        report.duplicates += duplicates;
         report.versions.push(version);
         delta = Some(committed);
     }
@@ -207,6 +227,16 @@ pub(crate) async fn compact(
         }
     }
     Ok(report)
+}
+
+/// Rows in the landing files of `batch` (from their footers).
+async fn landing_row_count(
+    ctx: &SessionContext,
+    curated: &Curated,
+    batch: &[ObjectMeta],
+) -> Result<u64> {
+    let landing = LandingFiles::new(curated.def, curated.location.store_url(), batch.to_vec());
+    Ok(ctx.read_table(Arc::new(landing))?.count().await? as u64)
 }
 
 /// `files` in order, cut into runs of at most `limit` bytes (a larger file is a run of its own).
@@ -282,9 +312,12 @@ async fn commit_batch(
     Ok((written, rows))
 }
 
-/// The rows of `batch` as the curated table stores them: spans without those already curated
-/// in the same time range and without repeats among themselves (at-least-once delivery sends
-/// some twice); sorted by tenant, workflow and time; text as Utf8 (Delta has no view types).
+/// The rows of `batch` as the curated table stores them: sorted by tenant, workflow and time;
+/// text as Utf8 (Delta has no view types). For `spans`, one row per span identity
+/// (`trace_id`, `span_id`), whatever the copies hold: the ledger is append-only, so the first
+/// copy delivered is the record — one already curated, else the one in the earliest-delivered
+/// landing file (modification time, then path; copies within one file are interchangeable
+/// deliveries of the same request). Later copies are dropped, and counted by the caller.
 async fn landing_rows(
     ctx: &SessionContext,
     curated: &Curated,
@@ -293,40 +326,30 @@ async fn landing_rows(
 ) -> Result<LogicalPlan> {
     let def = curated.def;
     let schema = def.query_schema();
-    let landing = LandingFiles::new(def, curated.location.store_url(), batch.to_vec());
-    let mut frame = ctx.read_table(Arc::new(landing))?;
     let has = |c: &str| schema.index_of(c).is_ok();
     let spans = has("trace_id") && has("span_id");
+    let mut landing = LandingFiles::new(def, curated.location.store_url(), batch.to_vec());
+    if spans {
+        landing = landing.with_delivery_order();
+    }
+    let mut frame = ctx.read_table(Arc::new(landing))?;
     if spans && let Some(existing) = existing {
         frame = without_curated_spans(ctx, frame, existing).await?;
     }
-    let mut order: Vec<_> = ["tenant", "workflow", "start_time", "closed_at"]
+    let order: Vec<_> = ["tenant", "workflow", "start_time", "closed_at"]
         .into_iter()
         .filter(|c| has(c))
         .map(|c| col(c).sort(true, true))
         .collect();
     if spans {
-        // A redelivered span is the same row again: sorted with the ids last, the copies are
-        // neighbours, and each row that repeats the previous one's ids is dropped. (DISTINCT ON
-        // with every column took 20 times longer and 7 times the memory.)
-        order.extend([
-            col("trace_id").sort(true, true),
-            col("span_id").sort(true, true),
-        ]);
-        let previous = |name: &str| {
-            lag(col(name), Some(1), None)
-                .order_by(order.clone())
-                .build()
-                .map(|e| e.alias(format!("previous_{name}")))
-        };
+        let copy = row_number()
+            .partition_by(vec![col("trace_id"), col("span_id")])
+            .order_by(vec![col(DELIVERY_COLUMN).sort(true, true)])
+            .build()?
+            .alias("_copy");
         frame = frame
-            .window(vec![previous("trace_id")?, previous("span_id")?])?
-            .filter(
-                col("previous_trace_id")
-                    .is_null()
-                    .or(col("previous_trace_id").not_eq(col("trace_id")))
-                    .or(col("previous_span_id").not_eq(col("span_id"))),
-            )?;
+            .window(vec![copy])?
+            .filter(col("_copy").eq(lit(1u64)))?;
     }
     if !order.is_empty() {
         frame = frame.sort(order)?;
@@ -344,9 +367,10 @@ async fn landing_rows(
     Ok(frame.select(columns)?.into_unoptimized_plan())
 }
 
-/// `spans` without the spans `existing` already holds. Only curated spans in the time range of
-/// `spans` are compared (a redelivered span keeps its start time), so the curated table's file
-/// statistics keep this from reading all of it.
+/// `spans` without the spans `existing` already holds. Only curated spans that start within
+/// [`COPY_TIME_MARGIN`] of the time range of `spans` are compared, so the curated table's file
+/// statistics keep this from reading all of it: a copy that claims a start time further from
+/// the curated one's is not recognised (docs/integrity.md).
 async fn without_curated_spans(
     ctx: &SessionContext,
     spans: DataFrame,
@@ -378,7 +402,10 @@ async fn without_curated_spans(
     };
     let known = ctx
         .read_table(existing.table_provider().await?)?
-        .filter(col("start_time").between(lit(lo), lit(hi)))?
+        .filter(col("start_time").between(
+            lit(lo) - lit(COPY_TIME_MARGIN),
+            lit(hi) + lit(COPY_TIME_MARGIN),
+        ))?
         .select(vec![
             col("trace_id").alias("known_trace_id"),
             col("span_id").alias("known_span_id"),

@@ -4,13 +4,16 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
@@ -290,18 +293,50 @@ pub(crate) struct LandingFiles {
     def: &'static TableDef,
     store: ObjectStoreUrl,
     files: Vec<ObjectMeta>,
+    /// Whether rows carry [`DELIVERY_COLUMN`].
+    delivery: bool,
 }
+
+/// The column [`LandingFiles::with_delivery_order`] adds: the rank of a row's file in the order
+/// files were delivered (modification time, then path), from 0.
+pub(crate) const DELIVERY_COLUMN: &str = "_delivery";
 
 impl LandingFiles {
     pub fn new(def: &'static TableDef, store: ObjectStoreUrl, files: Vec<ObjectMeta>) -> Self {
-        LandingFiles { def, store, files }
+        LandingFiles {
+            def,
+            store,
+            files,
+            delivery: false,
+        }
+    }
+
+    /// Rows with [`DELIVERY_COLUMN`], so copies of one row can be told apart by arrival.
+    pub fn with_delivery_order(mut self) -> Self {
+        self.files
+            .sort_by(|a, b| (a.last_modified, &a.location).cmp(&(b.last_modified, &b.location)));
+        self.delivery = true;
+        self
+    }
+
+    fn delivery_field(&self) -> Option<FieldRef> {
+        self.delivery
+            .then(|| Arc::new(Field::new(DELIVERY_COLUMN, DataType::Int64, false)))
     }
 }
 
 #[async_trait]
 impl TableProvider for LandingFiles {
     fn schema(&self) -> SchemaRef {
-        self.def.query_schema()
+        let schema = self.def.query_schema();
+        match self.delivery_field() {
+            None => schema,
+            Some(field) => {
+                let mut fields = schema.fields().to_vec();
+                fields.push(field);
+                Arc::new(Schema::new(fields))
+            }
+        }
     }
 
     fn table_type(&self) -> TableType {
@@ -315,7 +350,7 @@ impl TableProvider for LandingFiles {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let schema = self.def.query_schema();
+        let schema = self.schema();
         if self.files.is_empty() {
             let projected = match projection {
                 Some(p) => Arc::new(schema.project(p)?),
@@ -328,10 +363,24 @@ impl TableProvider for LandingFiles {
         let parquet = state.table_options().parquet.clone();
         let format = ParquetFormat::default().with_options(parquet);
         let partitions = state.config_options().execution.target_partitions.max(1);
-        let files: Vec<_> = self.files.iter().cloned().map(Into::into).collect();
+        let files: Vec<PartitionedFile> = self
+            .files
+            .iter()
+            .enumerate()
+            .map(|(rank, meta)| {
+                let file = PartitionedFile::from(meta.clone());
+                match self.delivery {
+                    true => file.with_partition_values(vec![ScalarValue::Int64(Some(rank as i64))]),
+                    false => file,
+                }
+            })
+            .collect();
         let groups = FileGroup::new(files).split_files(partitions);
+        let table_schema = TableSchema::builder(self.def.query_schema())
+            .with_table_partition_cols(self.delivery_field().into_iter().collect::<Vec<_>>())
+            .build();
         let config =
-            FileScanConfigBuilder::new(self.store.clone(), format.file_source(schema.into()))
+            FileScanConfigBuilder::new(self.store.clone(), format.file_source(table_schema))
                 .with_file_groups(groups)
                 .with_projection_indices(projection.cloned())?
                 .with_limit(limit)

@@ -49,13 +49,14 @@ use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, DFSchema, Result};
 use datafusion::functions_aggregate::count::Count;
 use datafusion::functions_aggregate::min_max::{Max, Min, max_udaf, min_udaf};
-use datafusion::functions_aggregate::sum::{Sum, sum_udaf};
+use datafusion::functions_aggregate::sum::Sum;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     Aggregate, AggregateUDF, Expr, Join, JoinType, LogicalPlan, Projection, cast, col,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use tokenledger_udfs::CheckedSum;
 
 use super::OptimizerOptions;
 use crate::schema::{TABLES, TableDef};
@@ -244,7 +245,7 @@ fn combine_of(expr: &Expr) -> Option<Combine> {
         return None;
     }
     let inner = function.func.inner().as_ref();
-    if inner.is::<Count>() || inner.is::<Sum>() {
+    if inner.is::<Count>() || inner.is::<Sum>() || inner.is::<CheckedSum>() {
         Some(sum_of)
     } else if inner.is::<Min>() {
         Some(min_of)
@@ -255,8 +256,10 @@ fn combine_of(expr: &Expr) -> Option<Combine> {
     }
 }
 
+/// Partial counts and sums add up with the checked sum sessions use, so a total out of range
+/// fails as the query without the rule would.
 fn sum_of(partial: Expr) -> Expr {
-    aggregate_of(sum_udaf(), partial)
+    aggregate_of(Arc::new(AggregateUDF::from(CheckedSum::default())), partial)
 }
 
 fn min_of(partial: Expr) -> Expr {

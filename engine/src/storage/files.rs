@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -28,6 +29,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
 use datafusion::execution::cache::cache_manager::{CachedFileMetadataEntry, FileMetadataCache};
+use futures::FutureExt;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
@@ -35,11 +37,16 @@ use object_store::{
     ObjectMeta, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
     PutResult,
 };
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::parquet_to_arrow_schema;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask, parquet_to_arrow_schema};
+use parquet::file::metadata::FileMetaData;
 
 use crate::error::{EngineError, SharedError};
-use crate::schema::TableDef;
+use crate::integrity::{BatchCheck, CHECKED_COLUMNS, Policy, VALUES_CHECKED_KEY};
+use crate::schema::{SPANS, TableDef};
 use crate::storage::footer::{self, BadFooter};
 
 /// Files whose verdicts are kept (about 300 bytes each).
@@ -77,6 +84,9 @@ struct Checker {
     display_prefix: String,
     /// Fail queries on a bad file instead of leaving it out.
     strict: bool,
+    /// Whether a checked file had rows breaking the validation policy (then `spans` is read
+    /// through it: [`crate::integrity::ValidRows`]).
+    failing_rows_seen: AtomicBool,
 }
 
 /// Verdicts by file, for the version last checked: a rewritten file replaces its old entry.
@@ -185,8 +195,13 @@ impl From<&ObjectMeta> for FileVersion {
 /// The verdict on one file version: its rows, or why it is quarantined.
 #[derive(Debug, Clone)]
 pub enum FileCheck {
-    /// Readable as its table; this many rows.
-    Ok { rows: u64 },
+    /// Readable as its table; this many rows. For a `spans` file, its rows checked against the
+    /// validation policy ([`crate::integrity`]): on listing, or by its writer at the door (then
+    /// none fail); `None` for other tables, or when the values could not be read.
+    Ok {
+        rows: u64,
+        values: Option<Arc<BatchCheck>>,
+    },
     /// Left out of queries, for this reason.
     Quarantined(Arc<EngineError>),
 }
@@ -227,6 +242,7 @@ impl TableFileStore {
                 small_files: Mutex::default(),
                 display_prefix: display_prefix.to_string(),
                 strict,
+                failing_rows_seen: AtomicBool::new(false),
             }),
         }
     }
@@ -234,6 +250,21 @@ impl TableFileStore {
     /// The store being wrapped.
     pub fn inner(&self) -> &Arc<dyn ObjectStore> {
         &self.checker.inner
+    }
+
+    /// Whether any file checked so far holds rows that break the validation policy.
+    pub fn has_failing_rows(&self) -> bool {
+        self.checker.failing_rows_seen.load(Ordering::Relaxed)
+    }
+
+    /// The policy check of `meta`'s rows, if it is a checked `spans` file (from the cache;
+    /// checked now if the file was not listed yet).
+    pub async fn value_check(&self, meta: &ObjectMeta) -> Option<Arc<BatchCheck>> {
+        let table = self.checker.table_for(&meta.location)?;
+        match self.checker.check(meta, table).await {
+            Ok(FileCheck::Ok { values, .. }) => values,
+            _ => None,
+        }
     }
 
     /// Every visible file under `dir` (in-progress objects aside), unchecked, sorted by path.
@@ -363,6 +394,48 @@ pub fn is_visible(meta: &ObjectMeta, below: &Path) -> bool {
     })
 }
 
+/// Reads the byte ranges the Parquet reader asks for (the projected column chunks) from the
+/// store, with the footer already read.
+struct ColumnReader {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    metadata: Arc<parquet::file::metadata::ParquetMetaData>,
+}
+
+impl AsyncFileReader for ColumnReader {
+    fn get_bytes(
+        &mut self,
+        range: Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<
+        'a,
+        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
+    > {
+        let metadata = Arc::clone(&self.metadata);
+        async move { Ok(metadata) }.boxed()
+    }
+}
+
+/// Whether the file's writer checked every row against the validation policy (tokenledger's
+/// own writers say so in the footer's key-value metadata).
+fn values_checked_by_writer(metadata: &FileMetaData) -> bool {
+    metadata
+        .key_value_metadata()
+        .is_some_and(|kv| kv.iter().any(|entry| entry.key == VALUES_CHECKED_KEY))
+}
+
 fn is_parquet(meta: &ObjectMeta) -> bool {
     meta.location.as_ref().ends_with(PARQUET_SUFFIX)
 }
@@ -394,7 +467,15 @@ impl Checker {
             return Ok(cached);
         }
         let check = match self.read_footer(meta, table).await? {
-            Ok(rows) => FileCheck::Ok { rows },
+            Ok((rows, values)) => {
+                if values.as_ref().is_some_and(|v| v.failing_rows > 0) {
+                    self.failing_rows_seen.store(true, Ordering::Relaxed);
+                }
+                FileCheck::Ok {
+                    rows,
+                    values: values.map(Arc::new),
+                }
+            }
             Err(problem) => {
                 // Strict sessions report it as the query's error instead. The problem names the
                 // file and, for schema problems, the column.
@@ -411,13 +492,15 @@ impl Checker {
         Ok(check)
     }
 
-    /// Reads the footer and checks its schema: the row count, or what is wrong with the file.
-    /// A footer that passes goes into the session's footer cache, where the scan finds it.
+    /// Reads the footer and checks its schema, then, for a `spans` file its writer did not
+    /// check, its rows against the validation policy: the row count and the value check, or what
+    /// is wrong with the file. A footer that passes goes into the session's footer cache, where
+    /// the scan finds it.
     async fn read_footer(
         &self,
         meta: &ObjectMeta,
         table: &'static TableDef,
-    ) -> object_store::Result<Result<u64, EngineError>> {
+    ) -> object_store::Result<Result<(u64, Option<BatchCheck>), EngineError>> {
         let file = self.display(&meta.location);
         let footer = footer::read_footer(self.inner.as_ref(), meta, FOOTER_SIZE_HINT).await?;
         // Forget any earlier version's bytes whatever the verdict; keep this one's if it passes.
@@ -452,19 +535,104 @@ impl Checker {
             }
         };
         let rows = u64::try_from(metadata.num_rows()).unwrap_or_default();
-        let checked = table
-            .check_file_schema(&schema)
-            .map(|()| rows)
-            .map_err(|p| EngineError::Schema {
+        if let Err(p) = table.check_file_schema(&schema) {
+            return Ok(Err(EngineError::Schema {
                 table: table.name.to_string(),
                 file,
                 column: p.column,
                 problem: p.problem,
-            });
-        if checked.is_ok() {
-            self.keep_for_scans(meta, footer);
+            }));
         }
-        Ok(checked)
+        let values = match table.name == SPANS.name {
+            false => None,
+            // Checked row by row as it was written: nothing fails.
+            true if values_checked_by_writer(metadata) => Some(BatchCheck {
+                rows,
+                ..BatchCheck::default()
+            }),
+            true => self.check_values(meta, &footer).await,
+        };
+        self.keep_for_scans(meta, footer);
+        Ok(Ok((rows, values)))
+    }
+
+    /// Counts the rows of a `spans` file breaking each rule of the policy, reading only the
+    /// columns the rules look at. `None` if they cannot be read: the scan then meets the
+    /// damage and quarantines the file.
+    async fn check_values(&self, meta: &ObjectMeta, footer: &footer::Footer) -> Option<BatchCheck> {
+        let options = ArrowReaderOptions::new();
+        let reader_metadata =
+            ArrowReaderMetadata::try_new(Arc::clone(&footer.metadata), options).ok()?;
+        let mask = ProjectionMask::columns(
+            reader_metadata.metadata().file_metadata().schema_descr(),
+            CHECKED_COLUMNS,
+        );
+        let policy = Policy::now();
+        let counted = match &footer.whole_file {
+            Some(bytes) => {
+                let bytes = bytes.clone();
+                tokio::task::spawn_blocking(move || {
+                    catch_unwind(AssertUnwindSafe(|| {
+                        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                            bytes,
+                            reader_metadata,
+                        )
+                        .with_projection(mask)
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                        let mut check = BatchCheck::default();
+                        for batch in reader {
+                            let batch = batch.map_err(|e| e.to_string())?;
+                            check.add(&policy.check_batch(&batch).map_err(|e| e.to_string())?);
+                        }
+                        Ok::<_, String>(check)
+                    }))
+                    .unwrap_or_else(|panic| Err(footer::panic_message(panic.as_ref())))
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            }
+            None => {
+                let reader = ColumnReader {
+                    store: Arc::clone(&self.inner),
+                    path: meta.location.clone(),
+                    metadata: Arc::clone(&footer.metadata),
+                };
+                let counting = async move {
+                    let mut stream =
+                        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, reader_metadata)
+                            .with_projection(mask)
+                            .build()
+                            .map_err(|e| e.to_string())?;
+                    let mut check = BatchCheck::default();
+                    while let Some(batch) = stream.next().await {
+                        let batch = batch.map_err(|e| e.to_string())?;
+                        check.add(&policy.check_batch(&batch).map_err(|e| e.to_string())?);
+                    }
+                    Ok::<_, String>(check)
+                };
+                AssertUnwindSafe(counting)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|panic| Err(footer::panic_message(panic.as_ref())))
+            }
+        };
+        match counted {
+            Ok(check) => {
+                if check.failing_rows > 0 {
+                    tracing::warn!(
+                        file = %self.display(&meta.location),
+                        rules = %check.summary(),
+                        "rows breaking the validation policy are left out of queries"
+                    );
+                }
+                Some(check)
+            }
+            Err(e) => {
+                tracing::warn!(file = %self.display(&meta.location), error = %e, "values not checked");
+                None
+            }
+        }
     }
 
     /// Puts a checked file's footer where the scan looks for it (the session's footer cache)
@@ -714,19 +882,52 @@ mod tests {
             entries: HashMap::new(),
             cap: 3,
         };
-        cache.insert(version("t/a.parquet", 10), FileCheck::Ok { rows: 1 });
+        cache.insert(
+            version("t/a.parquet", 10),
+            FileCheck::Ok {
+                rows: 1,
+                values: None,
+            },
+        );
         // Rewritten: the new version replaces the old one, and the old one is no longer known.
-        cache.insert(version("t/a.parquet", 20), FileCheck::Ok { rows: 2 });
+        cache.insert(
+            version("t/a.parquet", 20),
+            FileCheck::Ok {
+                rows: 2,
+                values: None,
+            },
+        );
         assert!(cache.get(&version("t/a.parquet", 10)).is_none());
         assert!(matches!(
             cache.get(&version("t/a.parquet", 20)),
-            Some(FileCheck::Ok { rows: 2 })
+            Some(FileCheck::Ok {
+                rows: 2,
+                values: None
+            })
         ));
-        cache.insert(version("t/b.parquet", 10), FileCheck::Ok { rows: 1 });
-        cache.insert(version("t/c.parquet", 10), FileCheck::Ok { rows: 1 });
+        cache.insert(
+            version("t/b.parquet", 10),
+            FileCheck::Ok {
+                rows: 1,
+                values: None,
+            },
+        );
+        cache.insert(
+            version("t/c.parquet", 10),
+            FileCheck::Ok {
+                rows: 1,
+                values: None,
+            },
+        );
         assert_eq!(cache.entries.len(), 3);
         // A fourth file starts again empty: bounded whatever a long-running server sees.
-        cache.insert(version("t/d.parquet", 10), FileCheck::Ok { rows: 1 });
+        cache.insert(
+            version("t/d.parquet", 10),
+            FileCheck::Ok {
+                rows: 1,
+                values: None,
+            },
+        );
         assert_eq!(cache.entries.len(), 1);
         assert!(cache.get(&version("t/d.parquet", 10)).is_some());
     }

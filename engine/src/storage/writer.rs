@@ -10,7 +10,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::metadata::SortingColumn;
+use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -54,6 +54,19 @@ pub fn writer_properties(schema: &SchemaRef, sorted_by: &[&str]) -> WriterProper
             .set_column_statistics_enabled(path, EnabledStatistics::None);
     }
     builder.build()
+}
+
+/// [`writer_properties`] for a `spans` file whose writer checked every row against the
+/// validation policy: the footer says so ([`crate::integrity::VALUES_CHECKED_KEY`]), and readers
+/// do not check its rows again.
+pub fn checked_spans_properties(schema: &SchemaRef, sorted_by: &[&str]) -> WriterProperties {
+    writer_properties(schema, sorted_by)
+        .into_builder()
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            crate::integrity::VALUES_CHECKED_KEY.to_string(),
+            crate::integrity::POLICY_VERSION.to_string(),
+        )]))
+        .build()
 }
 
 /// A Parquet file built in memory, batch by batch, and finished with its checksums

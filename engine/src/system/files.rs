@@ -26,6 +26,10 @@ static FILES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("rows", DataType::Int64, true),
         Field::new("status", DataType::Utf8, false),
         Field::new("error", DataType::Utf8, true),
+        // `spans` files: rows breaking the validation policy (left out of queries), and how
+        // many broke each rule; NULL for other tables.
+        Field::new("rows_failing", DataType::Int64, true),
+        Field::new("failed_rules", DataType::Utf8, true),
     ]))
 });
 
@@ -61,21 +65,27 @@ fn report_batch(report: &[FileReport]) -> Result<RecordBatch> {
     let mut rows = Int64Builder::new();
     let mut status = StringBuilder::new();
     let mut error = StringBuilder::new();
+    let mut failing = Int64Builder::new();
+    let mut rules = StringBuilder::new();
     for file in report {
         table.append_value(file.table);
         path.append_value(&file.path);
         size.append_value(i64::try_from(file.size).unwrap_or(i64::MAX));
         modified.append_value(file.modified.timestamp_micros());
         match &file.check {
-            FileCheck::Ok { rows: n } => {
+            FileCheck::Ok { rows: n, values } => {
                 rows.append_value(i64::try_from(*n).unwrap_or(i64::MAX));
                 status.append_value("ok");
                 error.append_null();
+                failing.append_option(values.as_ref().map(|v| v.failing_rows as i64));
+                rules.append_option(values.as_ref().map(|v| v.summary()));
             }
             FileCheck::Quarantined(problem) => {
                 rows.append_null();
                 status.append_value("quarantined");
                 error.append_value(problem.user_message());
+                failing.append_null();
+                rules.append_null();
             }
         }
     }
@@ -89,6 +99,8 @@ fn report_batch(report: &[FileReport]) -> Result<RecordBatch> {
             Arc::new(rows.finish()),
             Arc::new(status.finish()),
             Arc::new(error.finish()),
+            Arc::new(failing.finish()),
+            Arc::new(rules.finish()),
         ],
     )?)
 }

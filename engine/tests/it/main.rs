@@ -2,10 +2,11 @@
 
 mod aggregation;
 mod catalog;
-mod curated;
+pub mod curated;
 mod eager_aggregation;
 mod footer;
 mod generate;
+mod integrity;
 mod optimizer;
 mod readme;
 mod reports;

@@ -310,6 +310,8 @@ async fn explain_and_the_file_list_are_for_administrators() {
         "SELECT * FROM tokenledger_files",
         "SELECT count(*) FROM tokenledger.public.tokenledger_files",
         "SELECT * FROM spans WHERE span_id IN (SELECT path FROM tokenledger_files)",
+        "SELECT * FROM rejected_spans",
+        "SELECT count(*) FROM spans WHERE span_id IN (SELECT span_id FROM rejected_spans)",
     ] {
         let refused = run(&mut ana, sql).await.unwrap_err();
         assert_eq!(refused.code(), Code::PermissionDenied, "{sql}: {refused:?}");
@@ -349,7 +351,12 @@ async fn explain_and_the_file_list_are_for_administrators() {
         !ana_tables.contains(&"tokenledger_files".to_string()),
         "{ana_tables:?}"
     );
+    assert!(
+        !ana_tables.contains(&"rejected_spans".to_string()),
+        "{ana_tables:?}"
+    );
     assert!(admin_tables.contains(&"tokenledger_files".to_string()));
+    assert!(admin_tables.contains(&"rejected_spans".to_string()));
 }
 
 #[tokio::test]
