@@ -2,19 +2,16 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
-};
-use arrow::compute::{cast, filter_record_batch, take_record_batch};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::util::display::{ArrayFormatter, FormatOptions};
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Field, Schema};
 use datafusion::prelude::CsvReadOptions;
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 
 use crate::error::{EngineError, Result};
-use crate::integrity::{Policy, Violation};
-use crate::schema::{ColumnType, MODEL_PRICES, REJECTED_SPANS, SPANS, TableDef, batch_by_name};
+use crate::integrity::{Policy, rejected_rows, write_rejected};
+use crate::schema::{ColumnType, MODEL_PRICES, SPANS, TableDef};
 use crate::session::{SessionOptions, new_context};
 use crate::storage::location::DataLocation;
 use crate::storage::writer::{StreamingParquetFile, checked_spans_properties, writer_properties};
@@ -89,9 +86,12 @@ pub async fn import_csv(
             let violations = policy.check_rows(&aligned)?;
             if violations.iter().any(Option::is_some) {
                 let keep: BooleanArray = violations.iter().map(|v| Some(v.is_none())).collect();
-                let (rows, reasons) = rejected_rows(&aligned, &violations, line)?;
-                refused.push(rows);
-                imported.rejected.extend(reasons);
+                refused.push(rejected_rows(&aligned, &violations, "csv")?);
+                imported.rejected.extend(
+                    violations.iter().enumerate().filter_map(|(i, v)| {
+                        Some(format!("line {}: {}", line + i + 1, v.as_ref()?))
+                    }),
+                );
                 aligned = filter_record_batch(&aligned, &keep)?;
             }
         }
@@ -101,103 +101,9 @@ pub async fn import_csv(
     }
     file.close().await?;
     if !refused.is_empty() {
-        write_rejected(store, location, &stem, &refused).await?;
+        write_rejected(store, location, &["csv", &stem], &refused).await?;
     }
     Ok(imported)
-}
-
-/// The rows of `batch` that broke the policy as rows of `rejected_spans`, and a line for each
-/// saying which CSV line and why (`first_line` is the line before the batch's first row).
-fn rejected_rows(
-    batch: &RecordBatch,
-    violations: &[Option<Violation>],
-    first_line: usize,
-) -> Result<(RecordBatch, Vec<String>)> {
-    let refused: Vec<(usize, &Violation)> = violations
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| Some((i, v.as_ref()?)))
-        .collect();
-    let indices = UInt32Array::from_iter_values(refused.iter().map(|(i, _)| *i as u32));
-    let rows = take_record_batch(batch, &indices)?;
-    let text = |name: &str| -> Result<ArrayRef> {
-        Ok(cast(
-            rows.column_by_name(name).expect("a spans column"),
-            &DataType::Utf8,
-        )?)
-    };
-    let reasons = refused
-        .iter()
-        .map(|(i, v)| format!("line {}: {v}", first_line + i + 1))
-        .collect();
-    let attributes: StringArray = (0..rows.num_rows())
-        .map(|row| Some(row_json(&rows, row)))
-        .collect();
-    let received_at = chrono::Utc::now().timestamp_micros();
-    let batch = batch_by_name(&REJECTED_SPANS, |name| {
-        Some(match name {
-            "received_at" => Arc::new(
-                TimestampMicrosecondArray::from_value(received_at, rows.num_rows())
-                    .with_timezone("UTC"),
-            ) as ArrayRef,
-            "source" => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                "csv",
-                rows.num_rows(),
-            ))),
-            "tenant" | "trace_id" | "span_id" | "name" => text(name).ok()?,
-            "start_time" => Arc::clone(rows.column_by_name("start_time")?),
-            "rule" => Arc::new(StringArray::from_iter_values(
-                refused.iter().map(|(_, v)| v.rule.name()),
-            )),
-            "reason" => Arc::new(StringArray::from_iter_values(
-                refused.iter().map(|(_, v)| v.detail.as_str()),
-            )),
-            "attributes" => Arc::new(attributes.clone()),
-            _ => return None,
-        })
-    })?;
-    Ok((batch, reasons))
-}
-
-/// Every column of one row, as a JSON object of text values (what `rejected_spans` keeps of a
-/// refused row).
-fn row_json(batch: &RecordBatch, row: usize) -> String {
-    let options = FormatOptions::default().with_null("");
-    let object: serde_json::Map<String, serde_json::Value> = batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .filter(|(_, column)| column.is_valid(row))
-        .filter_map(|(field, column)| {
-            let formatter = ArrayFormatter::try_new(column.as_ref(), &options).ok()?;
-            Some((
-                field.name().clone(),
-                serde_json::Value::String(formatter.value(row).to_string()),
-            ))
-        })
-        .collect();
-    serde_json::Value::Object(object).to_string()
-}
-
-/// Writes the refused rows of an import as `rejected_spans/csv/{stem}.parquet`.
-async fn write_rejected(
-    store: Arc<dyn ObjectStore>,
-    location: &DataLocation,
-    stem: &str,
-    batches: &[RecordBatch],
-) -> Result<()> {
-    let schema = REJECTED_SPANS.schema();
-    let target = location
-        .table_dir(REJECTED_SPANS.name)
-        .join("csv")
-        .join(format!("{stem}.parquet"));
-    let mut file =
-        StreamingParquetFile::create(store, target, &schema, writer_properties(&schema, &[]))?;
-    for batch in batches {
-        file.write(batch).await?;
-    }
-    file.close().await
 }
 
 /// Reads a LiteLLM `model_prices_and_context_window.json` (USD per token, keyed by model) and

@@ -493,7 +493,7 @@ pub static REJECTED_SPANS: TableDef = TableDef {
             true,
             "when it was refused (after a crash: when its spool segment opened)",
         ),
-        col("source", Text, true, "the way in: otlp"),
+        col("source", Text, true, "the way in: otlp, csv or compaction"),
         col(
             "tenant",
             Text,

@@ -89,12 +89,13 @@ impl CompactArgs {
                 println!("{}: nothing to compact", table.name);
             } else {
                 println!(
-                    "{}: {} landing files, {} rows -> curated versions {}{}",
+                    "{}: {} landing files, {} rows -> curated versions {}{}{}",
                     table.name,
                     report.files,
                     report.rows,
                     version_range(&report.versions),
-                    duplicates_note(report.duplicates)
+                    duplicates_note(report.duplicates),
+                    set_aside_note(report.set_aside)
                 );
             }
             if optimize || vacuum {
@@ -138,9 +139,11 @@ fn print_compact_progress(progress: CompactProgress) {
             files,
             rows,
             duplicates,
+            set_aside,
         } => eprintln!(
-            "{table}: version {version} committed ({files} landing files, {rows} rows{})",
-            duplicates_note(duplicates)
+            "{table}: version {version} committed ({files} landing files, {rows} rows{}{})",
+            duplicates_note(duplicates),
+            set_aside_note(set_aside)
         ),
         CompactProgress::Cleaned { table, files } => {
             eprintln!("{table}: deleted {files} landing files compacted more than --grace ago")
@@ -154,6 +157,14 @@ fn duplicates_note(duplicates: u64) -> String {
     match duplicates {
         0 => String::new(),
         n => format!(", {n} duplicate span copies left out (the first delivered is kept)"),
+    }
+}
+
+/// `, 2 rows breaking the validation policy moved to rejected_spans`, or nothing.
+fn set_aside_note(rows: u64) -> String {
+    match rows {
+        0 => String::new(),
+        n => format!(", {n} rows breaking the validation policy moved to rejected_spans"),
     }
 }
 

@@ -20,6 +20,7 @@ use object_store::{ObjectMeta, ObjectStoreExt};
 use super::table::{DELIVERY_COLUMN, LandingFiles};
 use super::{ABSORBED, Curated, IN_LANDING, absorbed_in_landing, delta_error, faults};
 use crate::error::{EngineError, Result};
+use crate::integrity::{Policy, rejected_rows, write_rejected};
 use crate::storage::files::TableFileStore;
 use crate::storage::writer::writer_properties;
 
@@ -74,6 +75,8 @@ pub enum CompactProgress {
         rows: u64,
         /// Copies of spans already kept, left out.
         duplicates: u64,
+        /// Rows breaking the validation policy, moved to `rejected_spans`.
+        set_aside: u64,
     },
     /// Absorbed landing files past the grace period deleted.
     Cleaned { table: &'static str, files: usize },
@@ -89,6 +92,9 @@ pub struct CompactReport {
     /// Rows of the landing files left out as copies of a span already kept: redeliveries, and
     /// conflicting copies (another tenant, workflow, count or time under the same ids).
     pub duplicates: u64,
+    /// Rows breaking the validation policy, written to `rejected_spans` instead of the curated
+    /// table (from files pipelines dropped).
+    pub set_aside: u64,
     /// The versions committed, oldest first; empty when there was nothing to do.
     pub versions: Vec<u64>,
     /// Landing files deleted after their grace period.
@@ -191,29 +197,33 @@ pub(crate) async fn compact(
             .collect();
         in_landing.extend(absorbed.iter().cloned());
         let landing = landing_row_count(ctx, curated, batch).await?;
-        let (committed, rows) = commit_batch(
+        let failing = has_failing_rows(files, batch).await;
+        let (committed, rows, set_aside) = commit_batch(
             ctx,
             curated,
             delta.take(),
             batch,
             &absorbed,
             &in_landing,
+            failing,
             options,
         )
         .await?;
         let version = committed.version().unwrap_or_default();
         faults::point(faults::AFTER_COMMIT);
-        let duplicates = landing.saturating_sub(rows);
+        let duplicates = landing.saturating_sub(rows + set_aside);
         progress(CompactProgress::Committed {
             table,
             version,
             files: batch.len(),
             rows,
             duplicates,
+            set_aside,
         });
         report.files += batch.len();
         report.rows += rows;
         report.duplicates += duplicates;
+        report.set_aside += set_aside;
         report.versions.push(version);
         delta = Some(committed);
     }
@@ -261,6 +271,7 @@ fn batches_by_bytes(files: Vec<ObjectMeta>, limit: u64) -> Vec<Vec<ObjectMeta>> 
 /// Writes `batch`'s rows and commits them with the landing files they came from, in one
 /// commit that fails rather than retries when another writer committed first (it could have
 /// absorbed the same files).
+#[allow(clippy::too_many_arguments)]
 async fn commit_batch(
     ctx: &SessionContext,
     curated: &Curated,
@@ -268,9 +279,10 @@ async fn commit_batch(
     batch: &[ObjectMeta],
     absorbed: &[String],
     in_landing: &BTreeSet<String>,
+    failing: bool,
     options: &CompactOptions,
-) -> Result<(DeltaTable, u64)> {
-    let plan = landing_rows(ctx, curated, batch, delta.as_ref()).await?;
+) -> Result<(DeltaTable, u64, u64)> {
+    let plan = landing_rows(ctx, curated, batch, delta.as_ref(), failing).await?;
     let delta = match delta {
         Some(delta) => delta,
         None => curated.open()?,
@@ -282,6 +294,12 @@ async fn commit_batch(
             .map_err(delta_error)?
             .unwrap_or(0),
         Err(_) => 0,
+    };
+    // Written before the commit, under the run's number: a compaction that crashes before
+    // committing writes the same file again.
+    let set_aside = match failing {
+        true => set_aside_failing_rows(ctx, curated, batch, run + 1).await?,
+        false => 0,
     };
     let commit = CommitProperties::default()
         .with_application_transaction(Transaction::new(app_id(curated.def.name), run + 1))
@@ -309,7 +327,60 @@ async fn commit_batch(
         .await?
         .metric(&["num_added_rows"])
         .unwrap_or_default() as u64;
-    Ok((written, rows))
+    Ok((written, rows, set_aside))
+}
+
+/// Whether any file of `batch` holds rows that break the validation policy (from the checks
+/// the file store made when it listed them).
+async fn has_failing_rows(files: &TableFileStore, batch: &[ObjectMeta]) -> bool {
+    for meta in batch {
+        if files
+            .value_check(meta)
+            .await
+            .is_some_and(|check| check.failing_rows > 0)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Writes the rows of `batch` that break the validation policy to
+/// `rejected_spans/compaction/<table>-run-<run>.parquet`, each with the rule it broke: the
+/// curated table takes only rows that meet it. Returns how many there were.
+async fn set_aside_failing_rows(
+    ctx: &SessionContext,
+    curated: &Curated,
+    batch: &[ObjectMeta],
+    run: i64,
+) -> Result<u64> {
+    let policy = Policy::now();
+    let landing = LandingFiles::new(curated.def, curated.location.store_url(), batch.to_vec());
+    let failing = ctx
+        .read_table(Arc::new(landing))?
+        .filter(!policy.valid_span_predicate())?
+        .collect()
+        .await?;
+    let mut rejected = Vec::new();
+    for batch in failing.iter().filter(|b| b.num_rows() > 0) {
+        rejected.push(rejected_rows(
+            batch,
+            &policy.check_rows(batch)?,
+            "compaction",
+        )?);
+    }
+    let rows = rejected.iter().map(|b| b.num_rows() as u64).sum();
+    if rows > 0 {
+        let name = format!("{}-run-{run}", curated.def.name);
+        write_rejected(
+            Arc::clone(&curated.store),
+            &curated.location,
+            &["compaction", &name],
+            &rejected,
+        )
+        .await?;
+    }
+    Ok(rows)
 }
 
 /// The rows of `batch` as the curated table stores them: sorted by tenant, workflow and time;
@@ -323,6 +394,7 @@ async fn landing_rows(
     curated: &Curated,
     batch: &[ObjectMeta],
     existing: Option<&DeltaTable>,
+    failing: bool,
 ) -> Result<LogicalPlan> {
     let def = curated.def;
     let schema = def.query_schema();
@@ -333,6 +405,10 @@ async fn landing_rows(
         landing = landing.with_delivery_order();
     }
     let mut frame = ctx.read_table(Arc::new(landing))?;
+    if failing {
+        // Rows that break the validation policy go to `rejected_spans`, not the record.
+        frame = frame.filter(Policy::now().valid_span_predicate())?;
+    }
     if spans && let Some(existing) = existing {
         frame = without_curated_spans(ctx, frame, existing).await?;
     }

@@ -8,10 +8,12 @@
 //! tokens, a trillion tokens in one call, a cost of 1e308), not to second-guess real traffic.
 
 mod filter;
+mod rejected;
 
 use std::fmt;
 
 pub use filter::{CHECKED_COLUMNS, ValidRows};
+pub use rejected::{rejected_rows, write_rejected};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;

@@ -160,6 +160,39 @@ async fn a_dropped_file_breaking_the_rules_is_counted_per_rule_and_its_rows_left
     )
     .await;
     assert_eq!(reported, [["1", "100"]]);
+
+    // Compaction writes only rows that meet the policy into the record and moves the others to
+    // rejected_spans, so a fresh session (which never lists the absorbed file) agrees.
+    let options = CompactOptions {
+        min_age: Duration::ZERO,
+        ..CompactOptions::default()
+    };
+    let report = session
+        .compact(&SPANS, &options, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.rows, report.set_aside, report.duplicates),
+        (count as u64 + 1, 4, 0)
+    );
+    let fresh = open(dir.path()).await;
+    assert_eq!(
+        rows(&fresh, totals).await,
+        [[(count + 1).to_string(), (tokens + 100).to_string()]]
+    );
+    assert_eq!(
+        rows(
+            &fresh,
+            "SELECT source, span_id, rule FROM rejected_spans ORDER BY span_id"
+        )
+        .await,
+        [
+            ["compaction", "00000000000000a2", "tokens_out_of_range"],
+            ["compaction", "00000000000000a3", "tokens_out_of_range"],
+            ["compaction", "00000000000000a4", "cached_above_input"],
+            ["compaction", "00000000000000a5", "cost_out_of_range"],
+        ]
+    );
 }
 
 #[tokio::test]
