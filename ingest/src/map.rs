@@ -712,6 +712,136 @@ fn nanos_to_micros(nanos: u64) -> i64 {
 mod tests {
     use super::*;
 
+    fn text(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.into())),
+            }),
+            ..KeyValue::default()
+        }
+    }
+
+    /// One request of one span per case: (name, attributes, start, end), ids from the position.
+    fn request(cases: &[(&str, Vec<KeyValue>, u64, u64)]) -> ExportTraceServiceRequest {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+        let spans = cases
+            .iter()
+            .enumerate()
+            .map(|(i, (name, attributes, start, end))| Span {
+                trace_id: vec![9; 16],
+                span_id: vec![i as u8 + 1; 8],
+                name: name.to_string(),
+                start_time_unix_nano: *start,
+                end_time_unix_nano: *end,
+                attributes: attributes.clone(),
+                ..Span::default()
+            })
+            .collect();
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..ScopeSpans::default()
+                }],
+                ..ResourceSpans::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn each_way_a_span_breaks_the_policy_is_named_and_the_good_one_kept() {
+        const T: u64 = 1_767_571_200_000_000_000; // 2026-01-05
+        let llm = || text("gen_ai.operation.name", "chat");
+        let sent = request(&[
+            (
+                "good",
+                vec![llm(), text("gen_ai.usage.input_tokens", "12")],
+                T,
+                T + 1_000_000,
+            ),
+            ("ends before it starts", vec![llm()], T, T - 1),
+            (
+                "uses more documents than it found",
+                vec![
+                    text("tokenledger.kind", "retrieval"),
+                    text("tokenledger.docs_retrieved", "2"),
+                    text("tokenledger.docs_used", "3"),
+                ],
+                T,
+                T,
+            ),
+            (
+                "fractional tokens",
+                vec![llm(), text("gen_ai.usage.output_tokens", "2.5")],
+                T,
+                T,
+            ),
+            (
+                "cost in words",
+                vec![llm(), text("tokenledger.cost_usd", "cheap")],
+                T,
+                T,
+            ),
+            ("attempt zero", vec![text("tokenledger.attempt", "0")], T, T),
+            (
+                "lasted two months",
+                vec![llm()],
+                T,
+                T + 60 * 86_400_000_000_000,
+            ),
+        ]);
+        let mapped = map_request(&sent, &Policy::at(1_780_000_000_000_000));
+        let kept: Vec<&str> = mapped.spans.iter().map(|s| s.name).collect();
+        assert_eq!(kept, ["good"]);
+        let refused: Vec<(&str, Rule, &str)> = mapped
+            .rejected
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_str(),
+                    r.violation.rule,
+                    r.violation.detail.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (
+                    "ends before it starts",
+                    Rule::DurationOutOfRange,
+                    "ends at 1767571199999999999 ns, before it starts at 1767571200000000000 ns"
+                ),
+                (
+                    "uses more documents than it found",
+                    Rule::DocsOutOfRange,
+                    "docs_used 3 > docs_retrieved 2"
+                ),
+                (
+                    "fractional tokens",
+                    Rule::TokensOutOfRange,
+                    "gen_ai.usage.output_tokens \"2.5\" is not a whole number"
+                ),
+                (
+                    "cost in words",
+                    Rule::CostOutOfRange,
+                    "tokenledger.cost_usd \"cheap\" is not a finite number"
+                ),
+                (
+                    "attempt zero",
+                    Rule::MalformedSpan,
+                    "attempt \"0\" is not a whole number from 1"
+                ),
+                (
+                    "lasted two months",
+                    Rule::DurationOutOfRange,
+                    "duration_ms 5184000000 is outside 0..=2678400000 (31 days)"
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn python_class_names_are_shortened() {
         assert_eq!(
