@@ -364,6 +364,20 @@ pub static SPANS: TableDef = TableDef {
             false,
             "every other span attribute, as strings",
         ),
+        col(
+            "cache_write_input_tokens",
+            Int64,
+            false,
+            "prompt tokens written to the provider's cache, INSIDE input_tokens as cached reads are \
+             (gen_ai.usage.cache_write.input_tokens); null = not reported",
+        ),
+        col(
+            "service_tier",
+            Text,
+            false,
+            "the tier the provider ran the call at: standard | batch | flex | priority | … \
+             (null = not reported)",
+        ),
     ],
 };
 

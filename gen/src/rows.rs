@@ -136,6 +136,8 @@ pub struct SpanColumns {
     error_type: StringBuilder,
     docs_retrieved: Int32Builder,
     docs_used: Int32Builder,
+    cache_write_input_tokens: Int64Builder,
+    service_tier: StringBuilder,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
     /// The formatted id of `scratch_item` (consecutive spans often share their work item).
     scratch: String,
@@ -170,6 +172,9 @@ impl SpanColumns {
             error_type: StringBuilder::new(),
             docs_retrieved: Int32Builder::new(),
             docs_used: Int32Builder::new(),
+            // The simulation writes no cache and runs every call at the standard tier.
+            cache_write_input_tokens: Int64Builder::new(),
+            service_tier: StringBuilder::new(),
             attributes: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             scratch: String::with_capacity(32),
             scratch_item: None,
@@ -224,6 +229,8 @@ impl SpanColumns {
         self.error_type.append_option(row.error);
         self.docs_retrieved.append_option(row.docs.map(|d| d.0));
         self.docs_used.append_option(row.docs.map(|d| d.1));
+        self.cache_write_input_tokens.append_null();
+        self.service_tier.append_null();
         self.append_attributes(row.attrs)?;
         self.rows += 1;
         Ok(())
@@ -288,6 +295,8 @@ impl SpanColumns {
             "docs_retrieved" => Arc::new(self.docs_retrieved.finish()),
             "docs_used" => Arc::new(self.docs_used.finish()),
             "attributes" => Arc::new(self.attributes.finish()),
+            "cache_write_input_tokens" => Arc::new(self.cache_write_input_tokens.finish()),
+            "service_tier" => Arc::new(self.service_tier.finish()),
             _ => return None,
         })
     }

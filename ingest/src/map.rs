@@ -37,6 +37,8 @@ pub struct SpanRecord<'a> {
     pub cached_input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub reasoning_tokens: Option<i64>,
+    pub cache_write_input_tokens: Option<i64>,
+    pub service_tier: Option<Cow<'a, str>>,
     pub cost_usd: Option<f64>,
     /// Micros since the epoch.
     pub start_time: i64,
@@ -412,6 +414,7 @@ fn map_span<'a>(span: &'a Span, resource: &Index<'a>, policy: &Policy) -> Result
             cached_input_tokens: usage.cached,
             output_tokens: usage.output,
             reasoning_tokens: usage.reasoning,
+            cache_write_input_tokens: usage.cache_write,
             cost_usd: cost,
             start_time: Some(start_time),
             duration_ms,
@@ -461,6 +464,8 @@ fn map_span<'a>(span: &'a Span, resource: &Index<'a>, policy: &Policy) -> Result
         cached_input_tokens: usage.cached,
         output_tokens: usage.output,
         reasoning_tokens: usage.reasoning,
+        cache_write_input_tokens: usage.cache_write,
+        service_tier: service_tier(&mut a),
         cost_usd: cost,
         start_time,
         duration_ms,
@@ -529,13 +534,36 @@ fn kind(a: &mut Attributes) -> &'static str {
     "decision"
 }
 
-/// Token counts, input including cached and output including reasoning; NULL when not reported.
+/// Token counts, input including cached reads and cache writes, output including reasoning;
+/// NULL when not reported.
 #[derive(Debug, Default)]
 struct Usage {
     input: Option<i64>,
     cached: Option<i64>,
     output: Option<i64>,
     reasoning: Option<i64>,
+    cache_write: Option<i64>,
+}
+
+/// The service tier the provider reports having run the call at, in tokenledger's words:
+/// OpenAI's `default` is `standard`; other tiers (`batch`, `flex`, `priority`, `scale`) as
+/// reported, lower-cased.
+fn service_tier<'a>(a: &mut Attributes<'a, '_>) -> Option<Cow<'a, str>> {
+    let tier = a.text(&[
+        "tokenledger.service_tier",
+        "openai.response.service_tier",
+        "gen_ai.openai.response.service_tier",
+        "gen_ai.response.service_tier",
+        "anthropic.response.service_tier",
+    ])?;
+    let tier = tier.trim();
+    Some(match tier.to_ascii_lowercase().as_str() {
+        "default" | "standard" => Cow::Borrowed("standard"),
+        "batch" => Cow::Borrowed("batch"),
+        "flex" => Cow::Borrowed("flex"),
+        "priority" => Cow::Borrowed("priority"),
+        other => Cow::Owned(other.to_string()),
+    })
 }
 
 fn usage(a: &mut Attributes) -> Result<Usage, String> {
@@ -563,6 +591,13 @@ fn usage(a: &mut Attributes) -> Result<Usage, String> {
             "gen_ai.usage.reasoning_tokens",
             "llm.token_count.completion_details.reasoning",
         ])?,
+        // The convention's current name, its older one (emitters use both), OpenInference's.
+        cache_write: a.whole(&[
+            "tokenledger.cache_write_input_tokens",
+            "gen_ai.usage.cache_write.input_tokens",
+            "gen_ai.usage.cache_creation.input_tokens",
+            "llm.token_count.prompt_details.cache_write",
+        ])?,
     };
     if usage.input.is_none()
         && usage.output.is_none()
@@ -576,8 +611,8 @@ fn usage(a: &mut Attributes) -> Result<Usage, String> {
 }
 
 /// Langfuse's usage details: OpenAI's spelling (prompt includes cached, completion includes
-/// reasoning) or Langfuse's own separate buckets (`input` excludes `input_cached_tokens`,
-/// `output` excludes `output_reasoning_tokens`), added up to our inclusive columns.
+/// reasoning) or Langfuse's own separate buckets (`input` excludes `input_cached_tokens` and the
+/// cache writes, `output` excludes `output_reasoning_tokens`), added up to our inclusive columns.
 fn langfuse_usage(details: &serde_json::Value) -> Result<Usage, String> {
     let int = |path: &str| -> Result<Option<i64>, String> {
         let Some(value) = json_field(details, path) else {
@@ -603,18 +638,32 @@ fn langfuse_usage(details: &serde_json::Value) -> Result<Usage, String> {
             cached: int("prompt_tokens_details.cached_tokens")?,
             output: int("completion_tokens")?,
             reasoning: int("completion_tokens_details.reasoning_tokens")?,
+            cache_write: None,
         });
     }
     let cached = match int("input_cached_tokens")? {
         Some(cached) => Some(cached),
         None => int("cache_read_input_tokens")?,
     };
+    let cache_write = match int("input_cache_creation")? {
+        Some(written) => Some(written),
+        None => int("cache_creation_input_tokens")?,
+    };
     let reasoning = int("output_reasoning_tokens")?;
+    let cache = match (cached, cache_write) {
+        (None, None) => None,
+        (read, written) => Some(
+            read.unwrap_or(0)
+                .checked_add(written.unwrap_or(0))
+                .ok_or_else(|| "langfuse usage cache tokens do not fit 64 bits".to_string())?,
+        ),
+    };
     Ok(Usage {
-        input: sum(int("input")?, cached, "input")?,
+        input: sum(int("input")?, cache, "input")?,
         cached,
         output: sum(int("output")?, reasoning, "output")?,
         reasoning,
+        cache_write,
     })
 }
 
@@ -839,6 +888,101 @@ mod tests {
                     "duration_ms 5184000000 is outside 0..=2678400000 (31 days)"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn cache_writes_under_each_name_and_the_service_tier_get_columns() {
+        const T: u64 = 1_767_571_200_000_000_000;
+        let call = |cache_key: &str, tier: Option<(&str, &str)>| {
+            let mut attributes = vec![
+                text("gen_ai.operation.name", "chat"),
+                text("gen_ai.usage.input_tokens", "7000"),
+                text("gen_ai.usage.cache_read.input_tokens", "2000"),
+                text(cache_key, "4000"),
+            ];
+            attributes.extend(tier.map(|(key, value)| text(key, value)));
+            attributes
+        };
+        let sent = request(&[
+            (
+                "current name",
+                call(
+                    "gen_ai.usage.cache_write.input_tokens",
+                    Some(("openai.response.service_tier", "default")),
+                ),
+                T,
+                T,
+            ),
+            (
+                "older name",
+                call(
+                    "gen_ai.usage.cache_creation.input_tokens",
+                    Some(("tokenledger.service_tier", "Batch")),
+                ),
+                T,
+                T,
+            ),
+            (
+                "openinference",
+                call("llm.token_count.prompt_details.cache_write", None),
+                T,
+                T,
+            ),
+        ]);
+        let mapped = map_request(&sent, &Policy::at(1_780_000_000_000_000));
+        assert!(mapped.rejected.is_empty(), "{:?}", mapped.rejected);
+        let columns: Vec<_> = mapped
+            .spans
+            .iter()
+            .map(|s| {
+                (
+                    s.input_tokens,
+                    s.cached_input_tokens,
+                    s.cache_write_input_tokens,
+                    s.service_tier.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                (Some(7000), Some(2000), Some(4000), Some("standard")),
+                (Some(7000), Some(2000), Some(4000), Some("batch")),
+                (Some(7000), Some(2000), Some(4000), None),
+            ]
+        );
+        // None of them is left in the attributes column.
+        assert!(
+            mapped
+                .spans
+                .iter()
+                .all(|s| s.attributes.iter().all(|(k, _)| !k.contains("cache")))
+        );
+        // Writes and reads together above input: refused.
+        let too_many = request(&[(
+            "more cache than input",
+            vec![
+                text("gen_ai.operation.name", "chat"),
+                text("gen_ai.usage.input_tokens", "5000"),
+                text("gen_ai.usage.cache_read.input_tokens", "2000"),
+                text("gen_ai.usage.cache_write.input_tokens", "4000"),
+            ],
+            T,
+            T,
+        )]);
+        let mapped = map_request(&too_many, &Policy::at(1_780_000_000_000_000));
+        assert_eq!(mapped.rejected[0].violation.rule, Rule::CachedAboveInput);
+    }
+
+    #[test]
+    fn langfuse_cache_writes_are_added_to_input_like_reads() {
+        let native = serde_json::json!({"input": 1000, "cache_read_input_tokens": 2000,
+            "cache_creation_input_tokens": 4000, "output": 300});
+        let u = langfuse_usage(&native).unwrap();
+        assert_eq!(
+            (u.input, u.cached, u.cache_write, u.output),
+            (Some(7000), Some(2000), Some(4000), Some(300))
         );
     }
 

@@ -65,6 +65,8 @@ pub fn spans_batch(rows: &[SpanRecord]) -> Result<RecordBatch> {
             "docs_retrieved" => int32(|r| r.docs_retrieved),
             "docs_used" => int32(|r| r.docs_used),
             "attributes" => attributes(rows),
+            "cache_write_input_tokens" => int(|r| r.cache_write_input_tokens),
+            "service_tier" => text(|r| r.service_tier.as_deref()),
             _ => return None,
         })
     })?)

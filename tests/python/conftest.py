@@ -62,6 +62,18 @@ def spans(server: Server) -> pa.Table:
     return ds.dataset(server.data / "spans", format="parquet").to_table()
 
 
+# Columns added to `spans` after the sample files were written: the table has them (NULL for
+# those files), the files do not.
+NEWER_SPAN_COLUMNS = ["cache_write_input_tokens", "service_tier"]
+
+
+def table_columns(spans: pa.Table) -> list:
+    """The spans table's columns as a client should list them: the files' columns, then the
+    newer ones the files lack."""
+    names = spans.schema.names
+    return names + [c for c in NEWER_SPAN_COLUMNS if c not in names]
+
+
 def adbc_connect(server: Server, password: Optional[str] = None):
     """A DBAPI connection through the ADBC Flight SQL driver, as the server's user."""
     import adbc_driver_flightsql.dbapi as flight_sql

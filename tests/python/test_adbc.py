@@ -13,6 +13,7 @@ from conftest import (
     adbc_connect as connect,
     count_where_model_and_min_input,
     model_with_most_large_calls,
+    table_columns,
     totals_by_workflow,
 )
 
@@ -61,7 +62,7 @@ def test_get_objects_lists_tables_views_and_columns(conn, spans):
     for view in ["cost_per_outcome", "retry_tail", "allocation"]:
         assert tables[view]["table_type"] == "VIEW"
     columns = [c["column_name"] for c in tables["spans"]["table_columns"]]
-    assert columns == spans.schema.names
+    assert columns == table_columns(spans)
 
 
 def test_token_economics_functions_are_callable(conn):

@@ -9,6 +9,7 @@ from conftest import (
     TOTALS_SQL,
     count_where_model_and_min_input,
     model_with_most_large_calls,
+    table_columns,
     totals_by_workflow,
 )
 
@@ -57,7 +58,7 @@ def test_reflection_sees_tables_views_and_text_columns(engine, spans):
     tables = inspector.get_table_names()
     assert {"spans", "outcomes", "model_prices", "baselines"} <= set(tables)
     columns = {c["name"]: c["type"] for c in inspector.get_columns("spans")}
-    assert list(columns) == spans.schema.names
+    assert list(columns) == table_columns(spans)
     # Utf8View would show as BLOB here; plain Utf8 is a string type.
     assert isinstance(columns["model"], sqlalchemy.types.String), columns["model"]
     assert isinstance(columns["input_tokens"], sqlalchemy.types.Integer), columns["input_tokens"]

@@ -9,12 +9,15 @@
 
 use std::sync::Arc;
 
+use arrow::datatypes::DataType;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType, col, lit};
+use datafusion::logical_expr::{
+    Expr, TableProviderFilterPushDown, TableType, cast, col, lit, when,
+};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::{EARLIEST_START_MICROS, MAX_COST_USD, MAX_DURATION_MS, MAX_TOKENS, Policy};
@@ -22,25 +25,36 @@ use crate::plan_node::filtered_scan;
 use crate::storage::files::TableFileStore;
 
 /// The token columns, as the policy checks them.
-const TOKEN_COLUMNS: [&str; 4] = [
+const TOKEN_COLUMNS: [&str; 5] = [
     "input_tokens",
     "cached_input_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "cache_write_input_tokens",
 ];
 
 /// The columns the predicate reads.
-pub const CHECKED_COLUMNS: [&str; 9] = [
+pub const CHECKED_COLUMNS: [&str; 10] = [
     "input_tokens",
     "cached_input_tokens",
     "output_tokens",
     "reasoning_tokens",
+    "cache_write_input_tokens",
     "cost_usd",
     "start_time",
     "duration_ms",
     "docs_retrieved",
     "docs_used",
 ];
+
+/// `column` as a double, 0 when absent. (A CASE, not `coalesce`: the predicate is planned
+/// straight into a physical filter, and DataFusion's `coalesce` must be rewritten to a CASE by
+/// the logical simplifier first.)
+fn as_double(column: &str) -> Expr {
+    when(col(column).is_null(), lit(0.0f64))
+        .otherwise(cast(col(column), DataType::Float64))
+        .expect("a CASE with one branch and an ELSE")
+}
 
 fn absent_or(column: &str, holds: Expr) -> Expr {
     col(column).is_null().or(holds)
@@ -69,11 +83,17 @@ impl Policy {
             .map(|c| within(c, lit(0i64), lit(MAX_TOKENS)))
             .collect();
         rules.extend([
-            either_absent_or(
-                "cached_input_tokens",
-                "input_tokens",
-                col("cached_input_tokens").lt_eq(col("input_tokens")),
-            ),
+            // Reads and writes both inside input, added as doubles: exact below 2^53, and a
+            // sum that large already breaks the token rule.
+            col("input_tokens")
+                .is_null()
+                .or(col("cached_input_tokens")
+                    .is_null()
+                    .and(col("cache_write_input_tokens").is_null()))
+                .or(
+                    (as_double("cached_input_tokens") + as_double("cache_write_input_tokens"))
+                        .lt_eq(cast(col("input_tokens"), DataType::Float64)),
+                ),
             either_absent_or(
                 "reasoning_tokens",
                 "output_tokens",

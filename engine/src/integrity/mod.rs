@@ -51,7 +51,8 @@ pub const POLICY_VERSION: &str = "1";
 pub enum Rule {
     /// A token count is negative, above [`MAX_TOKENS`], or not a whole number.
     TokensOutOfRange,
-    /// More cached input tokens than input tokens (input includes cached).
+    /// More cached input tokens (reads and writes together) than input tokens (input includes
+    /// both).
     CachedAboveInput,
     /// More reasoning tokens than output tokens (output includes reasoning).
     ReasoningAboveOutput,
@@ -133,6 +134,7 @@ pub struct SpanValues {
     pub cached_input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
     pub reasoning_tokens: Option<i64>,
+    pub cache_write_input_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
     /// Microseconds since the epoch.
     pub start_time: Option<i64>,
@@ -179,6 +181,7 @@ impl Policy {
                 ("cached_input_tokens", row.cached_input_tokens),
                 ("output_tokens", row.output_tokens),
                 ("reasoning_tokens", row.reasoning_tokens),
+                ("cache_write_input_tokens", row.cache_write_input_tokens),
             ]
             .into_iter()
             .find_map(|(column, value)| {
@@ -186,12 +189,27 @@ impl Policy {
                 (!(0..=MAX_TOKENS).contains(&value))
                     .then(|| format!("{column} {value} is outside 0..={MAX_TOKENS}"))
             }),
-            Rule::CachedAboveInput => match (row.cached_input_tokens, row.input_tokens) {
-                (Some(cached), Some(input)) if cached > input => Some(format!(
-                    "cached_input_tokens {cached} > input_tokens {input} (input includes cached)"
-                )),
-                _ => None,
-            },
+            Rule::CachedAboveInput => {
+                let input = row.input_tokens?;
+                match (row.cached_input_tokens, row.cache_write_input_tokens) {
+                    (Some(cached), None) if cached > input => Some(format!(
+                        "cached_input_tokens {cached} > input_tokens {input} (input includes cached)"
+                    )),
+                    (None, Some(written)) if written > input => Some(format!(
+                        "cache_write_input_tokens {written} > input_tokens {input} (input includes \
+                         cache writes)"
+                    )),
+                    (Some(cached), Some(written))
+                        if i128::from(cached) + i128::from(written) > i128::from(input) =>
+                    {
+                        Some(format!(
+                            "cached_input_tokens {cached} + cache_write_input_tokens {written} > \
+                             input_tokens {input} (input includes both)"
+                        ))
+                    }
+                    _ => None,
+                }
+            }
             Rule::ReasoningAboveOutput => match (row.reasoning_tokens, row.output_tokens) {
                 (Some(reasoning), Some(output)) if reasoning > output => Some(format!(
                     "reasoning_tokens {reasoning} > output_tokens {output} (output includes reasoning)"
@@ -269,6 +287,7 @@ fn span_values(
     let cached = int64("cached_input_tokens")?;
     let output = int64("output_tokens")?;
     let reasoning = int64("reasoning_tokens")?;
+    let cache_write = int64("cache_write_input_tokens")?;
     let cost = column_as::<Float64Type>(batch, "cost_usd", &DataType::Float64)?;
     let start = column_as::<TimestampMicrosecondType>(batch, "start_time", &timestamp_type())?;
     let duration = int64("duration_ms")?;
@@ -279,6 +298,7 @@ fn span_values(
         cached_input_tokens: value_at(&cached, i),
         output_tokens: value_at(&output, i),
         reasoning_tokens: value_at(&reasoning, i),
+        cache_write_input_tokens: value_at(&cache_write, i),
         cost_usd: value_at(&cost, i),
         start_time: value_at(&start, i),
         duration_ms: value_at(&duration, i),
@@ -368,6 +388,7 @@ mod tests {
             cached_input_tokens: Some(1000),
             output_tokens: Some(300),
             reasoning_tokens: Some(200),
+            cache_write_input_tokens: Some(100),
             cost_usd: Some(0.0042),
             start_time: Some(NOW - 5_000_000),
             duration_ms: Some(900),
@@ -403,7 +424,32 @@ mod tests {
 
     #[test]
     fn each_rule_names_the_offending_values() {
-        let cases: [(SpanValues, Rule, &str); 10] = [
+        let cases: [(SpanValues, Rule, &str); 13] = [
+            (
+                SpanValues {
+                    cache_write_input_tokens: Some(300),
+                    ..good()
+                },
+                Rule::CachedAboveInput,
+                "cached_input_tokens 1000 + cache_write_input_tokens 300 > input_tokens 1200",
+            ),
+            (
+                SpanValues {
+                    cached_input_tokens: None,
+                    cache_write_input_tokens: Some(1201),
+                    ..good()
+                },
+                Rule::CachedAboveInput,
+                "cache_write_input_tokens 1201 > input_tokens 1200",
+            ),
+            (
+                SpanValues {
+                    cache_write_input_tokens: Some(-1),
+                    ..good()
+                },
+                Rule::TokensOutOfRange,
+                "cache_write_input_tokens -1",
+            ),
             (
                 SpanValues {
                     input_tokens: Some(-5),
@@ -427,7 +473,7 @@ mod tests {
                     ..good()
                 },
                 Rule::CachedAboveInput,
-                "cached_input_tokens 1000 > input_tokens 10",
+                "cached_input_tokens 1000 + cache_write_input_tokens 100 > input_tokens 10",
             ),
             (
                 SpanValues {
