@@ -15,7 +15,7 @@ use prost::Message;
 use tokenledger_engine::integrity::{MAX_ATTRIBUTE_DEPTH, Rule, Violation};
 
 use crate::error::IngestError;
-use crate::map::{RejectedRecord, hex};
+use crate::map::{RejectedRecord, hex, nanos_to_micros};
 
 /// A request as decoded: what will be mapped, the bytes the spool keeps, and the spans that
 /// could not be decoded at all.
@@ -153,7 +153,7 @@ fn refused(bytes: &Bytes, what: &str, error: &prost::DecodeError) -> RejectedRec
         name: name.name,
         tenant: None,
         start_time: (name.start_time_unix_nano > 0)
-            .then(|| i64::try_from(name.start_time_unix_nano / 1_000).unwrap_or(i64::MAX)),
+            .then(|| nanos_to_micros(name.start_time_unix_nano)),
         violation: Violation::new(
             Rule::MalformedSpan,
             format!(

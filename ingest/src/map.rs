@@ -139,12 +139,18 @@ struct Refusal {
     tenant: Option<String>,
 }
 
-impl Refusal {
-    fn new(rule: Rule, detail: impl Into<String>) -> Self {
+impl From<Violation> for Refusal {
+    fn from(violation: Violation) -> Self {
         Refusal {
-            violation: Violation::new(rule, detail),
+            violation,
             tenant: None,
         }
+    }
+}
+
+impl Refusal {
+    fn new(rule: Rule, detail: impl Into<String>) -> Self {
+        Violation::new(rule, detail).into()
     }
 
     fn naming(mut self, tenant: Option<&Cow<'_, str>>) -> Self {
@@ -421,10 +427,7 @@ fn map_span<'a>(span: &'a Span, resource: &Index<'a>, policy: &Policy) -> Result
             docs_retrieved,
             docs_used,
         })
-        .map_err(|violation| Refusal {
-            violation,
-            tenant: tenant.as_ref().map(|t| t.to_string()),
-        })?;
+        .map_err(|violation| Refusal::from(violation).naming(tenant.as_ref()))?;
     let level_error = a
         .text(&["langfuse.observation.level"])
         .is_some_and(|l| l.eq_ignore_ascii_case("error"));
@@ -753,7 +756,8 @@ pub fn write_hex(id: &[u8], out: &mut String) {
     }
 }
 
-fn nanos_to_micros(nanos: u64) -> i64 {
+/// OTLP's nanoseconds as the microseconds our timestamps hold.
+pub(crate) fn nanos_to_micros(nanos: u64) -> i64 {
     i64::try_from(nanos / 1_000).unwrap_or(i64::MAX)
 }
 

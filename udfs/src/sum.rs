@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Int64Type};
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_datafusion_err};
 use datafusion::functions_aggregate::sum::Sum;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -48,8 +48,9 @@ fn summed(args: &AccumulatorArgs) -> String {
         .map_or_else(|| "?".to_string(), |e| e.to_string())
 }
 
-fn overflow<T>(what: &str) -> Result<T> {
-    exec_err!(
+/// The error of a sum of `what` past the 64-bit range.
+fn overflow(what: &str) -> DataFusionError {
+    exec_datafusion_err!(
         "sum({what}) exceeds the 64-bit integer range (more than 9223372036854775807): \
          some rows hold implausible values; see tokenledger_files and docs/integrity.md"
     )
@@ -167,13 +168,13 @@ impl Accumulator for CheckedSumAccumulator {
         if values.null_count() == values.len() {
             return Ok(());
         }
-        let batch = datafusion::arrow::compute::sum_checked(values)
-            .map_err(|_| overflow::<()>(&self.what).unwrap_err())?;
+        let batch =
+            datafusion::arrow::compute::sum_checked(values).map_err(|_| overflow(&self.what))?;
         let Some(batch) = batch else { return Ok(()) };
         let sum = self.sum.unwrap_or(0);
         match sum.checked_add(batch) {
             Some(total) => self.sum = Some(total),
-            None => return overflow(&self.what),
+            None => return Err(overflow(&self.what)),
         }
         Ok(())
     }
@@ -251,7 +252,7 @@ impl Accumulator for CheckedSlidingAccumulator {
         }
         match i64::try_from(self.sum) {
             Ok(sum) => Ok(ScalarValue::Int64(Some(sum))),
-            Err(_) => overflow(&self.what),
+            Err(_) => Err(overflow(&self.what)),
         }
     }
 
@@ -271,7 +272,7 @@ struct CheckedGroupsAccumulator {
 impl CheckedGroupsAccumulator {
     fn check(&self) -> Result<()> {
         if self.overflowed.load(Ordering::Relaxed) {
-            return overflow(&self.what);
+            return Err(overflow(&self.what));
         }
         Ok(())
     }

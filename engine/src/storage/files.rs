@@ -394,12 +394,14 @@ pub fn is_visible(meta: &ObjectMeta, below: &Path) -> bool {
     })
 }
 
-/// Reads the byte ranges the Parquet reader asks for (the projected column chunks) from the
-/// store, with the footer already read.
+/// Reads the byte ranges the Parquet reader asks for (the projected column chunks), with the
+/// footer already read: from the file's bytes when the footer read fetched all of it, else from
+/// the store.
 struct ColumnReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     metadata: Arc<parquet::file::metadata::ParquetMetaData>,
+    whole_file: Option<Bytes>,
 }
 
 impl AsyncFileReader for ColumnReader {
@@ -408,10 +410,11 @@ impl AsyncFileReader for ColumnReader {
         range: Range<u64>,
     ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
         async move {
-            self.store
-                .get_range(&self.path, range)
-                .await
-                .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+            match &self.whole_file {
+                Some(bytes) => slice_of(&self.path, bytes, range),
+                None => self.store.get_range(&self.path, range).await,
+            }
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
         }
         .boxed()
     }
@@ -568,55 +571,31 @@ impl Checker {
             CHECKED_COLUMNS,
         );
         let policy = Policy::now();
-        let counted = match &footer.whole_file {
-            Some(bytes) => {
-                let bytes = bytes.clone();
-                tokio::task::spawn_blocking(move || {
-                    catch_unwind(AssertUnwindSafe(|| {
-                        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
-                            bytes,
-                            reader_metadata,
-                        )
-                        .with_projection(mask)
-                        .build()
-                        .map_err(|e| e.to_string())?;
-                        let mut check = BatchCheck::default();
-                        for batch in reader {
-                            let batch = batch.map_err(|e| e.to_string())?;
-                            check.add(&policy.check_batch(&batch).map_err(|e| e.to_string())?);
-                        }
-                        Ok::<_, String>(check)
-                    }))
-                    .unwrap_or_else(|panic| Err(footer::panic_message(panic.as_ref())))
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-            }
-            None => {
-                let reader = ColumnReader {
-                    store: Arc::clone(&self.inner),
-                    path: meta.location.clone(),
-                    metadata: Arc::clone(&footer.metadata),
-                };
-                let counting = async move {
-                    let mut stream =
-                        ParquetRecordBatchStreamBuilder::new_with_metadata(reader, reader_metadata)
-                            .with_projection(mask)
-                            .build()
-                            .map_err(|e| e.to_string())?;
-                    let mut check = BatchCheck::default();
-                    while let Some(batch) = stream.next().await {
-                        let batch = batch.map_err(|e| e.to_string())?;
-                        check.add(&policy.check_batch(&batch).map_err(|e| e.to_string())?);
-                    }
-                    Ok::<_, String>(check)
-                };
-                AssertUnwindSafe(counting)
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|panic| Err(footer::panic_message(panic.as_ref())))
-            }
+        let reader = ColumnReader {
+            store: Arc::clone(&self.inner),
+            path: meta.location.clone(),
+            metadata: Arc::clone(&footer.metadata),
+            whole_file: footer.whole_file.clone(),
         };
+        let counting = async move {
+            let mut stream =
+                ParquetRecordBatchStreamBuilder::new_with_metadata(reader, reader_metadata)
+                    .with_projection(mask)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+            let mut check = BatchCheck::default();
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| e.to_string())?;
+                check.add(&policy.check_batch(&batch).map_err(|e| e.to_string())?);
+            }
+            Ok::<_, String>(check)
+        };
+        // The decoder trusts bytes the footer check did not look at: a panic is the file's
+        // problem, not the process's.
+        let counted = AssertUnwindSafe(counting)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(footer::panic_message(panic.as_ref())));
         match counted {
             Ok(check) => {
                 if check.failing_rows > 0 {

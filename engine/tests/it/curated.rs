@@ -135,7 +135,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// Compact everything at once, deleting nothing (a long grace).
-fn at_once() -> CompactOptions {
+pub fn at_once() -> CompactOptions {
     CompactOptions {
         min_age: Duration::ZERO,
         grace: Duration::from_secs(3600),

@@ -10,12 +10,11 @@ use std::time::{Duration, SystemTime};
 use arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use tokenledger_engine::curated::CompactOptions;
 use tokenledger_engine::import::import_csv;
 use tokenledger_engine::schema::{SPANS, batch_by_name};
 use tokenledger_engine::{Access, DataLocation};
 
-use crate::curated::copy_dir;
+use crate::curated::{at_once, copy_dir};
 use crate::support::{open, repo_root, rows, write_file};
 
 /// 2026-01-05T00:00:00Z in microseconds.
@@ -163,10 +162,7 @@ async fn a_dropped_file_breaking_the_rules_is_counted_per_rule_and_its_rows_left
 
     // Compaction writes only rows that meet the policy into the record and moves the others to
     // rejected_spans, so a fresh session (which never lists the absorbed file) agrees.
-    let options = CompactOptions {
-        min_age: Duration::ZERO,
-        ..CompactOptions::default()
-    };
+    let options = at_once();
     let report = session
         .compact(&SPANS, &options, &mut |_| {})
         .await
@@ -300,10 +296,7 @@ async fn compaction_keeps_one_row_per_span_the_first_copy_delivered() {
     age(&dir.path().join("spans/z-first.parquet"), 120);
     age(&dir.path().join("spans/a-later.parquet"), 60);
     let session = open(dir.path()).await;
-    let options = CompactOptions {
-        min_age: Duration::ZERO,
-        ..CompactOptions::default()
-    };
+    let options = at_once();
     let report = session
         .compact(&SPANS, &options, &mut |_| {})
         .await
