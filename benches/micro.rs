@@ -63,6 +63,12 @@ const FUNCTIONS: &[(&str, &str)] = &[
          reasoning_tokens, at)) FROM t_from_parquet",
     ),
     (
+        "token_cost_full",
+        "SELECT sum(token_cost(model, input_tokens, cached_input_tokens, \
+         cache_write_input_tokens, cache_write_1h_input_tokens, output_tokens, reasoning_tokens, \
+         service_tier, at)) FROM t_from_parquet",
+    ),
+    (
         "token_cost_distinct_views",
         "SELECT sum(token_cost(model, input_tokens, cached_input_tokens, output_tokens, \
          reasoning_tokens, at)) FROM t",
@@ -107,7 +113,9 @@ fn functions(c: &mut Criterion) {
              ELSE 'claude-opus-4-1' END, 'Utf8View') AS model, 1000 + value % 20000 AS input_tokens, \
              value % 500 AS cached_input_tokens, 100 + value % 900 AS output_tokens, \
              value % 50 AS reasoning_tokens, \
-             to_timestamp_micros((1767225600 + value % 8000000) * 1000000) AS at \
+             to_timestamp_micros((1767225600 + value % 8000000) * 1000000) AS at, \
+             value % 200 AS cache_write_input_tokens, value % 50 AS cache_write_1h_input_tokens, \
+             arrow_cast(CASE WHEN value % 10 = 0 THEN 'batch' END, 'Utf8View') AS service_tier \
              FROM range({FUNCTION_ROWS})"
         );
         // The same rows as a scan gives them: written to Parquet and read back, the model

@@ -378,6 +378,20 @@ pub static SPANS: TableDef = TableDef {
             "the tier the provider ran the call at: standard | batch | flex | priority | … \
              (null = not reported)",
         ),
+        col(
+            "cache_write_1h_input_tokens",
+            Int64,
+            false,
+            "of cache_write_input_tokens, those written to a 1-hour cache (Anthropic bills them \
+             higher than 5-minute writes); null = not reported",
+        ),
+        col(
+            "cost_source",
+            Text,
+            false,
+            "where cost_usd came from: provider (the API's response) | local (computed by the \
+             app or a gateway when it recorded the call); null = not said",
+        ),
     ],
 };
 
@@ -432,7 +446,7 @@ pub static OUTCOMES: TableDef = TableDef {
 /// Model prices over time, for as-of pricing.
 pub static MODEL_PRICES: TableDef = TableDef {
     name: "model_prices",
-    row_key: &["model", "valid_from"],
+    row_key: &["model", "service_tier", "above_input_tokens", "valid_from"],
     doc: "USD per million tokens for a model from valid_from until the next row of that model",
     columns: &[
         col("provider", Text, false, "model provider"),
@@ -461,6 +475,32 @@ pub static MODEL_PRICES: TableDef = TableDef {
             Float64,
             false,
             "reasoning tokens; null = the output price",
+        ),
+        col(
+            "service_tier",
+            Text,
+            false,
+            "the service tier these prices are for: standard | batch | flex | priority | …; \
+             null = standard",
+        ),
+        col(
+            "above_input_tokens",
+            Int64,
+            false,
+            "long-context rates: these prices apply to every token of a call with more input \
+             tokens than this; null = every call",
+        ),
+        col(
+            "cache_write_usd_per_mtok",
+            Float64,
+            false,
+            "input tokens written to cache (a 5-minute cache on Anthropic); null = the input price",
+        ),
+        col(
+            "cache_write_1h_usd_per_mtok",
+            Float64,
+            false,
+            "input tokens written to a 1-hour cache; null = the cache-write price",
         ),
     ],
 };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 
-use tokenledger_udfs::PricePeriod;
+use tokenledger_udfs::{CallTokens, PricePeriod};
 
 use tokenledger_engine::schema::{BASELINES, MODEL_PRICES, batch_by_name};
 
@@ -45,16 +45,20 @@ impl Price {
     /// USD for one call, priced exactly as `token_cost` prices it (cached tokens inside `input`,
     /// reasoning inside `output`): the generator's `cost_usd` and a repricing agree.
     pub fn cost(&self, input: i64, cached: i64, output: i64, reasoning: i64) -> f64 {
-        self.period().cost(input, cached, output, reasoning)
+        self.period()
+            .cost(&CallTokens::new(input, cached, output, reasoning))
+            .expect("the generator's token counts fit inside their totals")
     }
 
     /// This price as `token_cost` reads it from `model_prices`: a NULL cached or reasoning rate
-    /// is the input or output rate.
+    /// is the input or output rate (the generator writes no cache writes).
     fn period(&self) -> PricePeriod {
         PricePeriod {
             valid_from: self.valid_from,
             input: self.input,
             cached_input: self.cached_input.unwrap_or(self.input),
+            cache_write: self.input,
+            cache_write_1h: self.input,
             output: self.output,
             reasoning: self.reasoning.unwrap_or(self.output),
         }
@@ -314,6 +318,14 @@ pub fn model_prices_batch() -> Result<RecordBatch> {
             "cached_input_usd_per_mtok" => rates(|p| p.cached_input),
             "output_usd_per_mtok" => rates(|p| Some(p.output)),
             "reasoning_usd_per_mtok" => rates(|p| p.reasoning),
+            // The simulated models have one tier, no long-context rates and no cache writes.
+            "service_tier" => {
+                arrow::array::new_null_array(&arrow::datatypes::DataType::Utf8, rows.len())
+            }
+            "above_input_tokens" => {
+                arrow::array::new_null_array(&arrow::datatypes::DataType::Int64, rows.len())
+            }
+            "cache_write_usd_per_mtok" | "cache_write_1h_usd_per_mtok" => rates(|_| None),
             _ => return None,
         })
     })?)

@@ -138,6 +138,8 @@ pub struct SpanColumns {
     docs_used: Int32Builder,
     cache_write_input_tokens: Int64Builder,
     service_tier: StringBuilder,
+    cache_write_1h_input_tokens: Int64Builder,
+    cost_source: StringBuilder,
     attributes: MapBuilder<StringBuilder, StringBuilder>,
     /// The formatted id of `scratch_item` (consecutive spans often share their work item).
     scratch: String,
@@ -175,6 +177,8 @@ impl SpanColumns {
             // The simulation writes no cache and runs every call at the standard tier.
             cache_write_input_tokens: Int64Builder::new(),
             service_tier: StringBuilder::new(),
+            cache_write_1h_input_tokens: Int64Builder::new(),
+            cost_source: StringBuilder::new(),
             attributes: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
             scratch: String::with_capacity(32),
             scratch_item: None,
@@ -231,6 +235,8 @@ impl SpanColumns {
         self.docs_used.append_option(row.docs.map(|d| d.1));
         self.cache_write_input_tokens.append_null();
         self.service_tier.append_null();
+        self.cache_write_1h_input_tokens.append_null();
+        self.cost_source.append_null();
         self.append_attributes(row.attrs)?;
         self.rows += 1;
         Ok(())
@@ -297,6 +303,8 @@ impl SpanColumns {
             "attributes" => Arc::new(self.attributes.finish()),
             "cache_write_input_tokens" => Arc::new(self.cache_write_input_tokens.finish()),
             "service_tier" => Arc::new(self.service_tier.finish()),
+            "cache_write_1h_input_tokens" => Arc::new(self.cache_write_1h_input_tokens.finish()),
+            "cost_source" => Arc::new(self.cost_source.finish()),
             _ => return None,
         })
     }

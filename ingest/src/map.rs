@@ -38,8 +38,11 @@ pub struct SpanRecord<'a> {
     pub output_tokens: Option<i64>,
     pub reasoning_tokens: Option<i64>,
     pub cache_write_input_tokens: Option<i64>,
+    pub cache_write_1h_input_tokens: Option<i64>,
     pub service_tier: Option<Cow<'a, str>>,
     pub cost_usd: Option<f64>,
+    /// `provider` (the API's response) or `local` (computed when recorded); `None`: not said.
+    pub cost_source: Option<Cow<'a, str>>,
     /// Micros since the epoch.
     pub start_time: i64,
     pub duration_ms: Option<i64>,
@@ -409,6 +412,7 @@ fn map_span<'a>(span: &'a Span, resource: &Index<'a>, policy: &Policy) -> Result
         Usage::default()
     };
     let cost = cost(&mut a).map_err(|e| refuse(Rule::CostOutOfRange, e))?;
+    let cost_source = cost.and_then(|_| cost_source(&mut a));
     let docs_retrieved =
         docs(&mut a, "tokenledger.docs_retrieved").map_err(|e| refuse(Rule::DocsOutOfRange, e))?;
     let docs_used =
@@ -421,6 +425,7 @@ fn map_span<'a>(span: &'a Span, resource: &Index<'a>, policy: &Policy) -> Result
             output_tokens: usage.output,
             reasoning_tokens: usage.reasoning,
             cache_write_input_tokens: usage.cache_write,
+            cache_write_1h_input_tokens: usage.cache_write_1h,
             cost_usd: cost,
             start_time: Some(start_time),
             duration_ms,
@@ -468,8 +473,10 @@ fn map_span<'a>(span: &'a Span, resource: &Index<'a>, policy: &Policy) -> Result
         output_tokens: usage.output,
         reasoning_tokens: usage.reasoning,
         cache_write_input_tokens: usage.cache_write,
+        cache_write_1h_input_tokens: usage.cache_write_1h,
         service_tier: service_tier(&mut a),
         cost_usd: cost,
+        cost_source,
         start_time,
         duration_ms,
         status: if failed { "error" } else { "ok" },
@@ -546,6 +553,8 @@ struct Usage {
     output: Option<i64>,
     reasoning: Option<i64>,
     cache_write: Option<i64>,
+    /// Of `cache_write`, the writes to a 1-hour cache.
+    cache_write_1h: Option<i64>,
 }
 
 /// The service tier the provider reports having run the call at, in tokenledger's words:
@@ -601,6 +610,13 @@ fn usage(a: &mut Attributes) -> Result<Usage, String> {
             "gen_ai.usage.cache_creation.input_tokens",
             "llm.token_count.prompt_details.cache_write",
         ])?,
+        // Anthropic's usage.cache_creation.ephemeral_1h_input_tokens, as anthropic-python's own
+        // tracing spells it.
+        cache_write_1h: a.whole(&[
+            "tokenledger.cache_write_1h_input_tokens",
+            "gen_ai.usage.cache_write_1h.input_tokens",
+            "anthropic.usage.cache_creation.ephemeral_1h_input_tokens",
+        ])?,
     };
     if usage.input.is_none()
         && usage.output.is_none()
@@ -642,6 +658,7 @@ fn langfuse_usage(details: &serde_json::Value) -> Result<Usage, String> {
             output: int("completion_tokens")?,
             reasoning: int("completion_tokens_details.reasoning_tokens")?,
             cache_write: None,
+            cache_write_1h: None,
         });
     }
     let cached = match int("input_cached_tokens")? {
@@ -667,6 +684,7 @@ fn langfuse_usage(details: &serde_json::Value) -> Result<Usage, String> {
         output: sum(int("output")?, reasoning, "output")?,
         reasoning,
         cache_write,
+        cache_write_1h: None,
     })
 }
 
@@ -705,6 +723,19 @@ fn cost(a: &mut Attributes) -> Result<Option<f64>, String> {
     };
     let parts: Vec<f64> = parts.values().filter_map(json_float).collect();
     Ok((!parts.is_empty()).then(|| parts.iter().sum()))
+}
+
+/// Where a reported cost came from (`gen_ai.usage.cost.source`): `provider` when the API's
+/// response carried it, `local` when the app or a gateway computed it; other values as sent,
+/// lower-cased.
+fn cost_source<'a>(a: &mut Attributes<'a, '_>) -> Option<Cow<'a, str>> {
+    let source = a.text(&["tokenledger.cost_source", "gen_ai.usage.cost.source"])?;
+    let source = source.trim().to_ascii_lowercase();
+    Some(match source.as_str() {
+        "provider" => Cow::Borrowed("provider"),
+        "local" => Cow::Borrowed("local"),
+        _ => Cow::Owned(source),
+    })
 }
 
 /// The error class of a failed span: `error.type` (Python's `<class 'openai.X'>` becomes `X`),

@@ -67,6 +67,8 @@ pub fn spans_batch(rows: &[SpanRecord]) -> Result<RecordBatch> {
             "attributes" => attributes(rows),
             "cache_write_input_tokens" => int(|r| r.cache_write_input_tokens),
             "service_tier" => text(|r| r.service_tier.as_deref()),
+            "cache_write_1h_input_tokens" => int(|r| r.cache_write_1h_input_tokens),
+            "cost_source" => text(|r| r.cost_source.as_deref()),
             _ => return None,
         })
     })?)

@@ -67,8 +67,10 @@ what_if AS (
     SELECT s.workflow,
            s.model,
            sum(s.spend_usd) AS llm_spend_usd,
-           sum(token_cost(k.cheaper_model, s.input_tokens, s.cached_input_tokens, s.output_tokens,
-                          s.reasoning_tokens, s.start_time)) AS what_if_spend_usd
+           sum(token_cost(k.cheaper_model, s.input_tokens, s.cached_input_tokens,
+                          s.cache_write_input_tokens, s.cache_write_1h_input_tokens,
+                          s.output_tokens, s.reasoning_tokens, s.service_tier,
+                          s.start_time)) AS what_if_spend_usd
     FROM priced_spans s
     JOIN choices k ON s.workflow = k.workflow AND s.model = k.e['model']
     WHERE s.kind = 'llm' AND k.cheaper_model IS NOT NULL

@@ -4,21 +4,32 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use tokenledger_engine::DataLocation;
-use tokenledger_engine::import::import_litellm;
+use tokenledger_engine::import::{import_genai_prices, import_litellm};
 
 use crate::args::DataArg;
 use crate::error::CliError;
 
 #[derive(Subcommand, Debug)]
 pub enum PricesCommand {
-    /// Import prices from LiteLLM's model_prices_and_context_window.json (USD per token).
+    /// Import prices from LiteLLM's model_prices_and_context_window.json or from genai-prices'
+    /// data.json: cache reads and writes, service tiers and long-context rates included.
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["litellm", "genai_prices"])))]
     Import {
         #[command(flatten)]
         data: DataArg,
-        /// The LiteLLM JSON file.
+        /// LiteLLM's JSON file (USD per token, keyed by model).
         #[arg(long)]
-        litellm: PathBuf,
-        /// From when the prices apply: YYYY-MM-DD (midnight UTC) or an RFC 3339 time.
+        litellm: Option<PathBuf>,
+        /// genai-prices' data.json (github.com/pydantic/genai-prices, prices/data.json; or
+        /// `python scripts/genai_prices_json.py` with the package installed).
+        #[arg(long)]
+        genai_prices: Option<PathBuf>,
+        /// With --genai-prices: a provider whose models to import (repeatable; first wins when
+        /// two list a model). Default: anthropic, openai, google, mistral, deepseek, x-ai, cohere.
+        #[arg(long = "provider", requires = "genai_prices")]
+        providers: Vec<String>,
+        /// From when the prices apply: YYYY-MM-DD (midnight UTC) or an RFC 3339 time. Prices
+        /// genai-prices dates later apply from their own date.
         #[arg(long)]
         valid_from: String,
     },
@@ -31,16 +42,30 @@ impl PricesCommand {
             PricesCommand::Import {
                 data,
                 litellm,
+                genai_prices,
+                providers,
                 valid_from,
             } => {
                 let valid_from = parse_instant(&valid_from)?;
                 let location = DataLocation::parse(&data.data)?;
                 let store = location.open_store(&[])?;
-                let models = import_litellm(store, &location, &litellm, valid_from).await?;
-                eprintln!(
-                    "{}: {models} model prices into model_prices",
-                    litellm.display()
-                );
+                if let Some(litellm) = litellm {
+                    let rows = import_litellm(store, &location, &litellm, valid_from).await?;
+                    eprintln!("{}: {rows} price rows into model_prices", litellm.display());
+                } else if let Some(file) = genai_prices {
+                    let report =
+                        import_genai_prices(store, &location, &file, valid_from, &providers)
+                            .await?;
+                    eprintln!(
+                        "{}: {} models, {} price rows into model_prices",
+                        file.display(),
+                        report.models,
+                        report.rows
+                    );
+                    for line in report.left_out {
+                        eprintln!("  left out: {line}");
+                    }
+                }
             }
         }
         Ok(())

@@ -296,7 +296,7 @@ fn tables_lists_rows_files_and_bytes() {
         [
             ("spans", "60", "1"),
             ("outcomes", "12", "1"),
-            ("model_prices", "5", "1"),
+            ("model_prices", "7", "1"),
             ("baselines", "2", "1")
         ]
     );
@@ -379,7 +379,8 @@ fn functions_are_listed_with_their_syntax() {
         "effective_cost(base_cost, p)",
         "break_even_rate(cost_per_attempt, unit_price)",
         "attention_cost_ratio(context_tokens, reference_tokens)",
-        "token_cost(model, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, at)",
+        "token_cost(model, input_tokens, cached_input_tokens, cache_write_input_tokens, \
+         cache_write_1h_input_tokens, output_tokens, reasoning_tokens, service_tier, at)",
         "cost_per_outcome(cost, succeeded)",
         "marginal_token_utility(value, cost)",
     ] {
@@ -396,6 +397,10 @@ fn litellm_prices_import_and_reprice_calls() {
         &json,
         r#"{"sample_spec": {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0},
             "tiny-model": {"input_cost_per_token": 2e-7, "cache_read_input_token_cost": 5e-8,
+                           "cache_creation_input_token_cost": 2.5e-7,
+                           "input_cost_per_token_batches": 1e-7, "output_cost_per_token_batches": 4e-7,
+                           "input_cost_per_token_above_200k_tokens": 4e-7,
+                           "output_cost_per_token_above_200k_tokens": 1.6e-6,
                            "output_cost_per_token": 8e-7, "litellm_provider": "acme", "mode": "chat"}}"#,
     )
     .unwrap();
@@ -419,16 +424,25 @@ fn litellm_prices_import_and_reprice_calls() {
             data,
             "--format",
             "csv",
-            "SELECT * FROM model_prices",
+            "SELECT * FROM model_prices \
+             ORDER BY service_tier NULLS FIRST, above_input_tokens NULLS FIRST",
         ],
         &[],
     ));
+    // Batch and above 200k give input and output only: their cache rates are the standard ones
+    // scaled as input is (x 0.5, x 2).
     assert_eq!(
         prices,
-        "provider,model,valid_from,input_usd_per_mtok,cached_input_usd_per_mtok,output_usd_per_mtok,reasoning_usd_per_mtok\n\
-         acme,tiny-model,2026-03-01T00:00:00Z,0.2,0.05,0.8,\n"
+        "provider,model,valid_from,input_usd_per_mtok,cached_input_usd_per_mtok,output_usd_per_mtok,\
+         reasoning_usd_per_mtok,service_tier,above_input_tokens,cache_write_usd_per_mtok,\
+         cache_write_1h_usd_per_mtok\n\
+         acme,tiny-model,2026-03-01T00:00:00Z,0.2,0.05,0.8,,,,0.25,\n\
+         acme,tiny-model,2026-03-01T00:00:00Z,0.4,0.1,1.6,,,200000,0.5,\n\
+         acme,tiny-model,2026-03-01T00:00:00Z,0.1,0.025,0.4,,batch,,0.125,\n"
     );
-    // 1,000 input (400 cached) and 100 output: 600 x 0.2 + 400 x 0.05 + 100 x 0.8 = 220 µ$; NULL before March.
+    // 1,000 input (400 cached) and 100 output: 600 x 0.2 + 400 x 0.05 + 100 x 0.8 = 220 µ$; NULL
+    // before March. At batch with 300 of the input written to cache:
+    // 300 x 0.1 + 400 x 0.025 + 300 x 0.125 + 100 x 0.4 = 117.5 µ$.
     let cost = ok(tokenledger(
         &[
             "query",
@@ -437,11 +451,13 @@ fn litellm_prices_import_and_reprice_calls() {
             "--format",
             "csv",
             "SELECT round(token_cost('tiny-model', 1000, 400, 100, 0, TIMESTAMP '2026-03-02T00:00:00Z'), 12) AS after, \
-                    token_cost('tiny-model', 1000, 400, 100, 0, TIMESTAMP '2026-02-28T00:00:00Z') AS before",
+                    token_cost('tiny-model', 1000, 400, 100, 0, TIMESTAMP '2026-02-28T00:00:00Z') AS before, \
+                    round(token_cost('tiny-model', 1000, 400, 300, 0, 100, 0, 'batch', \
+                                     TIMESTAMP '2026-03-02T00:00:00Z'), 12) AS batch",
         ],
         &[],
     ));
-    assert_eq!(cost, "after,before\n0.00022,\n");
+    assert_eq!(cost, "after,before,batch\n0.00022,,0.0001175\n");
     let out = tokenledger(
         &[
             "prices",
@@ -483,7 +499,7 @@ fn reports_are_listed_and_run() {
     let mut listed = names.clone();
     listed.sort();
     assert_eq!(listed, files);
-    assert_eq!(names.len(), 8);
+    assert_eq!(names.len(), 9);
     assert!(
         list.lines().all(|l| l.len() > 40),
         "each report has a one-line summary:\n{list}"

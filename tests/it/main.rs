@@ -10,6 +10,7 @@ mod focus;
 mod otlp;
 mod peers;
 mod precedence;
+mod prices;
 mod report_page;
 mod s3;
 mod secrets;

@@ -64,7 +64,12 @@ def spans(server: Server) -> pa.Table:
 
 # Columns added to `spans` after the sample files were written: the table has them (NULL for
 # those files), the files do not.
-NEWER_SPAN_COLUMNS = ["cache_write_input_tokens", "service_tier"]
+NEWER_SPAN_COLUMNS = [
+    "cache_write_input_tokens",
+    "service_tier",
+    "cache_write_1h_input_tokens",
+    "cost_source",
+]
 
 
 def table_columns(spans: pa.Table) -> list:

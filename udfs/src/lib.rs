@@ -7,7 +7,8 @@
 //! | `effective_cost(base_cost, p)` | scalar | cost per *resolved* item when attempts succeed with rate p |
 //! | `break_even_rate(cost_per_attempt, unit_price)` | scalar | success rate below which a unit price is cheaper |
 //! | `attention_cost_ratio(context, reference)` | scalar | relative attention compute of a long context |
-//! | `token_cost(model, input, cached, output, reasoning, at)` | scalar | USD of a call at the price valid then |
+//! | `token_cost(model, input, cached, cache_write, cache_write_1h, output, reasoning, tier, at)` | scalar | USD of a call as the provider bills it, at the price valid then |
+//! | `token_price(model, token_kind, input_tokens, tier, at)` | scalar | USD per million tokens of one kind of token of a call |
 //! | `cost_per_outcome(cost, succeeded)` | aggregate | spend per success, failures included |
 //! | `marginal_token_utility(value, cost)` | aggregate, window | value per extra dollar (slope) |
 //!
@@ -37,7 +38,9 @@ pub use attention::AttentionCostRatio;
 pub use kernel::{PairFunction, PairUdf};
 pub use marginal::MarginalTokenUtility;
 pub use outcome::CostPerOutcome;
-pub use pricing::{PriceBook, PricePeriod, SharedPrices, TokenCost};
+pub use pricing::{
+    CallTokens, PriceBook, PricePeriod, STANDARD_TIER, SharedPrices, TokenCost, TokenPrice,
+};
 pub use success::{BreakEvenRate, EffectiveCost};
 pub use sum::CheckedSum;
 pub use time::UtcDateTrunc;
@@ -57,7 +60,8 @@ pub fn scalar_functions(prices: Arc<SharedPrices>) -> Vec<ScalarUDF> {
         ScalarUDF::from(PairUdf::<EffectiveCost>::default()),
         ScalarUDF::from(PairUdf::<BreakEvenRate>::default()),
         ScalarUDF::from(PairUdf::<AttentionCostRatio>::default()),
-        ScalarUDF::from(TokenCost::new(prices)),
+        ScalarUDF::from(TokenCost::new(Arc::clone(&prices))),
+        ScalarUDF::from(TokenPrice::new(prices)),
     ]
 }
 

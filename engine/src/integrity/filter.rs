@@ -25,21 +25,23 @@ use crate::plan_node::filtered_scan;
 use crate::storage::files::TableFileStore;
 
 /// The token columns, as the policy checks them.
-const TOKEN_COLUMNS: [&str; 5] = [
+const TOKEN_COLUMNS: [&str; 6] = [
     "input_tokens",
     "cached_input_tokens",
     "output_tokens",
     "reasoning_tokens",
     "cache_write_input_tokens",
+    "cache_write_1h_input_tokens",
 ];
 
 /// The columns the predicate reads.
-pub const CHECKED_COLUMNS: [&str; 10] = [
+pub const CHECKED_COLUMNS: [&str; 11] = [
     "input_tokens",
     "cached_input_tokens",
     "output_tokens",
     "reasoning_tokens",
     "cache_write_input_tokens",
+    "cache_write_1h_input_tokens",
     "cost_usd",
     "start_time",
     "duration_ms",
@@ -94,6 +96,11 @@ impl Policy {
                     (as_double("cached_input_tokens") + as_double("cache_write_input_tokens"))
                         .lt_eq(cast(col("input_tokens"), DataType::Float64)),
                 ),
+            either_absent_or(
+                "cache_write_1h_input_tokens",
+                "cache_write_input_tokens",
+                col("cache_write_1h_input_tokens").lt_eq(col("cache_write_input_tokens")),
+            ),
             either_absent_or(
                 "reasoning_tokens",
                 "output_tokens",

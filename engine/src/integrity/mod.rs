@@ -52,7 +52,7 @@ pub enum Rule {
     /// A token count is negative, above [`MAX_TOKENS`], or not a whole number.
     TokensOutOfRange,
     /// More cached input tokens (reads and writes together) than input tokens (input includes
-    /// both).
+    /// both), or more 1-hour cache writes than cache writes.
     CachedAboveInput,
     /// More reasoning tokens than output tokens (output includes reasoning).
     ReasoningAboveOutput,
@@ -135,6 +135,8 @@ pub struct SpanValues {
     pub output_tokens: Option<i64>,
     pub reasoning_tokens: Option<i64>,
     pub cache_write_input_tokens: Option<i64>,
+    /// Of the cache writes, those to a 1-hour cache.
+    pub cache_write_1h_input_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
     /// Microseconds since the epoch.
     pub start_time: Option<i64>,
@@ -182,6 +184,10 @@ impl Policy {
                 ("output_tokens", row.output_tokens),
                 ("reasoning_tokens", row.reasoning_tokens),
                 ("cache_write_input_tokens", row.cache_write_input_tokens),
+                (
+                    "cache_write_1h_input_tokens",
+                    row.cache_write_1h_input_tokens,
+                ),
             ]
             .into_iter()
             .find_map(|(column, value)| {
@@ -190,6 +196,16 @@ impl Policy {
                     .then(|| format!("{column} {value} is outside 0..={MAX_TOKENS}"))
             }),
             Rule::CachedAboveInput => {
+                if let (Some(hour), Some(written)) = (
+                    row.cache_write_1h_input_tokens,
+                    row.cache_write_input_tokens,
+                ) && hour > written
+                {
+                    return Some(format!(
+                        "cache_write_1h_input_tokens {hour} > cache_write_input_tokens {written} \
+                         (cache writes include 1-hour ones)"
+                    ));
+                }
                 let input = row.input_tokens?;
                 match (row.cached_input_tokens, row.cache_write_input_tokens) {
                     (Some(cached), None) if cached > input => Some(format!(
@@ -288,6 +304,7 @@ fn span_values(
     let output = int64("output_tokens")?;
     let reasoning = int64("reasoning_tokens")?;
     let cache_write = int64("cache_write_input_tokens")?;
+    let cache_write_1h = int64("cache_write_1h_input_tokens")?;
     let cost = column_as::<Float64Type>(batch, "cost_usd", &DataType::Float64)?;
     let start = column_as::<TimestampMicrosecondType>(batch, "start_time", &timestamp_type())?;
     let duration = int64("duration_ms")?;
@@ -299,6 +316,7 @@ fn span_values(
         output_tokens: value_at(&output, i),
         reasoning_tokens: value_at(&reasoning, i),
         cache_write_input_tokens: value_at(&cache_write, i),
+        cache_write_1h_input_tokens: value_at(&cache_write_1h, i),
         cost_usd: value_at(&cost, i),
         start_time: value_at(&start, i),
         duration_ms: value_at(&duration, i),
@@ -389,6 +407,7 @@ mod tests {
             output_tokens: Some(300),
             reasoning_tokens: Some(200),
             cache_write_input_tokens: Some(100),
+            cache_write_1h_input_tokens: Some(40),
             cost_usd: Some(0.0042),
             start_time: Some(NOW - 5_000_000),
             duration_ms: Some(900),
@@ -424,7 +443,17 @@ mod tests {
 
     #[test]
     fn each_rule_names_the_offending_values() {
-        let cases: [(SpanValues, Rule, &str); 13] = [
+        let cases: [(SpanValues, Rule, &str); 14] = [
+            (
+                SpanValues {
+                    cached_input_tokens: Some(0),
+                    cache_write_input_tokens: Some(100),
+                    cache_write_1h_input_tokens: Some(101),
+                    ..good()
+                },
+                Rule::CachedAboveInput,
+                "cache_write_1h_input_tokens 101 > cache_write_input_tokens 100",
+            ),
             (
                 SpanValues {
                     cache_write_input_tokens: Some(300),

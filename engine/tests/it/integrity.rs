@@ -403,6 +403,7 @@ async fn the_row_check_and_the_sql_predicate_agree_on_every_row() {
         "output_tokens",
         "reasoning_tokens",
         "cache_write_input_tokens",
+        "cache_write_1h_input_tokens",
     ] {
         let values: Int64Array = (0..rows).map(|_| tokens[pick(tokens.len())]).collect();
         columns.push((name, Arc::new(values)));
