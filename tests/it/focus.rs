@@ -145,9 +145,9 @@ fn focus_costs_add_up_to_the_spans_cost_computed_by_duckdb() {
         "the range has costs of each kind: {spans}"
     );
 
-    // One row per day, provider, SKU, sub account, token type and pricing method; each a day.
+    // One row per day, provider, SKU, sub account, tier, token type and pricing method; each a day.
     let grain = duckdb_csv(
-        "SELECT count(*) = count(DISTINCT (ChargePeriodStart, Provider, SkuId, SubAccountId, x_TokenType, x_PricedBy)),
+        "SELECT count(*) = count(DISTINCT (ChargePeriodStart, Provider, SkuId, SubAccountId, x_ServiceTier, x_TokenType, x_PricedBy)),
                 bool_and(ChargePeriodEnd - ChargePeriodStart = INTERVAL 1 DAY),
                 min(ChargePeriodStart)::DATE, max(ChargePeriodStart)::DATE,
                 bool_and(abs(ListCost - ListUnitPrice * PricingQuantity) <= 1e-12 + 1e-9 * ListCost)
@@ -184,5 +184,61 @@ fn bad_export_arguments_get_clear_errors() {
         assert!(!output.status.success());
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+/// Cache reads and writes are charges of their own, at their tier's rates: the companion set
+/// `testdata/cache-tiers` (HAND_CALC.md, "Cache writes, tiers and long context") exported and
+/// read back by DuckDB. The file passes the validator too.
+#[test]
+fn cache_reads_and_writes_are_their_own_charge_rows_at_their_tiers_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("focus.csv");
+    ok(tokenledger(
+        &[
+            "export",
+            "focus",
+            "--data",
+            "testdata/cache-tiers",
+            "--from",
+            "2026-01-12",
+            "--to",
+            "2026-01-12",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let Some(rows) = duckdb_csv(
+        "SELECT SkuId, x_ServiceTier, x_TokenType, CAST(ConsumedQuantity AS BIGINT) AS tokens,
+                round(ListCost, 9) AS list, round(ListUnitPrice, 9) AS rate, x_PricedBy
+         FROM read_csv('focus.csv')
+         WHERE x_TokenType IN ('cached input', 'cache write', 'cache write 1h') OR x_PricedBy = 'unpriced'
+         ORDER BY ALL",
+        dir.path(),
+    ) else {
+        return;
+    };
+    // By hand: sonnet standard reads C2 6,000 + C5 50,000, of which 6,000 at 0.30 and 50,000 at
+    // the long-context 0.60 (31,800 µ$); writes C1 6,000 + C3 3,000 at 3.75; C3's 1,000 1-hour
+    // writes at 6.00; batch C4 2,000 reads at 0.15, 4,000 writes at 1.875; opus 10,000 writes at
+    // 18.75; C7 at flex has no price: its tokens are there, unpriced, at no cost.
+    assert_eq!(
+        rows,
+        "SkuId,x_ServiceTier,x_TokenType,tokens,list,rate,x_PricedBy\n\
+         claude-opus-4-1,standard,cache write,10000,0.1875,18.75,token_cost\n\
+         claude-sonnet-4-5,batch,cache write,4000,0.0075,1.875,token_cost\n\
+         claude-sonnet-4-5,batch,cached input,2000,0.0003,0.15,token_cost\n\
+         claude-sonnet-4-5,flex,input,1000,0.0,,unpriced\n\
+         claude-sonnet-4-5,flex,output,100,0.0,,unpriced\n\
+         claude-sonnet-4-5,standard,cache write,9000,0.03375,3.75,token_cost\n\
+         claude-sonnet-4-5,standard,cache write 1h,1000,0.006,6.0,token_cost\n\
+         claude-sonnet-4-5,standard,cached input,56000,0.0318,0.567857143,token_cost\n"
+    );
+    if let Some(verdict) = validate(&csv) {
+        assert!(
+            verdict.contains("Validation succeeded.") && !verdict.contains("failed"),
+            "{verdict}"
+        );
     }
 }

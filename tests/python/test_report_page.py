@@ -33,6 +33,7 @@ CHARTS = [
     "bpo-comparison",
     "marginal-utility",
     "waste",
+    "cache-and-tiers",
     "allocation",
 ]
 

@@ -51,7 +51,7 @@ impl Recipe {
 }
 
 /// Every chart, in page order. The reports they draw from are run once each.
-pub static RECIPES: [Recipe; 9] = [
+pub static RECIPES: [Recipe; 10] = [
     Recipe {
         id: "cost-per-outcome",
         report: "cost_per_outcome",
@@ -178,6 +178,24 @@ pub static RECIPES: [Recipe; 9] = [
             "overkill_share",
         ],
         draw: waste,
+    },
+    Recipe {
+        id: "cache-and-tiers",
+        report: "cache_and_tier_savings",
+        title: "What caching and batch rates save",
+        columns: &[
+            "workflow",
+            "model",
+            "cache_hit_rate",
+            "cache_read_saving_usd",
+            "cache_write_extra_usd",
+            "net_cache_saving_usd",
+            "caching_pays",
+            "batch_spend_usd",
+            "batch_saving_usd",
+            "unpriced_calls",
+        ],
+        draw: cache_and_tiers,
     },
     Recipe {
         id: "allocation",
@@ -555,6 +573,55 @@ fn waste(rows: &[Row]) -> Result<Drawn> {
         ),
         Some(svg),
     ))
+}
+
+fn cache_and_tiers(rows: &[Row]) -> Result<Drawn> {
+    let rows: Vec<&Row> = rows.iter().collect();
+    if rows.is_empty() {
+        return Ok((NOTHING.into(), None));
+    }
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} · {}", text(r, "workflow"), text(r, "model")))
+        .collect();
+    let svg = bar_chart(
+        "USD",
+        &names,
+        &[
+            series("saved by cache reads", &rows, |r| {
+                num(r, "cache_read_saving_usd")
+            }),
+            series("paid extra for cache writes", &rows, |r| {
+                num(r, "cache_write_extra_usd")
+            }),
+            series("batch rates would save", &rows, |r| {
+                num(r, "batch_saving_usd")
+            }),
+        ],
+        Layout::Grouped,
+        None,
+    )?;
+    let total = |column: &str| rows.iter().filter_map(|r| num(r, column)).sum::<f64>();
+    let not_paying: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get("caching_pays") == Some(&Value::Bool(false)))
+        .map(|r| format!("{} · {}", text(r, "workflow"), text(r, "model")))
+        .collect();
+    let mut lead = format!(
+        "Per workflow and model: caching saved ${:.2} net (${:.2} on reads, ${:.2} paid extra for \
+         writes); standard-tier calls would save ${:.2} at batch rates if their work can wait.",
+        total("net_cache_saving_usd"),
+        total("cache_read_saving_usd"),
+        total("cache_write_extra_usd"),
+        total("batch_saving_usd"),
+    );
+    if !not_paying.is_empty() {
+        lead.push_str(&format!(
+            " Caching does not pay for {}.",
+            not_paying.join(", ")
+        ));
+    }
+    Ok((lead, Some(svg)))
 }
 
 fn allocation(rows: &[Row]) -> Result<Drawn> {

@@ -53,7 +53,7 @@ macro_rules! view {
 
 /// Every view in `sql/reports/`, in dependency order (each may use those before it). A test
 /// checks that this names every file there.
-pub static VIEWS: [Report; 11] = [
+pub static VIEWS: [Report; 12] = [
     view!("priced_spans"),
     view!("work_item_costs"),
     view!("attempt_costs"),
@@ -64,6 +64,7 @@ pub static VIEWS: [Report; 11] = [
     view!("bpo_comparison"),
     view!("marginal_utility"),
     view!("waste"),
+    view!("cache_and_tier_savings"),
     view!("allocation"),
 ];
 

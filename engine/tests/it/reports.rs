@@ -222,3 +222,62 @@ async fn report_settings_file_overrides_thresholds_without_a_restart() {
     );
     assert_eq!(rows(&s, "SELECT count(*) FROM outcomes").await, [["12"]]);
 }
+
+/// `cache_and_tier_savings` on the companion hand-made set (testdata/handmade/HAND_CALC.md,
+/// "Cache writes, tiers and long context"): every figure worked out by hand there.
+#[tokio::test]
+async fn cache_and_tier_savings_match_the_hand_calculation() {
+    let s = open(&crate::support::repo_root().join("testdata/cache-tiers")).await;
+    let got = rows(
+        &s,
+        "SELECT workflow, model, llm_calls, calls_reading_cache, cache_hit_rate,
+                round(cached_input_share, 6), cache_read_tokens, cache_write_tokens,
+                round(cache_read_saving_usd, 9), round(cache_write_extra_usd, 9),
+                round(net_cache_saving_usd, 9), caching_pays, round(batch_spend_usd, 9),
+                round(standard_spend_usd, 9), round(batch_saving_usd, 9),
+                calls_without_batch_price, unpriced_calls
+         FROM cache_and_tier_savings ORDER BY model",
+    )
+    .await;
+    let expected = [
+        [
+            "claims",
+            "claude-opus-4-1",
+            "1",
+            "0",
+            "0.0",
+            "0.0",
+            "0",
+            "10000",
+            "0.0",
+            "0.0375",
+            "-0.0375",
+            "false",
+            "0.0",
+            "0.225",
+            "NULL",
+            "1",
+            "0",
+        ],
+        [
+            "claims",
+            "claude-sonnet-4-5",
+            "6",
+            "3",
+            "0.5",
+            "0.207885",
+            "58000",
+            "14000",
+            "0.2889",
+            "0.01125",
+            "0.27765",
+            "true",
+            "0.01155",
+            "1.34505",
+            "0.987525",
+            "0",
+            "1",
+        ],
+    ];
+    assert_eq!(got, expected.map(|row| row.map(String::from).to_vec()));
+}
