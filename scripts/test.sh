@@ -2,7 +2,7 @@
 # Runs every test on a fresh machine. Installs what the tests need into venvs from pinned
 # requirements files: .venv (a SeaweedFS S3 server, DuckDB, pyarrow, the ADBC Flight SQL driver,
 # pytest), .venv-dbapi (flightsql-dbapi, which cannot share a venv with the rest), .venv-delta
-# (DuckDB's Delta reader), .venv-focus (the FOCUS validator) and one
+# (DuckDB's Delta reader), .venv-focus (the FOCUS validator), .venv-prices (genai-prices) and one
 # .venv-otlp-* per OpenTelemetry instrumentation the OTLP receiver is tested with. Then checks
 # formatting and lints and runs the Rust test suites, which start and stop their own servers on
 # 127.0.0.1 and run the Python client tests in tests/python/ against them. Last, checks that the
@@ -26,8 +26,11 @@ setup_venv .venv-dbapi scripts/requirements-dbapi.txt
 setup_venv .venv-delta scripts/requirements-delta.txt
 # The FinOps Foundation's FOCUS validator, for the FOCUS export.
 setup_venv .venv-focus scripts/requirements-focus.txt
-# An LLM app (openai-python) under each OTLP instrumentation the receiver maps, one venv each.
-for instrumentation in openai-v2 traceloop openinference langfuse; do
+# pydantic's genai-prices: the independent oracle token_cost is checked against.
+setup_venv .venv-prices scripts/requirements-prices.txt
+# An LLM app (openai-python, anthropic-python) under each OTLP instrumentation the receiver maps,
+# one venv each.
+for instrumentation in openai-v2 traceloop openinference langfuse anthropic-openllmetry anthropic-openinference; do
   setup_venv ".venv-otlp-$instrumentation" "scripts/requirements-otlp-$instrumentation.txt"
 done
 # A real browser for the report page's test: Debian's chromium and its chromedriver.

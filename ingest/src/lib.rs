@@ -19,6 +19,7 @@ pub mod http;
 pub mod map;
 pub mod pipeline;
 pub mod records;
+pub mod same_call;
 pub mod spool;
 pub mod tenants;
 

@@ -127,6 +127,7 @@ pub fn map_request<'a>(request: &'a ExportTraceServiceRequest, policy: &Policy) 
             }
         }
     }
+    crate::same_call::merge_same_calls(&mut mapped.spans);
     mapped
 }
 

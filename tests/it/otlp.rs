@@ -912,6 +912,75 @@ fn real_instrumentations_export_the_rows_each_documents() {
     }
 }
 
+/// anthropic-python under OpenLLMetry's and OpenInference's Anthropic instrumentations, against a
+/// fake Anthropic API reporting 1,000 plain input, 4,000 cache-write (1,000 of them 1-hour), 2,000
+/// cache-read and 300 output tokens. The SDK traces the call itself too, so each call arrives as
+/// two spans (siblings under OpenLLMetry, nested under OpenInference): it must be one row, with
+/// the writes in their columns, and bill what Anthropic bills: on the hand-made set's sonnet
+/// prices 1,000 × 3.00 + 2,000 × 0.30 + 3,000 × 3.75 + 1,000 × 6.00 + 300 × 15.00 = 25,350 µ$
+/// (the issue's $0.0201 priced the writes as plain input).
+#[test]
+fn anthropic_instrumentations_keep_cache_writes_and_bill_each_call_once() {
+    let runs = [
+        (
+            ".venv-otlp-anthropic-openllmetry",
+            "anthropic-openllmetry",
+            "http",
+        ),
+        (
+            ".venv-otlp-anthropic-openllmetry",
+            "anthropic-openllmetry",
+            "grpc",
+        ),
+        (
+            ".venv-otlp-anthropic-openinference",
+            "anthropic-openinference",
+            "http",
+        ),
+    ];
+    for (venv, instrumentation, protocol) in runs {
+        let Some(python) = crate::peers::venv_python(venv) else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("model_prices")).unwrap();
+        std::fs::copy(
+            crate::peers::repo_root().join("testdata/handmade/model_prices/model_prices.parquet"),
+            data.join("model_prices/model_prices.parquet"),
+        )
+        .unwrap();
+        let collector = Collector::start(&data, dir.path(), &[]);
+        let out = collector.run_app(&python, &[instrumentation, protocol]);
+        assert!(
+            out.status.success(),
+            "{instrumentation} app failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eventually(
+            &data,
+            "SELECT model, input_tokens, cached_input_tokens, cache_write_input_tokens, \
+                    cache_write_1h_input_tokens, output_tokens, service_tier, work_item_id, \
+                    CAST(round(token_cost(model, input_tokens, cached_input_tokens, \
+                        cache_write_input_tokens, cache_write_1h_input_tokens, output_tokens, \
+                        reasoning_tokens, service_tier, start_time) * 1e6) AS BIGINT) AS micro_usd \
+             FROM spans WHERE kind = 'llm'",
+            &strings(&[&[
+                "claude-sonnet-4-5-20250929",
+                "7000",
+                "2000",
+                "4000",
+                "1000",
+                "300",
+                "standard",
+                "TICKET-1",
+                "25350",
+            ]]),
+        );
+        eprintln!("{instrumentation} over {protocol}: one row per call, cache writes kept");
+    }
+}
+
 /// `serve --otlp-http`: spans posted to the server's receiver are answered by its own Flight SQL
 /// endpoint once the listing refreshes, with no restart.
 #[test]

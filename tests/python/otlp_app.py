@@ -2,7 +2,9 @@
 instrumentation, exported with the real OTLP exporter to the receiver under test.
 
 Usage: otlp_app.py INSTRUMENTATION PROTOCOL
-  INSTRUMENTATION  v2 (OTel GenAI), traceloop (OpenLLMetry), openinference, langfuse; or
+  INSTRUMENTATION  v2 (OTel GenAI), traceloop (OpenLLMetry), openinference, langfuse;
+                   anthropic-openllmetry, anthropic-openinference: anthropic-python calls to a fake
+                   Anthropic API reporting cache writes (see ANTHROPIC_USAGE); or
                    retry: no instrumentation, two spans exported one at a time, so that a receiver
                    that refuses the second with 503 sees the exporter's own retry; or
                    hostile: no instrumentation, one export of spans breaking the validation policy
@@ -83,10 +85,47 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def fake_openai():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+# The issue's call: 1,000 plain input tokens, 4,000 written to the cache (1,000 of them to a 1-hour
+# cache), 2,000 read from it, 300 output. Anthropic's input_tokens excludes the cache.
+ANTHROPIC_USAGE = {
+    "input_tokens": 1000,
+    "cache_creation_input_tokens": 4000,
+    "cache_read_input_tokens": 2000,
+    "output_tokens": 300,
+    "cache_creation": {"ephemeral_5m_input_tokens": 3000, "ephemeral_1h_input_tokens": 1000},
+    "service_tier": "standard",
+}
+
+
+class FakeAnthropic(BaseHTTPRequestHandler):
+    """POST /v1/messages, answered with ANTHROPIC_USAGE."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = json.dumps({
+            "id": "msg_01", "type": "message", "role": "assistant",
+            "model": request["model"] + "-20250929",
+            "content": [{"type": "text", "text": "Your refund is on its way."}],
+            "stop_reason": "end_turn", "stop_sequence": None, "usage": ANTHROPIC_USAGE,
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def fake_api(handler):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/v1"
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def fake_openai():
+    return fake_api(FakeOpenAI) + "/v1"
 
 
 KEYS = {"tokenledger.work_item_id": "TICKET-1", "tokenledger.workflow": "support_ticket",
@@ -161,6 +200,35 @@ def run_otel(instrumentation, protocol):
         tracer = trace.get_tracer("tokenledger-test-app")
         with tracer.start_as_current_span("work item closed", attributes=OUTCOME):
             pass
+    finally:
+        context.detach(token)
+    provider.force_flush()
+    provider.shutdown()
+
+
+def run_anthropic(instrumentation, protocol):
+    """One work item making one Anthropic call, keys in baggage. anthropic-python traces its own
+    calls too (a CLIENT span per call), so each call reaches the receiver twice: once from the
+    instrumentation, once from the SDK."""
+    from opentelemetry import baggage, context, trace
+    provider = otel_provider(protocol)
+    trace.set_tracer_provider(provider)
+    if instrumentation == "anthropic-openllmetry":
+        from opentelemetry.instrumentation.anthropic import AnthropicInstrumentor
+    else:
+        from openinference.instrumentation.anthropic import AnthropicInstrumentor
+    AnthropicInstrumentor().instrument(tracer_provider=provider)
+    import anthropic
+    client = anthropic.Anthropic(base_url=fake_api(FakeAnthropic), api_key="test", max_retries=0)
+    ctx = context.get_current()
+    for key, value in KEYS.items():
+        ctx = baggage.set_baggage(key, value, context=ctx)
+    token = context.attach(ctx)
+    try:
+        tracer = trace.get_tracer("tokenledger-test-app")
+        with tracer.start_as_current_span("invoke_agent support_ticket"):
+            client.messages.create(model="claude-sonnet-4-5", max_tokens=500,
+                                   messages=[{"role": "user", "content": "Where is my refund?"}])
     finally:
         context.detach(token)
     provider.force_flush()
@@ -261,6 +329,8 @@ if __name__ == "__main__":
         run_retry(protocol)
     elif instrumentation == "hostile":
         run_hostile(protocol)
+    elif instrumentation.startswith("anthropic-"):
+        run_anthropic(instrumentation, protocol)
     elif instrumentation == "langfuse":
         run_langfuse()
     else:
