@@ -87,6 +87,16 @@ impl Collector {
         self.run_app_with(python, args, &[])
     }
 
+    /// Runs the app under `instrumentation` over `protocol` and checks that it succeeded.
+    fn run_instrumented_app(&self, python: &Path, instrumentation: &str, protocol: &str) {
+        let out = self.run_app(python, &[instrumentation, protocol]);
+        assert!(
+            out.status.success(),
+            "{instrumentation} app failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// [`Collector::run_app`] with environment variables `env` (TLS, credentials).
     fn run_app_with(
         &self,
@@ -872,12 +882,7 @@ fn real_instrumentations_export_the_rows_each_documents() {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let collector = Collector::start(&data, dir.path(), &[]);
-        let out = collector.run_app(&python, &[instrumentation, protocol]);
-        assert!(
-            out.status.success(),
-            "{instrumentation} app failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        collector.run_instrumented_app(&python, instrumentation, protocol);
         let expected: Vec<Vec<String>> = expected_calls(instrumentation)
             .into_iter()
             .map(|mut call| {
@@ -951,12 +956,7 @@ fn anthropic_instrumentations_keep_cache_writes_and_bill_each_call_once() {
         )
         .unwrap();
         let collector = Collector::start(&data, dir.path(), &[]);
-        let out = collector.run_app(&python, &[instrumentation, protocol]);
-        assert!(
-            out.status.success(),
-            "{instrumentation} app failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        collector.run_instrumented_app(&python, instrumentation, protocol);
         eventually(
             &data,
             "SELECT model, input_tokens, cached_input_tokens, cache_write_input_tokens, \

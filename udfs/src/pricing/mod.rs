@@ -2,6 +2,13 @@
 //! bill it — cached reads, cache writes (5-minute and 1-hour), reasoning tokens, service tiers
 //! (batch, flex, priority) and long-context rates.
 
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs};
+
 mod book;
 mod token_cost;
 mod token_price;
@@ -9,6 +16,49 @@ mod token_price;
 pub use book::{PriceBook, SharedPrices};
 pub use token_cost::TokenCost;
 pub use token_price::TokenPrice;
+
+/// A session's prices as a function holds them: two functions are equal when they read the same
+/// book (DataFusion compares functions when it deduplicates expressions).
+#[derive(Debug, Clone)]
+struct PricesHandle(Arc<SharedPrices>);
+
+impl PartialEq for PricesHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PricesHandle {}
+
+impl Hash for PricesHandle {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        Arc::as_ptr(&self.0).hash(state);
+    }
+}
+
+/// Calls `price` with the arguments as arrays of the batch's rows (one row when all are
+/// scalars, answered as a scalar).
+fn invoke_on_rows(
+    args: ScalarFunctionArgs,
+    price: impl FnOnce(&[ArrayRef], usize) -> Result<ArrayRef>,
+) -> Result<ColumnarValue> {
+    let all_scalar = args
+        .args
+        .iter()
+        .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+    let rows = if all_scalar { 1 } else { args.number_rows };
+    let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?
+        .into_iter()
+        .map(|a| if a.len() == rows { a } else { a.slice(0, rows) })
+        .collect();
+    let result = price(&arrays, rows)?;
+    if all_scalar {
+        return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &result, 0,
+        )?));
+    }
+    Ok(ColumnarValue::Array(result))
+}
 
 /// The tier a call runs at when its span or price row names none.
 pub const STANDARD_TIER: &str = "standard";
@@ -61,9 +111,19 @@ impl CallTokens {
     /// Whether every count is non-negative and inside the one it refines. Inconsistent counts
     /// have no price: capping them would bill a guess.
     pub fn is_consistent(&self) -> bool {
+        self.fits::<true>()
+    }
+
+    /// [`CallTokens::is_consistent`], for calls known to have no cache writes when `!WRITES`.
+    #[inline]
+    fn fits<const WRITES: bool>(&self) -> bool {
         let c = self;
+        if !WRITES {
+            return (c.cached | c.reasoning) >= 0 && c.cached <= c.input && c.reasoning <= c.output;
+        }
+        // Non-negative first, so the sum of two counts fits in u64.
         (c.cached | c.cache_write | c.cache_write_1h | c.reasoning) >= 0
-            && i128::from(c.cached) + i128::from(c.cache_write) <= i128::from(c.input)
+            && (c.cached as u64 + c.cache_write as u64) <= c.input.max(0) as u64
             && c.cache_write_1h <= c.cache_write
             && c.reasoning <= c.output
     }
@@ -106,12 +166,23 @@ impl PerToken {
     /// USD for consistent counts: see [`PricePeriod::cost`].
     #[inline]
     fn cost(&self, t: &CallTokens) -> f64 {
+        self.cost_of::<true>(t)
+    }
+
+    /// [`PerToken::cost`], for calls known to have no cache writes when `!WRITES` (the short
+    /// form and files without the columns: two fewer terms per row).
+    #[inline]
+    fn cost_of<const WRITES: bool>(&self, t: &CallTokens) -> f64 {
+        let reads_and_outputs = t.cached as f64 * self.cached_input
+            + (t.output - t.reasoning) as f64 * self.output
+            + t.reasoning as f64 * self.reasoning;
+        if !WRITES {
+            return (t.input - t.cached) as f64 * self.input + reads_and_outputs;
+        }
         (t.input - t.cached - t.cache_write) as f64 * self.input
-            + t.cached as f64 * self.cached_input
+            + reads_and_outputs
             + (t.cache_write - t.cache_write_1h) as f64 * self.cache_write
             + t.cache_write_1h as f64 * self.cache_write_1h
-            + (t.output - t.reasoning) as f64 * self.output
-            + t.reasoning as f64 * self.reasoning
     }
 }
 

@@ -1,7 +1,6 @@
 //! `token_cost`: USD of one model call at the price valid when it was made.
 
 use std::borrow::Cow;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
@@ -10,21 +9,21 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
 use super::book::{PriceBook, PriceSeries, SharedPrices, TierPrices};
-use super::{CallTokens, PerToken, STANDARD_TIER};
+use super::{CallTokens, PerToken, PricesHandle, STANDARD_TIER, invoke_on_rows};
 use crate::TOKEN_ECONOMICS;
 
 /// `token_cost(model, input, cached, cache_write, cache_write_1h, output, reasoning, tier, at)`,
 /// and its short form `token_cost(model, input, cached, output, reasoning, at)`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct TokenCost {
     signature: Signature,
-    prices: Arc<SharedPrices>,
+    prices: PricesHandle,
 }
 
 impl TokenCost {
@@ -34,22 +33,8 @@ impl TokenCost {
             // Stable, not Immutable: the same arguments price differently once a session
             // reloads `model_prices`. Within one query the prices do not change.
             signature: Signature::user_defined(Volatility::Stable),
-            prices,
+            prices: PricesHandle(prices),
         }
-    }
-}
-
-impl PartialEq for TokenCost {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.prices, &other.prices)
-    }
-}
-
-impl Eq for TokenCost {}
-
-impl Hash for TokenCost {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.prices).hash(state);
     }
 }
 
@@ -171,27 +156,13 @@ impl ScalarUDFImpl for TokenCost {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let prices = self.prices.current();
+        let prices = self.prices.0.current();
         if let Some(reason) = prices.unavailable_reason() {
             return exec_err!("token_cost: model prices are unavailable: {reason}");
         }
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if all_scalar { 1 } else { args.number_rows };
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let arrays: Vec<ArrayRef> = arrays
-            .into_iter()
-            .map(|a| if a.len() == rows { a } else { a.slice(0, rows) })
-            .collect();
-        let result = price_rows(&prices, &CallColumns::of(&arrays, rows), rows)?;
-        if all_scalar {
-            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &result, 0,
-            )?));
-        }
-        Ok(ColumnarValue::Array(result))
+        invoke_on_rows(args, |arrays, rows| {
+            price_rows(&prices, &CallColumns::of(arrays, rows), rows)
+        })
     }
 
     fn documentation(&self) -> Option<&Documentation> {
@@ -199,34 +170,38 @@ impl ScalarUDFImpl for TokenCost {
     }
 }
 
-/// The arguments of either form, the short one completed with NULL writes and tiers.
+/// The arguments of either form; the short one has no writes (`None`: zeros) and no tiers.
 struct CallColumns {
     model: ArrayRef,
     /// input, cached, cache_write, cache_write_1h, output, reasoning.
-    counts: [ArrayRef; 6],
+    counts: [Option<ArrayRef>; 6],
     tier: ArrayRef,
     at: ArrayRef,
 }
 
 impl CallColumns {
     fn of(arrays: &[ArrayRef], rows: usize) -> Self {
-        let no_counts = || new_null_array(&DataType::Int64, rows);
-        let a = |i: usize| Arc::clone(&arrays[i]);
+        let a = |i: usize| Some(Arc::clone(&arrays[i]));
         if arrays.len() == 6 {
             CallColumns {
-                model: a(0),
-                counts: [a(1), a(2), no_counts(), no_counts(), a(3), a(4)],
+                model: Arc::clone(&arrays[0]),
+                counts: [a(1), a(2), None, None, a(3), a(4)],
                 tier: new_null_array(&DataType::Utf8View, rows),
-                at: a(5),
+                at: Arc::clone(&arrays[5]),
             }
         } else {
             CallColumns {
-                model: a(0),
+                model: Arc::clone(&arrays[0]),
                 counts: [a(1), a(2), a(3), a(4), a(5), a(6)],
-                tier: a(7),
-                at: a(8),
+                tier: Arc::clone(&arrays[7]),
+                at: Arc::clone(&arrays[8]),
             }
         }
+    }
+
+    /// The NULLs of count `i` (none for an absent count).
+    fn count_nulls(&self, i: usize) -> Option<NullBuffer> {
+        self.counts[i].as_ref()?.logical_nulls()
     }
 }
 
@@ -244,35 +219,32 @@ fn price_rows(prices: &PriceBook, call: &CallColumns, rows: usize) -> Result<Arr
     let counts: Vec<Cow<'_, [i64]>> = call
         .counts
         .iter()
-        .map(|a| zero_for_null(a.as_primitive::<Int64Type>()))
+        .map(|a| match a {
+            Some(a) => zero_for_null(a.as_primitive::<Int64Type>()),
+            // Only the short form lacks counts (the writes), and its loop never reads them.
+            None => Cow::Borrowed(&[][..]),
+        })
         .collect();
     let at = call.at.as_primitive::<TimestampMicrosecondType>();
     let at_values = at.values();
     // Old files and the short form have no tiers: every row is standard.
     let tiered = tier.null_count() < rows;
 
+    // Slices of exactly `rows`, so indexing them by row needs no bounds check.
+    let counts: [&[i64]; 6] = std::array::from_fn(|i| &counts[i][..counts[i].len().min(rows)]);
     let mut models = BatchModels::new(prices, model, tier);
+    // Short-form calls and files without the write columns skip their terms.
+    let writes = [2, 3].iter().any(|&i| {
+        call.counts[i]
+            .as_ref()
+            .is_some_and(|c| c.logical_null_count() < rows)
+    });
     // Rows without a price are rare: listed, and made NULL after the loop.
-    let mut unpriced = Vec::new();
-    let mut values = Vec::with_capacity(rows);
-    for row in 0..rows {
-        let tokens = CallTokens {
-            input: counts[0][row],
-            cached: counts[1][row],
-            cache_write: counts[2][row],
-            cache_write_1h: counts[3][row],
-            output: counts[4][row],
-            reasoning: counts[5][row],
-        };
-        let price = models.price(row, tiered, tokens.input, at_values[row]);
-        match price {
-            Some(price) if tokens.is_consistent() => values.push(price.cost(&tokens)),
-            _ => {
-                unpriced.push(row);
-                values.push(0.0);
-            }
-        }
-    }
+    let (values, unpriced) = if writes {
+        price_loop::<true>(&mut models, counts, &at_values[..rows], tiered)
+    } else {
+        price_loop::<false>(&mut models, counts, &at_values[..rows], tiered)
+    };
     let found = (!unpriced.is_empty()).then(|| {
         let mut found = BooleanBufferBuilder::new(rows);
         found.append_n(rows, true);
@@ -281,8 +253,8 @@ fn price_rows(prices: &PriceBook, call: &CallColumns, rows: usize) -> Result<Arr
         }
         NullBuffer::new(found.finish())
     });
-    let input_nulls = call.counts[0].logical_nulls();
-    let output_nulls = call.counts[4].logical_nulls();
+    let input_nulls = call.count_nulls(0);
+    let output_nulls = call.count_nulls(4);
     // NULL when both counts are NULL: valid where either is.
     let some_tokens = match (&input_nulls, &output_nulls) {
         (Some(i), Some(o)) => Some(NullBuffer::new(i.inner() | o.inner())),
@@ -299,6 +271,36 @@ fn price_rows(prices: &PriceBook, call: &CallColumns, rows: usize) -> Result<Arr
         NullBuffer::union(acc.as_ref(), n.as_ref())
     });
     Ok(Arc::new(Float64Array::new(values.into(), nulls)))
+}
+
+/// Each row's cost (0 where it has none) and the rows without one.
+fn price_loop<const WRITES: bool>(
+    models: &mut BatchModels<'_>,
+    [input, cached, write, write_1h, output, reasoning]: [&[i64]; 6],
+    at: &[i64],
+    tiered: bool,
+) -> (Vec<f64>, Vec<usize>) {
+    let rows = at.len();
+    let mut values = Vec::with_capacity(rows);
+    let mut unpriced = Vec::new();
+    for row in 0..rows {
+        let tokens = CallTokens {
+            input: input[row],
+            cached: cached[row],
+            cache_write: if WRITES { write[row] } else { 0 },
+            cache_write_1h: if WRITES { write_1h[row] } else { 0 },
+            output: output[row],
+            reasoning: reasoning[row],
+        };
+        match models.cost::<WRITES>(row, tiered, &tokens, at[row]) {
+            Some(cost) => values.push(cost),
+            None => {
+                unpriced.push(row);
+                values.push(0.0);
+            }
+        }
+    }
+    (values, unpriced)
 }
 
 /// `array`'s values with NULL as 0, borrowed when it has no NULLs.
@@ -397,28 +399,41 @@ impl<'a> SeriesCursor<'a> {
         }
     }
 
+    /// Moves to the period valid at `at`; whether there is one.
     #[inline]
-    fn price_at(&mut self, at: i64) -> Option<PerToken> {
+    fn seek(&mut self, at: i64) -> bool {
         if self.from <= at && at < self.until {
-            return self.current;
+            return self.current.is_some();
         }
         let after = self.periods.partition_point(|p| p.valid_from <= at);
         let period = after.checked_sub(1).map(|i| &self.periods[i]);
         self.current = period.map(PerToken::of);
         self.from = period.map_or(i64::MIN, |p| p.valid_from);
         self.until = self.periods.get(after).map_or(i64::MAX, |p| p.valid_from);
-        self.current
+        self.current.is_some()
     }
 }
 
-/// The price of a call with `input` tokens at `at`: the series of the highest threshold the
-/// call is above that has a price then (series are ordered highest first).
+/// USD of a call with `tokens` at `at`, at the series of the highest threshold the call is
+/// above that has a price then (series are ordered highest first).
 #[inline]
-fn price_in(series: &mut [SeriesCursor<'_>], input: i64, at: i64) -> Option<PerToken> {
-    series
+fn cost_in<const WRITES: bool>(
+    series: &mut [SeriesCursor<'_>],
+    tokens: &CallTokens,
+    at: i64,
+) -> Option<f64> {
+    // Most models have one series (no long-context rates).
+    if let [only] = series {
+        return if tokens.input > only.above_input_tokens && only.seek(at) {
+            Some(only.current.as_ref()?.cost_of::<WRITES>(tokens))
+        } else {
+            None
+        };
+    }
+    let i = series
         .iter_mut()
-        .filter(|s| input > s.above_input_tokens)
-        .find_map(|s| s.price_at(at))
+        .position(|s| tokens.input > s.above_input_tokens && s.seek(at))?;
+    Some(series[i].current.as_ref()?.cost_of::<WRITES>(tokens))
 }
 
 impl<'a> BatchModels<'a> {
@@ -431,14 +446,23 @@ impl<'a> BatchModels<'a> {
         }
     }
 
-    /// The price of row `row` (with `input` tokens, made at `at`); `tiered`: whether rows
-    /// may name a tier.
+    /// USD of row `row`'s call (`tokens`, made at `at`); `tiered`: whether rows may name a
+    /// tier. `None`: no price, or counts that do not fit inside their totals.
     #[inline]
-    fn price(&mut self, row: usize, tiered: bool, input: i64, at: i64) -> Option<PerToken> {
+    fn cost<const WRITES: bool>(
+        &mut self,
+        row: usize,
+        tiered: bool,
+        tokens: &CallTokens,
+        at: i64,
+    ) -> Option<f64> {
+        if !tokens.fits::<WRITES>() {
+            return None;
+        }
         let tiers = self.tiers;
         let model = self.model(row)?;
         if !tiered || tiers.is_null(row) {
-            return price_in(&mut model.standard, input, at);
+            return cost_in::<WRITES>(&mut model.standard, tokens, at);
         }
         let view = tiers.views()[row];
         if let Some(i) = model
@@ -446,7 +470,7 @@ impl<'a> BatchModels<'a> {
             .iter_mut()
             .position(|(name, _)| name.matches(view, tiers, row))
         {
-            return price_in(&mut model.tiers[i].1, input, at);
+            return cost_in::<WRITES>(&mut model.tiers[i].1, tokens, at);
         }
         let name = tiers.value(row);
         let name = if name.is_empty() { STANDARD_TIER } else { name };
@@ -458,7 +482,7 @@ impl<'a> BatchModels<'a> {
             .tiers
             .push((ViewMatch::new(key, view), SeriesCursor::all(known)));
         let (_, series) = model.tiers.last_mut()?;
-        price_in(series, input, at)
+        cost_in::<WRITES>(series, tokens, at)
     }
 
     /// Row `row`'s model, if it has prices.
@@ -486,5 +510,47 @@ impl<'a> BatchModels<'a> {
             standard: SeriesCursor::all(standard),
         });
         self.models.last_mut()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{
+        Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+
+    #[test]
+    fn a_model_with_only_long_context_rates_prices_only_long_calls() {
+        let prices = RecordBatch::try_from_iter([
+            ("model", Arc::new(StringArray::from(vec!["m"])) as ArrayRef),
+            (
+                "valid_from",
+                Arc::new(TimestampMicrosecondArray::from(vec![0]).with_timezone("UTC")),
+            ),
+            (
+                "input_usd_per_mtok",
+                Arc::new(Float64Array::from(vec![2.0])),
+            ),
+            (
+                "output_usd_per_mtok",
+                Arc::new(Float64Array::from(vec![4.0])),
+            ),
+            ("above_input_tokens", Arc::new(Int64Array::from(vec![100]))),
+        ])
+        .unwrap();
+        let book = PriceBook::from_batches(&[prices]).unwrap();
+        let calls: Vec<ArrayRef> = vec![
+            Arc::new(StringViewArray::from(vec!["m", "m"])),
+            Arc::new(Int64Array::from(vec![100, 101])),
+            Arc::new(Int64Array::from(vec![0, 0])),
+            Arc::new(Int64Array::from(vec![10, 10])),
+            Arc::new(Int64Array::from(vec![0, 0])),
+            Arc::new(TimestampMicrosecondArray::from(vec![5, 5])),
+        ];
+        let cost = price_rows(&book, &CallColumns::of(&calls, 2), 2).unwrap();
+        let cost = cost.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        assert!(cost.is_null(0), "100 input tokens are not above 100");
+        assert_eq!(cost.value(1), (101.0 * 2.0 + 10.0 * 4.0) / 1e6);
     }
 }

@@ -1,18 +1,17 @@
 //! `token_price`: the rate one kind of token of a call is billed at, for FinOps exports and
 //! reports that split a call's cost by token kind.
 
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Builder};
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::PricePeriod;
-use super::book::SharedPrices;
+use super::book::{PriceBook, SharedPrices};
+use super::{PricePeriod, PricesHandle, invoke_on_rows};
 use crate::TOKEN_ECONOMICS;
 
 /// A token kind's rate in a price period.
@@ -29,10 +28,10 @@ const KINDS: [(&str, Rate); 6] = [
 ];
 
 /// `token_price(model, token_kind, input_tokens, service_tier, at)`: USD per million tokens.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct TokenPrice {
     signature: Signature,
-    prices: Arc<SharedPrices>,
+    prices: PricesHandle,
 }
 
 impl TokenPrice {
@@ -40,22 +39,8 @@ impl TokenPrice {
     pub fn new(prices: Arc<SharedPrices>) -> Self {
         TokenPrice {
             signature: Signature::user_defined(Volatility::Stable),
-            prices,
+            prices: PricesHandle(prices),
         }
-    }
-}
-
-impl PartialEq for TokenPrice {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.prices, &other.prices)
-    }
-}
-
-impl Eq for TokenPrice {}
-
-impl Hash for TokenPrice {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        Arc::as_ptr(&self.prices).hash(state);
     }
 }
 
@@ -123,61 +108,51 @@ impl ScalarUDFImpl for TokenPrice {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let prices = self.prices.current();
+        let prices = self.prices.0.current();
         if let Some(reason) = prices.unavailable_reason() {
             return exec_err!("token_price: model prices are unavailable: {reason}");
         }
-        let all_scalar = args
-            .args
-            .iter()
-            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let rows = if all_scalar { 1 } else { args.number_rows };
-        let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?
-            .into_iter()
-            .map(|a| if a.len() == rows { a } else { a.slice(0, rows) })
-            .collect();
-        let (model, kind, input) = (
-            arrays[0].as_string::<i32>(),
-            arrays[1].as_string::<i32>(),
-            arrays[2].as_primitive::<Int64Type>(),
-        );
-        let (tier, at) = (
-            arrays[3].as_string::<i32>(),
-            arrays[4].as_primitive::<TimestampMicrosecondType>(),
-        );
-        let mut out = Float64Builder::with_capacity(rows);
-        for row in 0..rows {
-            if model.is_null(row) || kind.is_null(row) || at.is_null(row) {
-                out.append_null();
-                continue;
-            }
-            let Some((_, rate)) = KINDS.iter().find(|(name, _)| *name == kind.value(row)) else {
-                let known: Vec<&str> = KINDS.iter().map(|(name, _)| *name).collect();
-                return exec_err!(
-                    "token_price: unknown token kind {:?}; the kinds are {}",
-                    kind.value(row),
-                    known.join(", ")
-                );
-            };
-            let tokens = if input.is_null(row) {
-                0
-            } else {
-                input.value(row)
-            };
-            let tier = (tier.is_valid(row) && !tier.value(row).is_empty()).then(|| tier.value(row));
-            let period = prices.price_at(model.value(row), tier, tokens, at.value(row));
-            out.append_option(period.map(rate));
-        }
-        let result: ArrayRef = Arc::new(out.finish());
-        if all_scalar {
-            return Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &result, 0,
-            )?));
-        }
-        Ok(ColumnarValue::Array(result))
+        invoke_on_rows(args, |arrays, rows| rates(&prices, arrays, rows))
     }
 
     fn documentation(&self) -> Option<&Documentation> {
         Some(&DOC)
     }
+}
+
+/// The rate of each row's token kind.
+fn rates(prices: &PriceBook, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let (model, kind, input) = (
+        arrays[0].as_string::<i32>(),
+        arrays[1].as_string::<i32>(),
+        arrays[2].as_primitive::<Int64Type>(),
+    );
+    let (tier, at) = (
+        arrays[3].as_string::<i32>(),
+        arrays[4].as_primitive::<TimestampMicrosecondType>(),
+    );
+    let mut out = Float64Builder::with_capacity(rows);
+    for row in 0..rows {
+        if model.is_null(row) || kind.is_null(row) || at.is_null(row) {
+            out.append_null();
+            continue;
+        }
+        let Some((_, rate)) = KINDS.iter().find(|(name, _)| *name == kind.value(row)) else {
+            let known: Vec<&str> = KINDS.iter().map(|(name, _)| *name).collect();
+            return exec_err!(
+                "token_price: unknown token kind {:?}; the kinds are {}",
+                kind.value(row),
+                known.join(", ")
+            );
+        };
+        let tokens = if input.is_null(row) {
+            0
+        } else {
+            input.value(row)
+        };
+        let tier = (tier.is_valid(row) && !tier.value(row).is_empty()).then(|| tier.value(row));
+        let period = prices.price_at(model.value(row), tier, tokens, at.value(row));
+        out.append_option(period.map(rate));
+    }
+    Ok(Arc::new(out.finish()))
 }
