@@ -5,7 +5,7 @@ mod genai_prices;
 mod litellm;
 mod prices;
 
-pub use genai_prices::{GenaiPricesImport, import_genai_prices};
+pub use genai_prices::{DEFAULT_PROVIDERS, GenaiPricesImport, import_genai_prices};
 pub use litellm::import_litellm;
 pub use prices::PriceRow;
 
