@@ -5,7 +5,6 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBufferBuilder, Float64Array, Int64Array, StringViewArray,
-    new_null_array,
 };
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
@@ -161,7 +160,7 @@ impl ScalarUDFImpl for TokenCost {
             return exec_err!("token_cost: model prices are unavailable: {reason}");
         }
         invoke_on_rows(args, |arrays, rows| {
-            price_rows(&prices, &CallColumns::of(arrays, rows), rows)
+            price_rows(&prices, &CallColumns::of(arrays), rows)
         })
     }
 
@@ -175,25 +174,26 @@ struct CallColumns {
     model: ArrayRef,
     /// input, cached, cache_write, cache_write_1h, output, reasoning.
     counts: [Option<ArrayRef>; 6],
-    tier: ArrayRef,
+    /// `None` in the short form.
+    tier: Option<ArrayRef>,
     at: ArrayRef,
 }
 
 impl CallColumns {
-    fn of(arrays: &[ArrayRef], rows: usize) -> Self {
+    fn of(arrays: &[ArrayRef]) -> Self {
         let a = |i: usize| Some(Arc::clone(&arrays[i]));
         if arrays.len() == 6 {
             CallColumns {
                 model: Arc::clone(&arrays[0]),
                 counts: [a(1), a(2), None, None, a(3), a(4)],
-                tier: new_null_array(&DataType::Utf8View, rows),
+                tier: None,
                 at: Arc::clone(&arrays[5]),
             }
         } else {
             CallColumns {
                 model: Arc::clone(&arrays[0]),
                 counts: [a(1), a(2), a(3), a(4), a(5), a(6)],
-                tier: Arc::clone(&arrays[7]),
+                tier: Some(Arc::clone(&arrays[7])),
                 at: Arc::clone(&arrays[8]),
             }
         }
@@ -215,7 +215,12 @@ impl CallColumns {
 /// per batch, plus the rows no price was found for.
 fn price_rows(prices: &PriceBook, call: &CallColumns, rows: usize) -> Result<ArrayRef> {
     let model = call.model.as_string_view();
-    let tier = call.tier.as_string_view();
+    // Old files and the short form have no tiers: every row is standard.
+    let tiers = call
+        .tier
+        .as_ref()
+        .map(|t| t.as_string_view())
+        .filter(|t| t.null_count() < rows);
     let counts: Vec<Cow<'_, [i64]>> = call
         .counts
         .iter()
@@ -227,12 +232,10 @@ fn price_rows(prices: &PriceBook, call: &CallColumns, rows: usize) -> Result<Arr
         .collect();
     let at = call.at.as_primitive::<TimestampMicrosecondType>();
     let at_values = at.values();
-    // Old files and the short form have no tiers: every row is standard.
-    let tiered = tier.null_count() < rows;
 
     // Slices of exactly `rows`, so indexing them by row needs no bounds check.
     let counts: [&[i64]; 6] = std::array::from_fn(|i| &counts[i][..counts[i].len().min(rows)]);
-    let mut models = BatchModels::new(prices, model, tier);
+    let mut models = BatchModels::new(prices, model, tiers);
     // Short-form calls and files without the write columns skip their terms.
     let writes = [2, 3].iter().any(|&i| {
         call.counts[i]
@@ -241,9 +244,9 @@ fn price_rows(prices: &PriceBook, call: &CallColumns, rows: usize) -> Result<Arr
     });
     // Rows without a price are rare: listed, and made NULL after the loop.
     let (values, unpriced) = if writes {
-        price_loop::<true>(&mut models, counts, &at_values[..rows], tiered)
+        price_loop::<true>(&mut models, counts, &at_values[..rows])
     } else {
-        price_loop::<false>(&mut models, counts, &at_values[..rows], tiered)
+        price_loop::<false>(&mut models, counts, &at_values[..rows])
     };
     let found = (!unpriced.is_empty()).then(|| {
         let mut found = BooleanBufferBuilder::new(rows);
@@ -278,7 +281,6 @@ fn price_loop<const WRITES: bool>(
     models: &mut BatchModels<'_>,
     [input, cached, write, write_1h, output, reasoning]: [&[i64]; 6],
     at: &[i64],
-    tiered: bool,
 ) -> (Vec<f64>, Vec<usize>) {
     let rows = at.len();
     let mut values = Vec::with_capacity(rows);
@@ -292,7 +294,7 @@ fn price_loop<const WRITES: bool>(
             output: output[row],
             reasoning: reasoning[row],
         };
-        match models.cost::<WRITES>(row, tiered, &tokens, at[row]) {
+        match models.cost::<WRITES>(row, &tokens, at[row]) {
             Some(cost) => values.push(cost),
             None => {
                 unpriced.push(row);
@@ -358,7 +360,8 @@ impl<'a> ViewMatch<'a> {
 struct BatchModels<'a> {
     prices: &'a PriceBook,
     names: &'a StringViewArray,
-    tiers: &'a StringViewArray,
+    /// The rows' tiers, `None` when no row names one.
+    tiers: Option<&'a StringViewArray>,
     models: Vec<BatchModel<'a>>,
 }
 
@@ -437,7 +440,11 @@ fn cost_in<const WRITES: bool>(
 }
 
 impl<'a> BatchModels<'a> {
-    fn new(prices: &'a PriceBook, names: &'a StringViewArray, tiers: &'a StringViewArray) -> Self {
+    fn new(
+        prices: &'a PriceBook,
+        names: &'a StringViewArray,
+        tiers: Option<&'a StringViewArray>,
+    ) -> Self {
         BatchModels {
             prices,
             names,
@@ -446,13 +453,12 @@ impl<'a> BatchModels<'a> {
         }
     }
 
-    /// USD of row `row`'s call (`tokens`, made at `at`); `tiered`: whether rows may name a
-    /// tier. `None`: no price, or counts that do not fit inside their totals.
+    /// USD of row `row`'s call (`tokens`, made at `at`) at its tier. `None`: no price, or
+    /// counts that do not fit inside their totals.
     #[inline]
     fn cost<const WRITES: bool>(
         &mut self,
         row: usize,
-        tiered: bool,
         tokens: &CallTokens,
         at: i64,
     ) -> Option<f64> {
@@ -461,9 +467,9 @@ impl<'a> BatchModels<'a> {
         }
         let tiers = self.tiers;
         let model = self.model(row)?;
-        if !tiered || tiers.is_null(row) {
+        let Some(tiers) = tiers.filter(|t| t.is_valid(row)) else {
             return cost_in::<WRITES>(&mut model.standard, tokens, at);
-        }
+        };
         let view = tiers.views()[row];
         if let Some(i) = model
             .tiers
@@ -548,7 +554,7 @@ mod tests {
             Arc::new(Int64Array::from(vec![0, 0])),
             Arc::new(TimestampMicrosecondArray::from(vec![5, 5])),
         ];
-        let cost = price_rows(&book, &CallColumns::of(&calls, 2), 2).unwrap();
+        let cost = price_rows(&book, &CallColumns::of(&calls), 2).unwrap();
         let cost = cost.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
         assert!(cost.is_null(0), "100 input tokens are not above 100");
         assert_eq!(cost.value(1), (101.0 * 2.0 + 10.0 * 4.0) / 1e6);
